@@ -1,0 +1,73 @@
+import { createRemoteJWKSet, errors as joseErrors, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from "jose";
+import type { JwtConfig } from "../config";
+import { AppError } from "../errors";
+import { makeCaller, ROLES, type Caller, type Role } from "./caller";
+
+export interface TokenVerifier {
+  /** The caller a bearer token proves, or UNAUTHENTICATED. */
+  verify(token: string): Promise<Caller>;
+}
+
+const unauthenticated = (message: string) => new AppError("UNAUTHENTICATED", message);
+
+/**
+ * Verifies JWTs with jose (HS256 secret or a JWKS for RS256/ES256) and remembers verified tokens
+ * until their exp, so a client that reuses its token costs one Map lookup per call.
+ */
+export function createTokenVerifier(config: JwtConfig, secret: string | undefined): TokenVerifier {
+  const key: Uint8Array | JWTVerifyGetKey = config.jwksUrl
+    ? createRemoteJWKSet(new URL(config.jwksUrl))
+    : new TextEncoder().encode(secret ?? missingSecret());
+  const algorithms = config.jwksUrl ? ["RS256", "ES256"] : ["HS256"];
+  const cache = new Map<string, { caller: Caller; expiresAtMs: number }>();
+
+  async function verifyUncached(token: string): Promise<{ caller: Caller; expiresAtMs: number }> {
+    let payload: JWTPayload;
+    try {
+      ({ payload } = await jwtVerify(token, key as Uint8Array, {
+        algorithms,
+        issuer: config.issuer,
+        audience: config.audience,
+      }));
+    } catch (error) {
+      if (error instanceof joseErrors.JWTExpired) throw unauthenticated("token expired");
+      if (error instanceof joseErrors.JOSEError) throw unauthenticated(`invalid token: ${error.code}`);
+      throw error;
+    }
+    if (typeof payload.sub !== "string" || payload.sub === "") throw unauthenticated("token has no sub");
+    const roles = parseRoles(payload.roles);
+    return {
+      caller: makeCaller(payload.sub, roles),
+      expiresAtMs: payload.exp === undefined ? Number.POSITIVE_INFINITY : payload.exp * 1000,
+    };
+  }
+
+  return {
+    async verify(token) {
+      const now = Date.now();
+      const hit = cache.get(token);
+      if (hit && hit.expiresAtMs > now) return hit.caller;
+      if (hit) cache.delete(token);
+      const verified = await verifyUncached(token);
+      if (config.cacheSize > 0) {
+        // Map keeps insertion order: dropping the first key evicts the oldest entry.
+        if (cache.size >= config.cacheSize) cache.delete(cache.keys().next().value!);
+        cache.set(token, verified);
+      }
+      return verified.caller;
+    },
+  };
+}
+
+function parseRoles(claim: unknown): Role[] {
+  if (claim === undefined) return ["user"];
+  if (!Array.isArray(claim) || claim.length === 0) throw unauthenticated("roles claim must be a non-empty array");
+  for (const role of claim) {
+    if (!ROLES.includes(role)) throw unauthenticated(`unknown role in token: ${String(role)}`);
+  }
+  return claim as Role[];
+}
+
+function missingSecret(): never {
+  throw new Error("JWT secret missing: set JWT_SECRET or JWT_JWKS_URL");
+}

@@ -1,0 +1,35 @@
+import { Model } from "objection";
+
+/** The voice_models table, column for column. Domain code sees VoiceModelRecord (see toRecord). */
+export class VoiceModelRow extends Model {
+  static override tableName = "voice_models";
+  static override jsonAttributes = ["metadata"];
+
+  id!: string;
+  user_id!: string;
+  provider!: string;
+  model_path!: string;
+  sample_rate!: number;
+  quality_score!: number;
+  similarity!: number | null;
+  naturalness!: number | null;
+  clarity!: number | null;
+  consistency!: number | null;
+  metadata!: Record<string, unknown>;
+  is_active!: boolean;
+  status!: string;
+  training_job_id!: string | null;
+  version!: number;
+  size_bytes!: number | null;
+  created_at!: Date;
+  updated_at!: Date;
+  deleted_at!: Date | null;
+}
+
+export class ModelOwnerRow extends Model {
+  static override tableName = "model_owners";
+  static override idColumn = "user_id";
+
+  user_id!: string;
+  created_at!: Date;
+}

@@ -1,0 +1,30 @@
+import type { Knex } from "knex";
+import { setTimeout as sleep } from "node:timers/promises";
+
+/** The transaction type every multi-row write takes as a parameter. */
+export type Tx = Knex.Transaction;
+/** A connection or a transaction: what a read can run on. */
+export type Db = Knex | Knex.Transaction;
+
+// serialization_failure, deadlock_detected, and a unique violation of the one-active index
+// (only possible if a writer skipped the owner lock): all safe to retry from the start.
+const RETRYABLE_CODES = new Set(["40001", "40P01"]);
+const RETRYABLE_CONSTRAINTS = new Set(["voice_models_one_active_per_user"]);
+
+function isRetryable(error: unknown): boolean {
+  const e = error as { code?: string; constraint?: string };
+  if (e?.code && RETRYABLE_CODES.has(e.code)) return true;
+  return e?.code === "23505" && e.constraint !== undefined && RETRYABLE_CONSTRAINTS.has(e.constraint);
+}
+
+/** Runs fn in one transaction, retrying contention failures so callers never see them. */
+export async function inTransaction<T>(knex: Knex, fn: (trx: Tx) => Promise<T>, attempts = 8): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await knex.transaction(fn);
+    } catch (error) {
+      if (attempt >= attempts || !isRetryable(error)) throw error;
+      await sleep(Math.random() * 5 * attempt);
+    }
+  }
+}

@@ -1,0 +1,64 @@
+import { Code } from "@connectrpc/connect";
+
+/**
+ * The one closed list of error codes. Each maps to exactly one gRPC/Connect code; the code is
+ * sent as the `reason` of a google.rpc.ErrorInfo detail (domain `voicemodel.v1`).
+ */
+export const ErrorCodes = {
+  VOICE_MODEL_NOT_FOUND: Code.NotFound,
+  ACCESS_DENIED: Code.PermissionDenied,
+  UNAUTHENTICATED: Code.Unauthenticated,
+  INVALID_ARGUMENT: Code.InvalidArgument,
+  MODEL_NOT_COMPLETED: Code.FailedPrecondition,
+  ALREADY_ACTIVE: Code.AlreadyExists,
+  ETAG_MISMATCH: Code.Aborted,
+  RATE_LIMITED: Code.ResourceExhausted,
+  SERVICE_UNAVAILABLE: Code.Unavailable,
+  INTERNAL: Code.Internal,
+} as const satisfies Record<string, Code>;
+
+export type ErrorCode = keyof typeof ErrorCodes;
+
+export const ERROR_DOMAIN = "voicemodel.v1";
+
+/** Context that names what the error is about; lands in ErrorInfo.metadata. */
+export interface ErrorSubject {
+  field?: string;
+  modelId?: string;
+  userId?: string;
+  /** Seconds until a rate-limited call may be retried. */
+  retryAfterSeconds?: number;
+}
+
+export class AppError extends Error {
+  override readonly name = "AppError";
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+    readonly subject: ErrorSubject = {},
+  ) {
+    super(message);
+  }
+
+  get rpcCode(): Code {
+    return ErrorCodes[this.code];
+  }
+}
+
+export const invalidArgument = (field: string, message: string) =>
+  new AppError("INVALID_ARGUMENT", `${field}: ${message}`, { field });
+
+export const modelNotFound = (modelId: string) =>
+  new AppError("VOICE_MODEL_NOT_FOUND", `voice model ${modelId} not found`, { modelId });
+
+export const accessDenied = (message: string, subject: ErrorSubject = {}) =>
+  new AppError("ACCESS_DENIED", message, subject);
+
+/** ErrorInfo metadata for an error: the subject plus when and for which request. */
+export function errorMetadata(error: AppError, requestId: string): Record<string, string> {
+  const metadata: Record<string, string> = { timestamp: new Date().toISOString(), requestId };
+  for (const [key, value] of Object.entries(error.subject)) {
+    if (value !== undefined) metadata[key] = String(value);
+  }
+  return metadata;
+}

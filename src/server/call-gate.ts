@@ -1,0 +1,61 @@
+import { randomUUID } from "node:crypto";
+import type { Logger } from "pino";
+import type { TokenVerifier } from "../auth/token-verifier";
+import { AppError } from "../errors";
+import type { RequestContext } from "./request-context";
+
+/** What a transport hands over about an incoming call before any handler runs. */
+export interface IncomingCall {
+  method: string;
+  authorization: string | undefined;
+  requestIdHeader: string | undefined;
+  clientAddress: string;
+  signal: AbortSignal;
+}
+
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+/** A client's x-request-id is kept when it is sane; otherwise the service makes one. */
+export const requestIdFor = (header: string | undefined) =>
+  header !== undefined && REQUEST_ID.test(header) ? header : randomUUID();
+
+/**
+ * The steps every call takes, whichever transport carried it: authenticate the bearer token,
+ * then build the handler's context. (Rate limits and audit join here.)
+ */
+export class CallGate {
+  constructor(
+    private readonly verifier: TokenVerifier,
+    private readonly log: Logger,
+  ) {}
+
+  async admit(call: IncomingCall, requestId: string): Promise<RequestContext> {
+    const header = call.authorization;
+    if (!header) throw new AppError("UNAUTHENTICATED", "missing authorization: Bearer <token>");
+    const match = /^Bearer\s+(\S+)$/i.exec(header);
+    if (!match) throw new AppError("UNAUTHENTICATED", "authorization must be: Bearer <token>");
+    const caller = await this.verifier.verify(match[1]);
+    return {
+      requestId,
+      caller,
+      clientAddress: call.clientAddress,
+      signal: call.signal,
+      method: call.method,
+      log: this.log,
+    };
+  }
+}
+
+const UNAVAILABLE_CODES = new Set(["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "ENOTFOUND", "EPIPE", "57P01", "57P02", "57P03"]);
+
+/** Every failure as one of our error codes: database outages become SERVICE_UNAVAILABLE. */
+export function toAppError(error: unknown): AppError {
+  if (error instanceof AppError) return error;
+  const e = error as { code?: string; name?: string; message?: string };
+  const unavailable =
+    (e?.code !== undefined && (UNAVAILABLE_CODES.has(e.code) || e.code.startsWith("08"))) ||
+    e?.name === "KnexTimeoutError" ||
+    /Connection terminated|connect ECONNREFUSED|Client has encountered a connection error/i.test(e?.message ?? "");
+  if (unavailable) return new AppError("SERVICE_UNAVAILABLE", "the database is unreachable; retry later");
+  return new AppError("INTERNAL", "internal error");
+}

@@ -1,0 +1,159 @@
+import { create, fromBinary, toBinary, type DescMessage, type DescService } from "@bufbuild/protobuf";
+import { anyPack } from "@bufbuild/protobuf/wkt";
+import * as grpc from "@grpc/grpc-js";
+import type { Logger } from "pino";
+import { ErrorInfoSchema, StatusSchema } from "../../gen/google/rpc/error_details_pb";
+import { ERROR_DOMAIN, errorMetadata } from "../errors";
+import { requestIdFor, toAppError, type CallGate, type IncomingCall } from "./call-gate";
+import type { AnyClientStream, AnyServerStream, AnyUnary } from "./handlers";
+import type { RequestContext } from "./request-context";
+
+/** The part of a grpc-js call every kind shares. */
+type SurfaceCall = Pick<grpc.ServerUnaryCall<unknown, unknown>, "metadata" | "getPeer" | "sendMetadata"> & NodeJS.EventEmitter;
+
+const asBuffer = (bytes: Uint8Array) => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+
+function serializer(schema: DescMessage) {
+  return (message: unknown) => asBuffer(toBinary(schema, create(schema, message as never)));
+}
+
+function deserializer(schema: DescMessage) {
+  return (bytes: Buffer) => fromBinary(schema, bytes);
+}
+
+/** A grpc-js error carrying google.rpc.Status with one ErrorInfo, plus the request id. */
+function grpcError(error: unknown, requestId: string, log: Logger): grpc.ServerErrorResponse {
+  const appError = toAppError(error);
+  if (appError.code === "INTERNAL" || appError.code === "SERVICE_UNAVAILABLE") log.error({ err: error, requestId }, "call failed");
+  const status = create(StatusSchema, {
+    code: appError.rpcCode,
+    message: appError.message,
+    details: [
+      anyPack(
+        ErrorInfoSchema,
+        create(ErrorInfoSchema, { reason: appError.code, domain: ERROR_DOMAIN, metadata: errorMetadata(appError, requestId) }),
+      ),
+    ],
+  });
+  const metadata = new grpc.Metadata();
+  metadata.set("grpc-status-details-bin", asBuffer(toBinary(StatusSchema, status)));
+  metadata.set("x-request-id", requestId);
+  if (appError.subject.retryAfterSeconds !== undefined) metadata.set("retry-after", String(appError.subject.retryAfterSeconds));
+  return Object.assign(new Error(appError.message), { code: appError.rpcCode as number, details: appError.message, metadata });
+}
+
+function incomingCall(call: SurfaceCall, method: string): IncomingCall {
+  const controller = new AbortController();
+  // grpc-js emits "cancelled" on client cancel and on an expired deadline.
+  call.once("cancelled", () => controller.abort());
+  const first = (key: string) => {
+    const value = call.metadata.get(key)[0];
+    return typeof value === "string" ? value : undefined;
+  };
+  return {
+    method,
+    authorization: first("authorization"),
+    requestIdHeader: first("x-request-id"),
+    clientAddress: call.getPeer(),
+    signal: controller.signal,
+  };
+}
+
+function sendRequestId(call: SurfaceCall, requestId: string) {
+  const metadata = new grpc.Metadata();
+  metadata.set("x-request-id", requestId);
+  call.sendMetadata(metadata);
+}
+
+function drainedOrCancelled(call: grpc.ServerWritableStream<unknown, unknown>): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      call.off("drain", done);
+      call.off("cancelled", done);
+      resolve();
+    };
+    call.once("drain", done);
+    call.once("cancelled", done);
+  });
+}
+
+/** An async iterable over a grpc-js client stream, so client-streaming handlers see one shape. */
+async function* readStream<T>(stream: AsyncIterable<unknown>): AsyncIterable<T> {
+  for await (const message of stream) yield message as T;
+}
+
+/**
+ * Builds a grpc-js service definition and implementation from a protobuf-es service descriptor
+ * and our transport-free handlers: protobuf-es serializes, the CallGate authenticates.
+ */
+export function grpcService(
+  service: DescService,
+  handlers: Record<string, unknown>,
+  gate: CallGate,
+  log: Logger,
+): { definition: grpc.ServiceDefinition; implementation: grpc.UntypedServiceImplementation } {
+  const definition: Record<string, grpc.MethodDefinition<unknown, unknown>> = {};
+  const implementation: grpc.UntypedServiceImplementation = {};
+  for (const method of service.methods) {
+    const path = `/${service.typeName}/${method.name}`;
+    const name = `${service.typeName}/${method.name}`;
+    const handler = handlers[method.localName];
+    if (typeof handler !== "function") throw new Error(`no handler for ${name}`);
+    definition[method.name] = {
+      path,
+      requestStream: method.methodKind === "client_streaming" || method.methodKind === "bidi_streaming",
+      responseStream: method.methodKind === "server_streaming" || method.methodKind === "bidi_streaming",
+      requestSerialize: serializer(method.input),
+      requestDeserialize: deserializer(method.input),
+      responseSerialize: serializer(method.output),
+      responseDeserialize: deserializer(method.output),
+      originalName: method.localName,
+    };
+    const admit = (call: SurfaceCall): [Promise<RequestContext>, string] => {
+      const incoming = incomingCall(call, name);
+      const requestId = requestIdFor(incoming.requestIdHeader);
+      sendRequestId(call, requestId);
+      return [gate.admit(incoming, requestId), requestId];
+    };
+    switch (method.methodKind) {
+      case "unary":
+        implementation[method.name] = (call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
+          const [ctx, requestId] = admit(call);
+          ctx
+            .then((c) => (handler as AnyUnary)(call.request, c))
+            .then(
+              (reply) => callback(null, reply),
+              (error) => callback(grpcError(error, requestId, log)),
+            );
+        };
+        break;
+      case "server_streaming":
+        implementation[method.name] = (call: grpc.ServerWritableStream<unknown, unknown>) => {
+          const [ctx, requestId] = admit(call);
+          (async () => {
+            for await (const reply of (handler as AnyServerStream)(call.request, await ctx)) {
+              if (call.cancelled) return;
+              // Respect back-pressure so large streams keep memory flat.
+              if (!call.write(reply)) await drainedOrCancelled(call);
+            }
+            call.end();
+          })().catch((error) => call.emit("error", grpcError(error, requestId, log)));
+        };
+        break;
+      case "client_streaming":
+        implementation[method.name] = (call: grpc.ServerReadableStream<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
+          const [ctx, requestId] = admit(call);
+          ctx
+            .then((c) => (handler as AnyClientStream)(readStream(call), c))
+            .then(
+              (reply) => callback(null, reply),
+              (error) => callback(grpcError(error, requestId, log)),
+            );
+        };
+        break;
+      default:
+        throw new Error(`${name}: bidi streaming is not supported`);
+    }
+  }
+  return { definition: definition as grpc.ServiceDefinition, implementation };
+}

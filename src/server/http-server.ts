@@ -1,0 +1,64 @@
+import { createContextValues, cors as connectCors } from "@connectrpc/connect";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import type { ConnectRouter } from "@connectrpc/connect";
+import http from "node:http";
+import { clientAddressKey } from "./connect-transport";
+
+export interface HttpServerOptions {
+  routes: (router: ConnectRouter) => void;
+  corsOrigins: string[];
+  /** Resolves true when the service can serve (the database answers). */
+  isReady: () => Promise<boolean>;
+}
+
+const ALLOWED_HEADERS = [...connectCors.allowedHeaders, "authorization", "x-request-id"].join(", ");
+const EXPOSED_HEADERS = [...connectCors.exposedHeaders, "x-request-id", "retry-after"].join(", ");
+const ALLOWED_METHODS = connectCors.allowedMethods.join(", ");
+
+function applyCors(req: http.IncomingMessage, res: http.ServerResponse, origins: string[]): boolean {
+  const origin = req.headers.origin;
+  if (!origin || !(origins.includes("*") || origins.includes(origin))) return false;
+  res.setHeader("access-control-allow-origin", origin);
+  res.setHeader("vary", "origin");
+  res.setHeader("access-control-expose-headers", EXPOSED_HEADERS);
+  return true;
+}
+
+function sendJson(res: http.ServerResponse, status: number, body: object) {
+  res.writeHead(status, { "content-type": "application/json" }).end(JSON.stringify(body));
+}
+
+/**
+ * The HTTP/1.1 listener's handler: Connect JSON/binary and gRPC-Web for browsers and the mobile
+ * app, CORS for configured origins, and the /healthz and /readyz probes (no token needed).
+ */
+export function createHttpHandler(options: HttpServerOptions): http.RequestListener {
+  const connect = connectNodeAdapter({
+    routes: options.routes,
+    // JSON replies show fields at their defaults (isActive: false, total: 0).
+    jsonOptions: { alwaysEmitImplicit: true },
+    grpc: false,
+    contextValues: (req) => createContextValues().set(clientAddressKey, req.socket.remoteAddress ?? "unknown"),
+  });
+  return (req, res) => {
+    const corsAllowed = applyCors(req, res, options.corsOrigins);
+    if (req.method === "OPTIONS" && corsAllowed) {
+      res.writeHead(204, {
+        "access-control-allow-methods": ALLOWED_METHODS,
+        "access-control-allow-headers": ALLOWED_HEADERS,
+        "access-control-max-age": "7200",
+      });
+      res.end();
+      return;
+    }
+    if (req.url === "/healthz") return sendJson(res, 200, { status: "ok" });
+    if (req.url === "/readyz") {
+      options.isReady().then(
+        (ready) => sendJson(res, ready ? 200 : 503, { status: ready ? "ready" : "database unreachable" }),
+        () => sendJson(res, 503, { status: "database unreachable" }),
+      );
+      return;
+    }
+    connect(req, res);
+  };
+}

@@ -1,0 +1,62 @@
+import { invalidArgument } from "../errors";
+import { LIMITS, PROVIDERS, SAMPLE_RATES, STATUSES, type Provider, type Status } from "./constants";
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+export function modelId(value: string, field = "modelId"): string {
+  if (!value) throw invalidArgument(field, "is required");
+  if (!UUID.test(value)) throw invalidArgument(field, `"${value.slice(0, 64)}" is not a model id (UUID)`);
+  return value.toLowerCase();
+}
+
+export function provider(value: string, field = "provider"): Provider {
+  if (!PROVIDERS.includes(value as Provider)) throw invalidArgument(field, `must be one of ${PROVIDERS.join(", ")}`);
+  return value as Provider;
+}
+
+export function status(value: string, field = "status"): Status {
+  if (!STATUSES.includes(value as Status)) throw invalidArgument(field, `must be one of ${STATUSES.join(", ")}`);
+  return value as Status;
+}
+
+export function sampleRate(value: number, field = "sampleRate"): number {
+  if (!(SAMPLE_RATES as readonly number[]).includes(value)) {
+    throw invalidArgument(field, `must be one of ${SAMPLE_RATES.join(", ")}`);
+  }
+  return value;
+}
+
+export function modelPath(value: string, field = "modelPath"): string {
+  if (!value || !value.trim()) throw invalidArgument(field, "is required");
+  if (value.length > LIMITS.modelPathMaxChars) throw invalidArgument(field, `must be at most ${LIMITS.modelPathMaxChars} characters`);
+  return value;
+}
+
+export function metadata(value: Record<string, unknown> | undefined, field = "metadata"): Record<string, unknown> {
+  const object = value ?? {};
+  if (Buffer.byteLength(JSON.stringify(object)) > LIMITS.metadataMaxBytes) {
+    throw invalidArgument(field, `must be at most ${LIMITS.metadataMaxBytes} bytes as JSON`);
+  }
+  return object;
+}
+
+export function trainingJobId(value: string, field = "trainingJobId"): string {
+  if (!value || value.length > LIMITS.trainingJobIdMaxChars || /[\u0000-\u001f]/.test(value)) {
+    throw invalidArgument(field, `must be 1-${LIMITS.trainingJobIdMaxChars} printable characters`);
+  }
+  return value;
+}
+
+export function pageLimit(value: number | undefined, field = "limit"): number {
+  if (value === undefined || value === 0) return LIMITS.listDefault;
+  if (!Number.isInteger(value) || value < 1 || value > LIMITS.listMax) {
+    throw invalidArgument(field, `must be from 1 to ${LIMITS.listMax}`);
+  }
+  return value;
+}
+
+export function offset(value: number | undefined, field = "offset"): number {
+  if (value === undefined) return 0;
+  if (!Number.isInteger(value) || value < 0) throw invalidArgument(field, "must be 0 or more");
+  return value;
+}

@@ -1,0 +1,235 @@
+import type { Knex } from "knex";
+import type {
+  CreateVoiceModelRequest,
+  ListVoiceModelsRequest,
+  UpdateVoiceModelRequest,
+} from "../../gen/voicemodel/v1/voice_model_service_pb";
+import { hasRole, resolveTargetUser, type Caller } from "../auth/caller";
+import type { VoiceModelRow } from "../db/models/voice-model-row";
+import { inTransaction, type Tx } from "../db/transaction";
+import { accessDenied, AppError, invalidArgument, modelNotFound } from "../errors";
+import { assertCanRead, assertCanWrite } from "./access";
+import * as activation from "./activation";
+import { DEFAULT_SAMPLE_RATE } from "./constants";
+import { decodePageToken, encodePageToken, filtersHash } from "./paging";
+import { componentsToMillis, scoreToMillis, weightedMillis } from "./quality";
+import * as repo from "./repository";
+import * as valid from "./validation";
+import { etagOf, type VoiceModelRecord } from "./voice-model";
+
+const UPDATABLE = ["quality_score", "sample_rate", "status", "metadata", "model_path"] as const;
+type Updatable = (typeof UPDATABLE)[number];
+
+export interface ListResult {
+  models: VoiceModelRecord[];
+  total: number;
+  nextPageToken: string;
+}
+
+/** The core lifecycle of voice models. Every method takes the verified caller first. */
+export class VoiceModelService {
+  constructor(private readonly knex: Knex) {}
+
+  async create(caller: Caller, req: CreateVoiceModelRequest): Promise<VoiceModelRecord> {
+    const userId = resolveTargetUser(caller, req.userId);
+    const row = newModelRow(userId, req);
+    return inTransaction(this.knex, async (trx) => {
+      await repo.lockOwner(trx, userId);
+      if (row.training_job_id) {
+        const existing = await repo.findByTrainingJob(trx, userId, row.training_job_id);
+        if (existing) return existing;
+      }
+      const created = await repo.insertModel(trx, row);
+      return created.status === "completed" ? activation.onCompleted(trx, created) : created;
+    });
+  }
+
+  async get(caller: Caller, id: string): Promise<VoiceModelRecord> {
+    const modelId = valid.modelId(id);
+    const model = await repo.findModel(this.knex, modelId);
+    if (!model) throw modelNotFound(modelId);
+    assertCanRead(caller, model);
+    if (model.deletedAt) throw modelNotFound(modelId);
+    return model;
+  }
+
+  async getActive(caller: Caller, requestedUserId: string | undefined): Promise<VoiceModelRecord | undefined> {
+    const userId = resolveTargetUser(caller, requestedUserId);
+    return repo.findActiveModel(this.knex, userId);
+  }
+
+  async list(caller: Caller, req: ListVoiceModelsRequest): Promise<ListResult> {
+    const userId = resolveTargetUser(caller, req.userId);
+    const filters: repo.ListFilters = {
+      userId,
+      provider: req.provider === undefined ? undefined : valid.provider(req.provider),
+      isActive: req.isActive,
+      minQualityMillis:
+        req.minQualityScore === undefined ? undefined : scoreToMillis(req.minQualityScore, "minQualityScore"),
+      status: req.status === undefined ? undefined : valid.status(req.status),
+      showDeleted: req.showDeleted ?? false,
+    };
+    const limit = valid.pageLimit(req.limit);
+    const offset = valid.offset(req.offset);
+    const hash = filtersHash(filters);
+    let after;
+    if (req.pageToken) {
+      if (offset !== 0) throw invalidArgument("offset", "must be 0 when pageToken is given");
+      after = decodePageToken(req.pageToken, hash);
+    }
+    const { models, total } = await repo.listModels(this.knex, filters, { limit, offset, after });
+    const nextPageToken = models.length === limit ? encodePageToken(models[models.length - 1], hash) : "";
+    return { models, total, nextPageToken };
+  }
+
+  async update(caller: Caller, req: UpdateVoiceModelRequest): Promise<VoiceModelRecord> {
+    const modelId = valid.modelId(req.modelId);
+    const changes = updateChanges(caller, req);
+    return this.withLockedModel(caller, modelId, async (trx, model) => {
+      if (req.etag !== undefined && req.etag !== etagOf(model)) {
+        throw new AppError("ETAG_MISMATCH", `voice model ${modelId} changed since etag ${req.etag} (now ${etagOf(model)})`, {
+          modelId,
+          field: "etag",
+        });
+      }
+      const leavesCompleted = changes.status !== undefined && model.status === "completed" && changes.status !== "completed";
+      const becomesCompleted = changes.status === "completed" && model.status !== "completed";
+      if (leavesCompleted && model.isActive) changes.is_active = false;
+      const updated = await repo.patchModel(trx, modelId, changes);
+      if (leavesCompleted && model.isActive) await activation.replaceActive(trx, updated);
+      if (becomesCompleted) return activation.onCompleted(trx, updated);
+      return updated;
+    });
+  }
+
+  async delete(caller: Caller, id: string): Promise<{ model: VoiceModelRecord; activeModelId: string | undefined }> {
+    const modelId = valid.modelId(id);
+    return this.withLockedModel(caller, modelId, async (trx, model) => {
+      const deleted = await repo.patchModel(trx, modelId, { is_active: false, deleted_at: new Date() });
+      const active = model.isActive
+        ? await activation.replaceActive(trx, deleted)
+        : await repo.findActiveModel(trx, model.userId);
+      return { model: deleted, activeModelId: active?.id };
+    });
+  }
+
+  async activate(caller: Caller, id: string): Promise<VoiceModelRecord> {
+    const modelId = valid.modelId(id);
+    return this.withLockedModel(caller, modelId, async (trx, model) => {
+      if (model.status !== "completed") {
+        throw new AppError("MODEL_NOT_COMPLETED", `voice model ${modelId} is ${model.status}; only completed models can be active`, {
+          modelId,
+        });
+      }
+      if (model.isActive) throw new AppError("ALREADY_ACTIVE", `voice model ${modelId} is already active`, { modelId });
+      return activation.makeActive(trx, model);
+    });
+  }
+
+  async deactivate(caller: Caller, id: string): Promise<VoiceModelRecord> {
+    const modelId = valid.modelId(id);
+    return this.withLockedModel(caller, modelId, async (trx, model) =>
+      model.isActive ? repo.patchModel(trx, modelId, { is_active: false }) : model,
+    );
+  }
+
+  /**
+   * Runs a write on one live model inside a transaction holding its owner's lock, after checking
+   * the caller may change it. The model is re-read under the lock, so fn sees current state.
+   */
+  private async withLockedModel<T>(
+    caller: Caller,
+    modelId: string,
+    fn: (trx: Tx, model: VoiceModelRecord) => Promise<T>,
+  ): Promise<T> {
+    return inTransaction(this.knex, async (trx) => {
+      const found = await repo.findModel(trx, modelId);
+      if (!found) throw modelNotFound(modelId);
+      assertCanWrite(caller, found);
+      await repo.lockOwner(trx, found.userId);
+      const model = await repo.findModelForUpdate(trx, modelId);
+      if (!model || model.deletedAt) throw modelNotFound(modelId);
+      return fn(trx, model);
+    });
+  }
+}
+
+function newModelRow(userId: string, req: CreateVoiceModelRequest): repo.NewModelRow {
+  if (req.qualityScore !== undefined && req.qualityComponents !== undefined) {
+    throw invalidArgument("qualityComponents", "give qualityScore or qualityComponents, not both");
+  }
+  const components = req.qualityComponents ? componentsToMillis(req.qualityComponents, "qualityComponents") : undefined;
+  const scoreMillis = components
+    ? weightedMillis(components)
+    : req.qualityScore === undefined
+      ? 0
+      : scoreToMillis(req.qualityScore, "qualityScore");
+  return {
+    user_id: userId,
+    provider: valid.provider(req.provider),
+    model_path: valid.modelPath(req.modelPath),
+    sample_rate: req.sampleRate === undefined ? DEFAULT_SAMPLE_RATE : valid.sampleRate(req.sampleRate),
+    quality_score: scoreMillis / 1000,
+    similarity: components ? components.similarity / 1000 : null,
+    naturalness: components ? components.naturalness / 1000 : null,
+    clarity: components ? components.clarity / 1000 : null,
+    consistency: components ? components.consistency / 1000 : null,
+    metadata: valid.metadata(req.metadata),
+    status: req.status === undefined ? "completed" : valid.status(req.status),
+    training_job_id: req.trainingJobId === undefined ? null : valid.trainingJobId(req.trainingJobId),
+  };
+}
+
+const MASK_PATHS: Record<string, Updatable> = {
+  quality_score: "quality_score",
+  qualityScore: "quality_score",
+  sample_rate: "sample_rate",
+  sampleRate: "sample_rate",
+  status: "status",
+  metadata: "metadata",
+  model_path: "model_path",
+  modelPath: "model_path",
+};
+
+/** The column changes an update asks for, validated; nothing is written when this throws. */
+function updateChanges(caller: Caller, req: UpdateVoiceModelRequest): Partial<VoiceModelRow> {
+  let fields: Set<Updatable>;
+  if (req.updateMask && req.updateMask.paths.length > 0) {
+    fields = new Set();
+    for (const path of req.updateMask.paths) {
+      const column = MASK_PATHS[path];
+      if (!column) throw invalidArgument("updateMask", `cannot update "${path}"; updatable: qualityScore, sampleRate, status, metadata, modelPath`);
+      fields.add(column);
+    }
+  } else {
+    fields = new Set(
+      UPDATABLE.filter((f) => {
+        const present = { quality_score: req.qualityScore, sample_rate: req.sampleRate, status: req.status, metadata: req.metadata, model_path: req.modelPath };
+        return present[f] !== undefined;
+      }),
+    );
+  }
+  if (fields.size === 0) throw invalidArgument("updateMask", "names no field to change");
+
+  const changes: Partial<VoiceModelRow> = {};
+  const required = <T>(value: T | undefined, field: string): T => {
+    if (value === undefined) throw invalidArgument(field, "is in updateMask but not in the request");
+    return value;
+  };
+  if (fields.has("quality_score")) {
+    changes.quality_score = scoreToMillis(required(req.qualityScore, "qualityScore"), "qualityScore") / 1000;
+    // A new overall score no longer matches the old components.
+    Object.assign(changes, { similarity: null, naturalness: null, clarity: null, consistency: null });
+  }
+  if (fields.has("sample_rate")) changes.sample_rate = valid.sampleRate(required(req.sampleRate, "sampleRate"));
+  if (fields.has("model_path")) changes.model_path = valid.modelPath(required(req.modelPath, "modelPath"));
+  if (fields.has("metadata")) changes.metadata = valid.metadata(req.metadata);
+  if (fields.has("status")) {
+    const status = valid.status(required(req.status, "status"));
+    if (!hasRole(caller, "service") && !hasRole(caller, "admin")) {
+      throw accessDenied("only the service and admin roles may change status", { field: "status", modelId: req.modelId });
+    }
+    changes.status = status;
+  }
+  return changes;
+}
