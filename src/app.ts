@@ -7,7 +7,7 @@ import { VoiceModelService as VoiceModelServiceDesc } from "../gen/voicemodel/v1
 import { createTokenVerifier } from "./auth/token-verifier";
 import type { Config } from "./config";
 import type { Database } from "./db/connection";
-import { voiceModelHandlers } from "./rpc/voice-model-handlers";
+import { voiceModelHandlers, type VoiceModelHandlers } from "./rpc/voice-model-handlers";
 import { CallGate } from "./server/call-gate";
 import { registerConnectService } from "./server/connect-transport";
 import { grpcService } from "./server/grpc-transport";
@@ -35,7 +35,10 @@ export function createApp(deps: AppDeps) {
   const { config, db, log } = deps;
   const verifier = createTokenVerifier(config.jwt, config.jwt.secret ?? deps.jwtSecret);
   const gate = new CallGate(verifier, log);
-  const handlers = voiceModelHandlers(new VoiceModelService(db.knex)) as unknown as Record<string, unknown>;
+  const models = new VoiceModelService(db.knex);
+  const handlers: VoiceModelHandlers = {
+    ...voiceModelHandlers(models),
+  };
   const services = [VoiceModelServiceDesc];
 
   const isReady = async () => {
@@ -50,7 +53,7 @@ export function createApp(deps: AppDeps) {
   function buildGrpcServer(): { server: grpc.Server; health: HealthImplementation } {
     const server = new grpc.Server();
     for (const service of services) {
-      const { definition, implementation } = grpcService(service, handlers, gate, log);
+      const { definition, implementation } = grpcService(service, handlers as unknown as Record<string, unknown>, gate, log);
       server.addService(definition, implementation);
     }
     const health = new HealthImplementation({ "": "SERVING", [VoiceModelServiceDesc.typeName]: "SERVING" });
@@ -60,7 +63,7 @@ export function createApp(deps: AppDeps) {
   }
 
   const httpHandler = createHttpHandler({
-    routes: (router) => services.forEach((s) => registerConnectService(router, s, handlers, gate, log)),
+    routes: (router) => services.forEach((s) => registerConnectService(router, s, handlers as unknown as Record<string, unknown>, gate, log)),
     corsOrigins: config.corsOrigins,
     isReady,
   });

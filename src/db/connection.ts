@@ -62,9 +62,13 @@ async function openPglite(dir: string | undefined): Promise<Database> {
       kind: "pglite",
       knex,
       async close() {
-        await knex.destroy();
-        await pglite.close();
-        release();
+        try {
+          // knex-pglite closes the PGlite when it destroys its one pooled connection.
+          await knex.destroy();
+          if (!pglite.closed) await pglite.close();
+        } finally {
+          release();
+        }
       },
     };
   } catch (error) {

@@ -3,36 +3,48 @@ import type { ServiceHandlers } from "../server/handlers";
 import type { VoiceModelService } from "../voice-models/voice-model-service";
 import { toProto } from "./voice-model-mapper";
 
+/** Every RPC of VoiceModelService; each room's handler factory supplies its part. */
 export type VoiceModelHandlers = ServiceHandlers<typeof VoiceModelServiceDesc>;
 
-/** Thin handlers: one domain call each, the reply shaped from its result. */
-export function voiceModelHandlers(models: VoiceModelService): VoiceModelHandlers {
+type CoreRpc =
+  | "createVoiceModel"
+  | "getVoiceModel"
+  | "listVoiceModels"
+  | "updateVoiceModel"
+  | "deleteVoiceModel"
+  | "activateVoiceModel"
+  | "deactivateVoiceModel"
+  | "getActiveVoiceModel"
+  | "whoAmI";
+
+/** Thin handlers of the core lifecycle: one domain call each, the reply shaped from its result. */
+export function voiceModelHandlers(models: VoiceModelService): Pick<VoiceModelHandlers, CoreRpc> {
   return {
-    async createVoiceModel(req, { caller }) {
-      return { model: toProto(await models.create(caller, req)) };
+    async createVoiceModel(req, ctx) {
+      return { model: toProto(await models.create(ctx, req)) };
     },
-    async getVoiceModel(req, { caller }) {
-      return { model: toProto(await models.get(caller, req.modelId)) };
+    async getVoiceModel(req, ctx) {
+      return { model: toProto(await models.get(ctx, req.modelId)) };
     },
-    async listVoiceModels(req, { caller }) {
-      const page = await models.list(caller, req);
+    async listVoiceModels(req, ctx) {
+      const page = await models.list(ctx, req);
       return { models: page.models.map(toProto), total: page.total, nextPageToken: page.nextPageToken };
     },
-    async updateVoiceModel(req, { caller }) {
-      return { model: toProto(await models.update(caller, req)) };
+    async updateVoiceModel(req, ctx) {
+      return { model: toProto(await models.update(ctx, req)) };
     },
-    async deleteVoiceModel(req, { caller }) {
-      const { model, activeModelId } = await models.delete(caller, req.modelId);
+    async deleteVoiceModel(req, ctx) {
+      const { model, activeModelId } = await models.delete(ctx, req.modelId);
       return { model: toProto(model), activeModelId };
     },
-    async activateVoiceModel(req, { caller }) {
-      return { model: toProto(await models.activate(caller, req.modelId)) };
+    async activateVoiceModel(req, ctx) {
+      return { model: toProto(await models.activate(ctx, req.modelId)) };
     },
-    async deactivateVoiceModel(req, { caller }) {
-      return { model: toProto(await models.deactivate(caller, req.modelId)) };
+    async deactivateVoiceModel(req, ctx) {
+      return { model: toProto(await models.deactivate(ctx, req.modelId)) };
     },
-    async getActiveVoiceModel(req, { caller }) {
-      const model = await models.getActive(caller, req.userId);
+    async getActiveVoiceModel(req, ctx) {
+      const model = await models.getActive(ctx, req.userId);
       return { model: model ? toProto(model) : undefined };
     },
     async whoAmI(_req, { caller }) {

@@ -1,35 +1,37 @@
 import type { Tx } from "../db/transaction";
 import { AUTO_ACTIVATE_ABOVE_MILLIS } from "./constants";
+import type { ChangeLog } from "./model-events";
 import * as repo from "./repository";
 import type { VoiceModelRecord } from "./voice-model";
 
 /**
  * The activation rules. Each function runs inside a transaction that already holds the user's
- * owner lock (repository.lockOwner); the partial unique index backs them up.
+ * owner lock (repository.lockOwner); the partial unique index backs them up. Every model they
+ * change is recorded in the transaction's ChangeLog.
  */
 
 /** Makes `model` the user's only active model. */
-export async function makeActive(trx: Tx, model: VoiceModelRecord): Promise<VoiceModelRecord> {
+export async function makeActive(trx: Tx, log: ChangeLog, model: VoiceModelRecord): Promise<VoiceModelRecord> {
   const current = await repo.findActiveModel(trx, model.userId);
-  if (current && current.id !== model.id) await repo.patchModel(trx, current.id, { is_active: false });
-  return repo.patchModel(trx, model.id, { is_active: true });
+  if (current && current.id !== model.id) log.add("deactivated", await repo.patchModel(trx, current.id, { is_active: false }));
+  return log.add("activated", await repo.patchModel(trx, model.id, { is_active: true }));
 }
 
 /**
  * A model just became completed (created so, or updated to it): it takes over when the user has
  * no active model, or when its stored score is above 0.800.
  */
-export async function onCompleted(trx: Tx, model: VoiceModelRecord): Promise<VoiceModelRecord> {
+export async function onCompleted(trx: Tx, log: ChangeLog, model: VoiceModelRecord): Promise<VoiceModelRecord> {
   const current = await repo.findActiveModel(trx, model.userId);
   const deserves = !current || Math.round(model.qualityScore * 1000) > AUTO_ACTIVATE_ABOVE_MILLIS;
-  return deserves && current?.id !== model.id ? makeActive(trx, model) : model;
+  return deserves && current?.id !== model.id ? makeActive(trx, log, model) : model;
 }
 
 /**
  * The active model stopped being eligible (deleted or left "completed", already marked inactive):
  * the next best completed model takes its place. Returns the new active model, if any.
  */
-export async function replaceActive(trx: Tx, former: VoiceModelRecord): Promise<VoiceModelRecord | undefined> {
+export async function replaceActive(trx: Tx, log: ChangeLog, former: VoiceModelRecord): Promise<VoiceModelRecord | undefined> {
   const next = await repo.findNextBest(trx, former.userId, [former.id]);
-  return next ? repo.patchModel(trx, next.id, { is_active: true }) : undefined;
+  return next ? log.add("activated", await repo.patchModel(trx, next.id, { is_active: true })) : undefined;
 }

@@ -15,6 +15,7 @@ import { decodePageToken, encodePageToken, filtersHash } from "./paging";
 import { componentsToMillis, scoreToMillis, weightedMillis } from "./quality";
 import * as repo from "./repository";
 import * as valid from "./validation";
+import { ChangeLog, type Actor, type ModelChangeListener } from "./model-events";
 import { etagOf, type VoiceModelRecord } from "./voice-model";
 
 const UPDATABLE = ["quality_score", "sample_rate", "status", "metadata", "model_path"] as const;
@@ -26,40 +27,47 @@ export interface ListResult {
   nextPageToken: string;
 }
 
-/** The core lifecycle of voice models. Every method takes the verified caller first. */
+/** The core lifecycle of voice models. Every method takes the verified actor first. */
 export class VoiceModelService {
+  private readonly listeners: ModelChangeListener[] = [];
+
   constructor(private readonly knex: Knex) {}
 
-  async create(caller: Caller, req: CreateVoiceModelRequest): Promise<VoiceModelRecord> {
-    const userId = resolveTargetUser(caller, req.userId);
+  /** Adds a listener that runs in every writing transaction (see ModelChangeListener). */
+  onChange(listener: ModelChangeListener): void {
+    this.listeners.push(listener);
+  }
+
+  async create(actor: Actor, req: CreateVoiceModelRequest): Promise<VoiceModelRecord> {
+    const userId = resolveTargetUser(actor.caller, req.userId);
     const row = newModelRow(userId, req);
-    return inTransaction(this.knex, async (trx) => {
+    return this.write(actor, async (trx, log) => {
       await repo.lockOwner(trx, userId);
       if (row.training_job_id) {
         const existing = await repo.findByTrainingJob(trx, userId, row.training_job_id);
         if (existing) return existing;
       }
-      const created = await repo.insertModel(trx, row);
-      return created.status === "completed" ? activation.onCompleted(trx, created) : created;
+      const created = log.add("created", await repo.insertModel(trx, row));
+      return created.status === "completed" ? activation.onCompleted(trx, log, created) : created;
     });
   }
 
-  async get(caller: Caller, id: string): Promise<VoiceModelRecord> {
+  async get(actor: Actor, id: string): Promise<VoiceModelRecord> {
     const modelId = valid.modelId(id);
     const model = await repo.findModel(this.knex, modelId);
     if (!model) throw modelNotFound(modelId);
-    assertCanRead(caller, model);
+    assertCanRead(actor.caller, model);
     if (model.deletedAt) throw modelNotFound(modelId);
     return model;
   }
 
-  async getActive(caller: Caller, requestedUserId: string | undefined): Promise<VoiceModelRecord | undefined> {
-    const userId = resolveTargetUser(caller, requestedUserId);
+  async getActive(actor: Actor, requestedUserId: string | undefined): Promise<VoiceModelRecord | undefined> {
+    const userId = resolveTargetUser(actor.caller, requestedUserId);
     return repo.findActiveModel(this.knex, userId);
   }
 
-  async list(caller: Caller, req: ListVoiceModelsRequest): Promise<ListResult> {
-    const userId = resolveTargetUser(caller, req.userId);
+  async list(actor: Actor, req: ListVoiceModelsRequest): Promise<ListResult> {
+    const userId = resolveTargetUser(actor.caller, req.userId);
     const filters: repo.ListFilters = {
       userId,
       provider: req.provider === undefined ? undefined : valid.provider(req.provider),
@@ -82,10 +90,10 @@ export class VoiceModelService {
     return { models, total, nextPageToken };
   }
 
-  async update(caller: Caller, req: UpdateVoiceModelRequest): Promise<VoiceModelRecord> {
+  async update(actor: Actor, req: UpdateVoiceModelRequest): Promise<VoiceModelRecord> {
     const modelId = valid.modelId(req.modelId);
-    const changes = updateChanges(caller, req);
-    return this.withLockedModel(caller, modelId, async (trx, model) => {
+    const changes = updateChanges(actor.caller, req);
+    return this.writeLocked(actor, modelId, async (trx, log, model) => {
       if (req.etag !== undefined && req.etag !== etagOf(model)) {
         throw new AppError("ETAG_MISMATCH", `voice model ${modelId} changed since etag ${req.etag} (now ${etagOf(model)})`, {
           modelId,
@@ -95,61 +103,71 @@ export class VoiceModelService {
       const leavesCompleted = changes.status !== undefined && model.status === "completed" && changes.status !== "completed";
       const becomesCompleted = changes.status === "completed" && model.status !== "completed";
       if (leavesCompleted && model.isActive) changes.is_active = false;
-      const updated = await repo.patchModel(trx, modelId, changes);
-      if (leavesCompleted && model.isActive) await activation.replaceActive(trx, updated);
-      if (becomesCompleted) return activation.onCompleted(trx, updated);
+      const updated = log.add("updated", await repo.patchModel(trx, modelId, changes));
+      if (leavesCompleted && model.isActive) await activation.replaceActive(trx, log, updated);
+      if (becomesCompleted) return activation.onCompleted(trx, log, updated);
       return updated;
     });
   }
 
-  async delete(caller: Caller, id: string): Promise<{ model: VoiceModelRecord; activeModelId: string | undefined }> {
+  async delete(actor: Actor, id: string): Promise<{ model: VoiceModelRecord; activeModelId: string | undefined }> {
     const modelId = valid.modelId(id);
-    return this.withLockedModel(caller, modelId, async (trx, model) => {
-      const deleted = await repo.patchModel(trx, modelId, { is_active: false, deleted_at: new Date() });
+    return this.writeLocked(actor, modelId, async (trx, log, model) => {
+      const deleted = log.add("deleted", await repo.patchModel(trx, modelId, { is_active: false, deleted_at: new Date() }));
       const active = model.isActive
-        ? await activation.replaceActive(trx, deleted)
+        ? await activation.replaceActive(trx, log, deleted)
         : await repo.findActiveModel(trx, model.userId);
       return { model: deleted, activeModelId: active?.id };
     });
   }
 
-  async activate(caller: Caller, id: string): Promise<VoiceModelRecord> {
+  async activate(actor: Actor, id: string): Promise<VoiceModelRecord> {
     const modelId = valid.modelId(id);
-    return this.withLockedModel(caller, modelId, async (trx, model) => {
+    return this.writeLocked(actor, modelId, async (trx, log, model) => {
       if (model.status !== "completed") {
         throw new AppError("MODEL_NOT_COMPLETED", `voice model ${modelId} is ${model.status}; only completed models can be active`, {
           modelId,
         });
       }
       if (model.isActive) throw new AppError("ALREADY_ACTIVE", `voice model ${modelId} is already active`, { modelId });
-      return activation.makeActive(trx, model);
+      return activation.makeActive(trx, log, model);
     });
   }
 
-  async deactivate(caller: Caller, id: string): Promise<VoiceModelRecord> {
+  async deactivate(actor: Actor, id: string): Promise<VoiceModelRecord> {
     const modelId = valid.modelId(id);
-    return this.withLockedModel(caller, modelId, async (trx, model) =>
-      model.isActive ? repo.patchModel(trx, modelId, { is_active: false }) : model,
+    return this.writeLocked(actor, modelId, async (trx, log, model) =>
+      model.isActive ? log.add("deactivated", await repo.patchModel(trx, modelId, { is_active: false })) : model,
     );
   }
 
-  /**
-   * Runs a write on one live model inside a transaction holding its owner's lock, after checking
-   * the caller may change it. The model is re-read under the lock, so fn sees current state.
-   */
-  private async withLockedModel<T>(
-    caller: Caller,
-    modelId: string,
-    fn: (trx: Tx, model: VoiceModelRecord) => Promise<T>,
-  ): Promise<T> {
+  /** One writing transaction: fn's changes go to the listeners before commit. */
+  private write<T>(actor: Actor, fn: (trx: Tx, log: ChangeLog) => Promise<T>): Promise<T> {
     return inTransaction(this.knex, async (trx) => {
+      const log = new ChangeLog();
+      const result = await fn(trx, log);
+      if (log.changes.length > 0) for (const listener of this.listeners) await listener(trx, log.changes, actor);
+      return result;
+    });
+  }
+
+  /**
+   * A write on one live model, holding its owner's lock, after checking the caller may change
+   * it. The model is re-read under the lock, so fn sees current state.
+   */
+  private writeLocked<T>(
+    actor: Actor,
+    modelId: string,
+    fn: (trx: Tx, log: ChangeLog, model: VoiceModelRecord) => Promise<T>,
+  ): Promise<T> {
+    return this.write(actor, async (trx, log) => {
       const found = await repo.findModel(trx, modelId);
       if (!found) throw modelNotFound(modelId);
-      assertCanWrite(caller, found);
+      assertCanWrite(actor.caller, found);
       await repo.lockOwner(trx, found.userId);
       const model = await repo.findModelForUpdate(trx, modelId);
       if (!model || model.deletedAt) throw modelNotFound(modelId);
-      return fn(trx, model);
+      return fn(trx, log, model);
     });
   }
 }
