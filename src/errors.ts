@@ -14,6 +14,7 @@ export const ErrorCodes = {
   ETAG_MISMATCH: Code.Aborted,
   RATE_LIMITED: Code.ResourceExhausted,
   SERVICE_UNAVAILABLE: Code.Unavailable,
+  UNIMPLEMENTED: Code.Unimplemented,
   INTERNAL: Code.Internal,
 } as const satisfies Record<string, Code>;
 

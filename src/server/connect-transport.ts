@@ -4,7 +4,7 @@ import type { Logger } from "pino";
 import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb";
 import { ERROR_DOMAIN, errorMetadata } from "../errors";
 import { requestIdFor, toAppError, type CallGate } from "./call-gate";
-import type { AnyClientStream, AnyServerStream, AnyUnary } from "./handlers";
+import { unimplemented, type AnyClientStream, type AnyServerStream, type AnyUnary } from "./handlers";
 import type { RequestContext } from "./request-context";
 
 /** The client's socket address, set by the HTTP adapter for each request. */
@@ -34,8 +34,7 @@ export function registerConnectService(
   const impl: Record<string, unknown> = {};
   for (const method of service.methods) {
     const name = `${service.typeName}/${method.name}`;
-    const handler = handlers[method.localName];
-    if (typeof handler !== "function") throw new Error(`no handler for ${name}`);
+    const handler = handlers[method.localName] ?? unimplemented(name);
     const admit = (hctx: HandlerContext): [Promise<RequestContext>, string] => {
       const requestId = requestIdFor(hctx.requestHeader.get("x-request-id") ?? undefined);
       hctx.responseHeader.set("x-request-id", requestId);

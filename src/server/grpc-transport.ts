@@ -5,7 +5,7 @@ import type { Logger } from "pino";
 import { ErrorInfoSchema, StatusSchema } from "../../gen/google/rpc/error_details_pb";
 import { ERROR_DOMAIN, errorMetadata } from "../errors";
 import { requestIdFor, toAppError, type CallGate, type IncomingCall } from "./call-gate";
-import type { AnyClientStream, AnyServerStream, AnyUnary } from "./handlers";
+import { unimplemented, type AnyClientStream, type AnyServerStream, type AnyUnary } from "./handlers";
 import type { RequestContext } from "./request-context";
 
 /** The part of a grpc-js call every kind shares. */
@@ -97,8 +97,7 @@ export function grpcService(
   for (const method of service.methods) {
     const path = `/${service.typeName}/${method.name}`;
     const name = `${service.typeName}/${method.name}`;
-    const handler = handlers[method.localName];
-    if (typeof handler !== "function") throw new Error(`no handler for ${name}`);
+    const handler = handlers[method.localName] ?? unimplemented(name);
     definition[method.name] = {
       path,
       requestStream: method.methodKind === "client_streaming" || method.methodKind === "bidi_streaming",

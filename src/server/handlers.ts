@@ -1,5 +1,6 @@
 import type { DescMessage, MessageInitShape, MessageShape } from "@bufbuild/protobuf";
 import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
+import { AppError } from "../errors";
 import type { RequestContext } from "./request-context";
 
 /** The transport-free shape of one RPC implementation, by method kind. */
@@ -20,3 +21,10 @@ export type ServiceHandlers<S> = S extends GenService<infer M extends GenService
 export type AnyUnary = (request: unknown, ctx: RequestContext) => Promise<unknown>;
 export type AnyServerStream = (request: unknown, ctx: RequestContext) => AsyncIterable<unknown>;
 export type AnyClientStream = (requests: AsyncIterable<unknown>, ctx: RequestContext) => Promise<unknown>;
+
+/** What a transport serves for a method that has no handler in this build. */
+export function unimplemented(method: string) {
+  return () => {
+    throw new AppError("UNIMPLEMENTED", `${method} is not implemented by this server`);
+  };
+}
