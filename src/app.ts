@@ -5,15 +5,46 @@ import type { AddressInfo } from "node:net";
 import type { Logger } from "pino";
 import { VoiceModelService as VoiceModelServiceDesc } from "../gen/voicemodel/v1/voice_model_service_pb";
 import { createTokenVerifier } from "./auth/token-verifier";
+import { makeCaller } from "./auth/caller";
 import type { Config } from "./config";
 import type { Database } from "./db/connection";
+import { Caches } from "./cache/caches";
+import { usageHandlers } from "./rpc/usage-handlers";
 import { voiceModelHandlers, type VoiceModelHandlers } from "./rpc/voice-model-handlers";
 import { CallGate } from "./server/call-gate";
 import { registerConnectService } from "./server/connect-transport";
 import { grpcService } from "./server/grpc-transport";
 import { createHttpHandler } from "./server/http-server";
 import { addReflection } from "./server/reflection";
+import { every } from "./cache/periodic";
+import { auditModelChanges } from "./audit/audit-log";
+import { startHousekeeping } from "./audit/housekeeping";
+import { CleanupScheduler } from "./cleanup/cleanup-scheduler";
+import { CleanupService } from "./cleanup/cleanup-service";
+import { ServiceMetrics } from "./metrics/service-metrics";
+import { PostgresRateLimiter } from "./rate-limit/rate-limiter";
+import { governanceHandlers } from "./rpc/governance-handlers";
+import { CallGuard } from "./server/call-guard";
+import { endSharesOfDeletedModels, SharingService } from "./sharing/sharing-service";
+import { hostname } from "node:os";
+import { randomBytes } from "node:crypto";
+import { SelectionService } from "./usage/selection";
+import { UsageService } from "./usage/usage-service";
 import { VoiceModelService } from "./voice-models/voice-model-service";
+import { FileMover } from "./model-files/file-mover";
+import { ModelFileService } from "./model-files/model-file-service";
+import { modelFileHandlers } from "./rpc/model-file-handlers";
+import { fileRoutes } from "./server/file-routes";
+import { Retention } from "./model-files/retention";
+import { BackupService } from "./backups/backup-service";
+import { backupHandlers } from "./rpc/backup-handlers";
+import { UserErasure } from "./user-data/user-erasure";
+import { openBlobStore, openKeyProvider } from "./storage/open-storage";
+import { SealedStore } from "./storage/sealed-store";
+import { rewrapDataKeys } from "./storage/rewrap";
+
+/** Who the background purge acts as (for listeners that record an actor). */
+const RETENTION_ACTOR = { caller: makeCaller("system:retention", ["admin"]), requestId: "retention", clientAddress: "internal" };
 
 export interface AppDeps {
   config: Readonly<Config>;
@@ -34,11 +65,85 @@ export interface RunningApp {
 export function createApp(deps: AppDeps) {
   const { config, db, log } = deps;
   const verifier = createTokenVerifier(config.jwt, config.jwt.secret ?? deps.jwtSecret);
-  const gate = new CallGate(verifier, log);
-  const models = new VoiceModelService(db.knex);
+  // Governance (issue 5): metrics, rate limits and refused-access audit around every call.
+  const governance = config.governance;
+  const instanceId = `${hostname()}:${process.pid}:${randomBytes(3).toString("hex")}`;
+  const metrics = new ServiceMetrics(db.knex);
+  const guard = new CallGuard({
+    knex: db.knex,
+    metrics,
+    rateLimiter: new PostgresRateLimiter(db.knex, governance.rateLimits),
+    rateLimits: governance.rateLimits,
+    log,
+  });
+  const gate = new CallGate(verifier, log, guard);
+  // Cache tables + in-process active-model cache; caches.stats holds the hit/miss counters.
+  const caches = new Caches({ knex: db.knex, kind: db.kind, databaseUrl: config.databaseUrl, config: config.cache, log });
+  const models = new VoiceModelService(db.knex, caches.modelReads);
+  models.onChange(caches.onModelChange);
+  models.onChange(auditModelChanges);
+  models.onChange(endSharesOfDeletedModels);
+  models.onChange(metrics.onModelChanges);
+  metrics.setCacheStatsSource(() => ({ ...caches.stats.tables, active_model: caches.stats.activeModel }));
+  const cleanup = new CleanupService(db.knex, governance.cleanup, metrics, (trx, changes, actor) => models.notifyChanges(trx, changes, actor));
+  const scheduler = new CleanupScheduler({
+    knex: db.knex,
+    cleanup,
+    intervalMs: governance.cleanup.intervalMs,
+    leaseMs: governance.cleanup.leaseMs,
+    holder: instanceId,
+    log,
+  });
+  const usage = new UsageService(db.knex, caches, { ...config.usage, ...config.cache });
+  // Model files (issue 4): sealed (encrypted, compressed) objects in the configured blob store.
+  const blobs = openBlobStore(config.files);
+  const mover = new FileMover(db.knex, blobs, log);
+  mover.listenTo(models);
+  const keyProvider = openKeyProvider(config.files, config.dataDir);
+  const files = new ModelFileService({
+    knex: db.knex,
+    models,
+    sealed: new SealedStore(blobs, keyProvider),
+    maxFileBytes: config.files.maxFileBytes,
+    kickMover: () => mover.kick(),
+  });
+  const retention = new Retention({
+    knex: db.knex,
+    models,
+    blobs,
+    retentionDays: config.files.retentionDays,
+    orphanGraceMs: config.files.orphanGraceMs,
+    log,
+    kickMover: () => mover.kick(),
+    // Purged rows leave the caches like deleted ones.
+    onPurged: (trx, purged) => caches.onModelChange(trx, purged.map((model) => ({ kind: "deleted" as const, model })), RETENTION_ACTOR),
+  });
+  const backups = new BackupService({
+    knex: db.knex,
+    models,
+    files,
+    pathPrefixes: config.files.gcs.bucket ? [`gs://${config.files.gcs.bucket}/${config.files.gcs.prefix}`, `gs://${config.files.gcs.bucket}/`] : [],
+  });
+  const erasure = new UserErasure(db.knex, models, blobs, log);
+  const usageOf = async (actor: Parameters<typeof usage.stats>[0], modelId: string) => {
+    const stats = await usage.stats(actor, { modelId } as Parameters<typeof usage.stats>[1]);
+    return { ...stats, lastUsed: stats.lastUsed?.toISOString() ?? null, qualityRating: stats.qualityRating ?? null };
+  };
   const handlers: VoiceModelHandlers = {
     ...voiceModelHandlers(models),
+    // After the core handlers: its createVoiceModel ingests modelPaths under incoming/.
+    ...modelFileHandlers(files, retention, usageOf),
+    ...backupHandlers(backups, erasure),
+    ...usageHandlers(usage, new SelectionService(db.knex, models, caches.modelReads)),
+    ...governanceHandlers({
+      knex: db.knex,
+      sharing: new SharingService(db.knex, governance.sharingEnabled),
+      cleanup,
+      config: governance,
+      instanceId,
+    }),
   };
+  const served = guard.wrap(VoiceModelServiceDesc, handlers as unknown as Record<string, unknown>);
   const services = [VoiceModelServiceDesc];
 
   const isReady = async () => {
@@ -53,7 +158,7 @@ export function createApp(deps: AppDeps) {
   function buildGrpcServer(): { server: grpc.Server; health: HealthImplementation } {
     const server = new grpc.Server();
     for (const service of services) {
-      const { definition, implementation } = grpcService(service, handlers as unknown as Record<string, unknown>, gate, log);
+      const { definition, implementation } = grpcService(service, served, gate, log);
       server.addService(definition, implementation);
     }
     const health = new HealthImplementation({ "": "SERVING", [VoiceModelServiceDesc.typeName]: "SERVING" });
@@ -63,13 +168,30 @@ export function createApp(deps: AppDeps) {
   }
 
   const httpHandler = createHttpHandler({
-    routes: (router) => services.forEach((s) => registerConnectService(router, s, handlers as unknown as Record<string, unknown>, gate, log)),
+    routes: (router) => services.forEach((s) => registerConnectService(router, s, served, gate, log)),
+    plainRoutes: fileRoutes({ gate, files, backups, usageOf, log, rpc: served as unknown as VoiceModelHandlers }),
     corsOrigins: config.corsOrigins,
     isReady,
+    metrics: async () => ({ contentType: metrics.registry.contentType, body: await metrics.registry.metrics() }),
   });
 
   /** Binds both listeners (port 0 picks free ports). */
   async function listen(): Promise<RunningApp> {
+    await caches.start();
+    const usagePurge = every(config.usage.purgeIntervalMs, () => usage.purgeExpired(), log, "usage event purge");
+    const stopHousekeeping = startHousekeeping({ knex: db.knex, metrics, config: governance, log });
+    scheduler.start();
+    mover.start(60_000);
+    const fileRetention = every(config.files.purgeIntervalMs, () => retention.runOnce().then(() => erasure.resumeAll()), log, "model file retention");
+    // Account deletions a crash interrupted carry on now.
+    erasure.resumeAll().catch((error) => log.error({ err: error }, "resuming user data purges failed"));
+    // After a master key rotation (MASTER_KEYS_PREVIOUS set), move every data key to the new key.
+    if (config.files.masterKeys && config.files.masterKeys.length > 1) {
+      rewrapDataKeys(db.knex, keyProvider).then(
+        (n) => n > 0 && log.info({ rewrapped: n }, "data keys re-wrapped with the current master key"),
+        (error) => log.error({ err: error }, "re-wrapping data keys failed"),
+      );
+    }
     const { server: grpcServer, health } = buildGrpcServer();
     const grpcPort = await new Promise<number>((resolve, reject) =>
       grpcServer.bindAsync(`${config.host}:${config.grpcPort}`, grpc.ServerCredentials.createInsecure(), (err, port) =>
@@ -99,9 +221,15 @@ export function createApp(deps: AppDeps) {
           }),
         ]);
         clearTimeout(forced);
+        await usagePurge.stop();
+        await scheduler.stop();
+        await stopHousekeeping();
+        await caches.stop();
+        await fileRetention.stop();
+        await mover.stop();
       },
     };
   }
 
-  return { listen, isReady };
+  return { listen, isReady, caches };
 }

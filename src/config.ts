@@ -20,6 +20,124 @@ export interface Config {
   /** Origins allowed to call the HTTP listener from a browser. */
   corsOrigins: string[];
   logLevel: string;
+  usage: UsageConfig;
+  cache: CacheConfig;
+  governance: GovernanceConfig;
+  files: FilesConfig;
+}
+
+export interface UsageConfig {
+  /** How long raw usage events (and so their idempotency keys) are kept. */
+  retentionDays: number;
+  /** How often expired raw events are purged. */
+  purgeIntervalMs: number;
+}
+
+export interface CacheConfig {
+  /** TTLs of the cache tables cache_voice_models, cache_voice_stats, cache_voice_analytics. */
+  modelTtlSeconds: number;
+  statsTtlSeconds: number;
+  analyticsTtlSeconds: number;
+  /** How often expired cache rows are swept, and how many rows one sweep statement deletes. */
+  sweepIntervalMs: number;
+  sweepBatchSize: number;
+  /** How often in-memory hit counts and last access times are written to the cache tables. */
+  hitFlushIntervalMs: number;
+  /** Entries of the in-process GetActiveVoiceModel cache; 0 turns it off. */
+  activeModelEntries: number;
+}
+
+/** A sliding-window limit: at most `limit` calls per `windowSeconds`. */
+export interface RateLimit {
+  limit: number;
+  windowSeconds: number;
+}
+
+/** Sharing, cleanup, rate limits, audit, metrics and alerts (issue 5). */
+export interface GovernanceConfig {
+  sharingEnabled: boolean;
+  cleanup: {
+    minAgeDays: number;
+    /** Models with a stored quality_score below this (in thousandths) are candidates. */
+    maxQualityMillis: number;
+    unusedDays: number;
+    /** Clean shared models too (default: a model with shares is kept). */
+    includeShared: boolean;
+    batchSize: number;
+    /** Scheduled run interval; 0 switches the scheduled run off. */
+    intervalMs: number;
+    /** How long the scheduled run's lease lasts without renewal (a dead leader's lapses). */
+    leaseMs: number;
+  };
+  rateLimits: {
+    /** Off only where the limits get in the way (the test harness turns them off by default). */
+    enabled: boolean;
+    /** Roles not rate limited (default admin and service). */
+    exemptRoles: string[];
+    create: RateLimit;
+    update: RateLimit;
+    analytics: RateLimit;
+    backup: RateLimit;
+  };
+  auditRetentionDays: number;
+  /** How often counters are flushed to PostgreSQL for the fleet-wide alerts. */
+  metricsFlushIntervalMs: number;
+  alerts: {
+    /** Storage quota in bytes; 0 means none (the storage alert never fires). */
+    storageQuotaBytes: number;
+    minAverageQuality: number;
+    maxErrorRatio: number;
+    errorWindowMinutes: number;
+    maxEligibleModels: number;
+  };
+}
+
+function rateLimit(env: Env, name: string, fallback: RateLimit): RateLimit {
+  const raw = optional(env, name);
+  if (raw === undefined) return fallback;
+  const match = /^(\d{1,9})\/(\d{1,9})$/.exec(raw);
+  if (!match || Number(match[2]) === 0) throw new ConfigError(`${name} must be <limit>/<window seconds>, e.g. 5/3600, got "${raw}"`);
+  return Object.freeze({ limit: Number(match[1]), windowSeconds: Number(match[2]) });
+}
+
+function ratio(env: Env, name: string, fallback: number): number {
+  const raw = optional(env, name);
+  if (raw === undefined) return fallback;
+  const value = Number(raw);
+  if (!Number.isFinite(value) || value < 0 || value > 1) throw new ConfigError(`${name} must be a number from 0 to 1, got "${raw}"`);
+  return value;
+}
+
+function parseGovernance(env: Env): GovernanceConfig {
+  return Object.freeze({
+    sharingEnabled: boolean(env, "SHARING_ENABLED", true),
+    cleanup: Object.freeze({
+      minAgeDays: integer(env, "CLEANUP_MIN_AGE_DAYS", 180, 1, 36_500),
+      maxQualityMillis: Math.round(ratio(env, "CLEANUP_MAX_QUALITY", 0.5) * 1000),
+      unusedDays: integer(env, "CLEANUP_UNUSED_DAYS", 30, 0, 36_500),
+      includeShared: boolean(env, "CLEANUP_INCLUDE_SHARED", false),
+      batchSize: integer(env, "CLEANUP_BATCH_SIZE", 1000, 1, 10_000),
+      intervalMs: integer(env, "CLEANUP_INTERVAL_MS", 0, 0, 7 * 86_400_000),
+      leaseMs: integer(env, "CLEANUP_LEASE_MS", 60_000, 1_000, 3_600_000),
+    }),
+    rateLimits: Object.freeze({
+      enabled: boolean(env, "RATE_LIMITS_ENABLED", true),
+      exemptRoles: (optional(env, "RATE_LIMIT_EXEMPT_ROLES") ?? "admin,service").split(",").map((r) => r.trim()).filter(Boolean),
+      create: rateLimit(env, "RATE_LIMIT_CREATE", { limit: 5, windowSeconds: 3600 }),
+      update: rateLimit(env, "RATE_LIMIT_UPDATE", { limit: 20, windowSeconds: 3600 }),
+      analytics: rateLimit(env, "RATE_LIMIT_ANALYTICS", { limit: 60, windowSeconds: 3600 }),
+      backup: rateLimit(env, "RATE_LIMIT_BACKUP", { limit: 2, windowSeconds: 86_400 }),
+    }),
+    auditRetentionDays: integer(env, "AUDIT_RETENTION_DAYS", 90, 1, 36_500),
+    metricsFlushIntervalMs: integer(env, "METRICS_FLUSH_INTERVAL_MS", 15_000, 100, 3_600_000),
+    alerts: Object.freeze({
+      storageQuotaBytes: integer(env, "STORAGE_QUOTA_BYTES", 0, 0, Number.MAX_SAFE_INTEGER),
+      minAverageQuality: ratio(env, "ALERT_MIN_AVERAGE_QUALITY", 0.7),
+      maxErrorRatio: ratio(env, "ALERT_MAX_ERROR_RATIO", 0.05),
+      errorWindowMinutes: integer(env, "ALERT_ERROR_WINDOW_MINUTES", 5, 1, 1440),
+      maxEligibleModels: integer(env, "ALERT_MAX_ELIGIBLE_MODELS", 10_000, 0, Number.MAX_SAFE_INTEGER),
+    }),
+  });
 }
 
 export interface JwtConfig {
@@ -92,5 +210,70 @@ export function parseConfig(env: Env = process.env): Readonly<Config> {
     }),
     corsOrigins: (optional(env, "CORS_ORIGINS") ?? "").split(",").map((o) => o.trim()).filter(Boolean),
     logLevel: optional(env, "LOG_LEVEL") ?? "info",
+    usage: Object.freeze({
+      retentionDays: integer(env, "USAGE_RETENTION_DAYS", 90, 1, 3650),
+      purgeIntervalMs: integer(env, "USAGE_PURGE_INTERVAL_MS", 3_600_000, 1_000, 86_400_000),
+    }),
+    cache: Object.freeze({
+      modelTtlSeconds: integer(env, "CACHE_MODEL_TTL_SECONDS", 3600, 1, 86_400),
+      statsTtlSeconds: integer(env, "CACHE_STATS_TTL_SECONDS", 300, 1, 86_400),
+      analyticsTtlSeconds: integer(env, "CACHE_ANALYTICS_TTL_SECONDS", 900, 1, 86_400),
+      sweepIntervalMs: integer(env, "CACHE_SWEEP_INTERVAL_MS", 60_000, 100, 86_400_000),
+      sweepBatchSize: integer(env, "CACHE_SWEEP_BATCH_SIZE", 1000, 1, 100_000),
+      hitFlushIntervalMs: integer(env, "CACHE_HIT_FLUSH_INTERVAL_MS", 5_000, 10, 3_600_000),
+      activeModelEntries: integer(env, "ACTIVE_MODEL_CACHE_ENTRIES", 100_000, 0, 10_000_000),
+    }),
+    governance: parseGovernance(env),
+    files: parseFiles(env),
+  });
+}
+
+/** Model files, blob storage and encryption at rest (issue 4). */
+export interface FilesConfig {
+  /** Where model files and backups live: the local data folder or a GCS bucket. */
+  blobStore: "fs" | "gcs";
+  /** fs: root folder of the objects (default <DATA_DIR>/blobs). */
+  fsRoot: string;
+  gcs: { bucket: string | undefined; prefix: string; apiEndpoint: string | undefined; projectId: string | undefined };
+  /**
+   * Master keys (32 bytes each); the first wraps new data keys, the others only unwrap (rotation).
+   * Undefined: a key file generated in DATA_DIR (embedded mode).
+   */
+  masterKeys: readonly Buffer[] | undefined;
+  /** Orphaned objects (no row refers to them) younger than this are left alone (uploads in flight). */
+  orphanGraceMs: number;
+  /** Soft-deleted models can be undeleted for this long; then the purge job removes them. */
+  retentionDays: number;
+  /** How often the purge job and orphan sweep run. */
+  purgeIntervalMs: number;
+  /** Largest model file accepted (bytes). */
+  maxFileBytes: number;
+}
+
+function masterKey(name: string, raw: string): Buffer {
+  const key = Buffer.from(raw, "base64");
+  if (key.length !== 32) throw new ConfigError(`${name} must be 32 bytes in base64 (openssl rand -base64 32)`);
+  return key;
+}
+
+function parseFiles(env: Env): FilesConfig {
+  const blobStore = optional(env, "BLOB_STORE") ?? "fs";
+  if (blobStore !== "fs" && blobStore !== "gcs") throw new ConfigError(`BLOB_STORE must be fs or gcs, got "${blobStore}"`);
+  const bucket = optional(env, "GCS_BUCKET");
+  if (blobStore === "gcs" && !bucket) throw new ConfigError("GCS_BUCKET is required when BLOB_STORE=gcs");
+  const current = optional(env, "MASTER_KEY");
+  const previous = (optional(env, "MASTER_KEYS_PREVIOUS") ?? "").split(",").map((k) => k.trim()).filter(Boolean);
+  if (!current && previous.length > 0) throw new ConfigError("MASTER_KEYS_PREVIOUS needs MASTER_KEY");
+  const apiEndpoint = optional(env, "GCS_API_ENDPOINT");
+  if (apiEndpoint !== undefined && !/^https?:\/\//.test(apiEndpoint)) throw new ConfigError("GCS_API_ENDPOINT must be an http(s) URL");
+  return Object.freeze({
+    blobStore,
+    fsRoot: path.resolve(optional(env, "BLOB_DIR") ?? path.join(optional(env, "DATA_DIR") ?? "data", "blobs")),
+    gcs: Object.freeze({ bucket, prefix: optional(env, "GCS_PREFIX") ?? "", apiEndpoint, projectId: optional(env, "GCS_PROJECT_ID") }),
+    masterKeys: current ? Object.freeze([masterKey("MASTER_KEY", current), ...previous.map((k) => masterKey("MASTER_KEYS_PREVIOUS", k))]) : undefined,
+    orphanGraceMs: integer(env, "ORPHAN_GRACE_SECONDS", 86_400, 0, 365 * 86_400) * 1000,
+    retentionDays: integer(env, "DELETED_RETENTION_DAYS", 30, 0, 36_500),
+    purgeIntervalMs: integer(env, "FILE_PURGE_INTERVAL_MS", 3_600_000, 100, 7 * 86_400_000),
+    maxFileBytes: integer(env, "MAX_MODEL_FILE_BYTES", 8 * 1024 ** 3, 1, Number.MAX_SAFE_INTEGER),
   });
 }

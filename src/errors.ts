@@ -11,7 +11,17 @@ export const ErrorCodes = {
   INVALID_ARGUMENT: Code.InvalidArgument,
   MODEL_NOT_COMPLETED: Code.FailedPrecondition,
   ALREADY_ACTIVE: Code.AlreadyExists,
+  /** A usage event idempotency key reused with a different payload. */
+  IDEMPOTENCY_KEY_REUSED: Code.AlreadyExists,
   ETAG_MISMATCH: Code.Aborted,
+  /** Sharing is switched off by configuration (SHARING_ENABLED=false). */
+  SHARING_DISABLED: Code.FailedPrecondition,
+  /** No backup with that id or path for the user. */
+  BACKUP_NOT_FOUND: Code.NotFound,
+  /** The model has no stored file (nothing uploaded or ingested yet). */
+  MODEL_FILE_MISSING: Code.FailedPrecondition,
+  /** A stored file or backup failed its integrity check (tampered or damaged storage). */
+  FILE_CORRUPT: Code.DataLoss,
   RATE_LIMITED: Code.ResourceExhausted,
   SERVICE_UNAVAILABLE: Code.Unavailable,
   UNIMPLEMENTED: Code.Unimplemented,

@@ -4,6 +4,11 @@ import type { TokenVerifier } from "../auth/token-verifier";
 import { AppError } from "../errors";
 import type { RequestContext } from "./request-context";
 
+/** Told about calls the gate refuses before any handler runs (metrics, audit). */
+export interface RefusalObserver {
+  refused(call: IncomingCall, requestId: string, error: unknown, startedAt: bigint): Promise<void>;
+}
+
 /** What a transport hands over about an incoming call before any handler runs. */
 export interface IncomingCall {
   method: string;
@@ -21,28 +26,47 @@ export const requestIdFor = (header: string | undefined) =>
 
 /**
  * The steps every call takes, whichever transport carried it: authenticate the bearer token,
- * then build the handler's context. (Rate limits and audit join here.)
+ * then build the handler's context. Refusals go to the observer (metrics, audit); rate limits,
+ * RPC metrics and refused-access audit of admitted calls are the CallGuard's (call-guard.ts),
+ * which wraps the handlers.
  */
 export class CallGate {
   constructor(
     private readonly verifier: TokenVerifier,
     private readonly log: Logger,
+    private readonly observer?: RefusalObserver,
   ) {}
 
   async admit(call: IncomingCall, requestId: string): Promise<RequestContext> {
-    const header = call.authorization;
-    if (!header) throw new AppError("UNAUTHENTICATED", "missing authorization: Bearer <token>");
-    const match = /^Bearer\s+(\S+)$/i.exec(header);
-    if (!match) throw new AppError("UNAUTHENTICATED", "authorization must be: Bearer <token>");
-    const caller = await this.verifier.verify(match[1]);
+    const startedAt = process.hrtime.bigint();
+    let caller;
+    try {
+      caller = await this.authenticate(call.authorization);
+    } catch (error) {
+      await this.observer?.refused(call, requestId, error, startedAt);
+      throw error;
+    }
+    const base = this.log;
+    let log: Logger | undefined;
     return {
       requestId,
       caller,
       clientAddress: call.clientAddress,
       signal: call.signal,
       method: call.method,
-      log: this.log,
+      // Every log line of the call carries its request id; the child logger is made on first use
+      // (most calls never log).
+      get log() {
+        return (log ??= base.child({ requestId }));
+      },
     };
+  }
+
+  private async authenticate(header: string | undefined) {
+    if (!header) throw new AppError("UNAUTHENTICATED", "missing authorization: Bearer <token>");
+    const match = /^Bearer\s+(\S+)$/i.exec(header);
+    if (!match) throw new AppError("UNAUTHENTICATED", "authorization must be: Bearer <token>");
+    return this.verifier.verify(match[1]);
   }
 }
 
@@ -52,6 +76,8 @@ const UNAVAILABLE_CODES = new Set(["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "E
 export function toAppError(error: unknown): AppError {
   if (error instanceof AppError) return error;
   const e = error as { code?: string; name?: string; message?: string };
+  // Raised by the database for writes about a user whose data was deleted (DeleteUserData).
+  if (e?.code === "VM001") return new AppError("ACCESS_DENIED", "this user's data was deleted; nothing can be stored for them");
   const unavailable =
     (e?.code !== undefined && (UNAVAILABLE_CODES.has(e.code) || e.code.startsWith("08"))) ||
     e?.name === "KnexTimeoutError" ||

@@ -13,7 +13,9 @@ export const clientAddressKey = createContextKey<string>("unknown");
 function connectError(error: unknown, requestId: string, log: Logger): ConnectError {
   const appError = toAppError(error);
   if (appError.code === "INTERNAL" || appError.code === "SERVICE_UNAVAILABLE") log.error({ err: error, requestId }, "call failed");
-  const headers = new Headers({ "x-request-id": requestId });
+  // x-request-id is already a response header (set on admission); repeating it here would make
+  // streaming and gRPC-Web clients, which merge headers and trailers, read it twice.
+  const headers = new Headers();
   if (appError.subject.retryAfterSeconds !== undefined) headers.set("retry-after", String(appError.subject.retryAfterSeconds));
   return new ConnectError(appError.message, appError.rpcCode, headers, [
     { desc: ErrorInfoSchema, value: { reason: appError.code, domain: ERROR_DOMAIN, metadata: errorMetadata(appError, requestId) } },

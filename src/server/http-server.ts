@@ -9,6 +9,10 @@ export interface HttpServerOptions {
   corsOrigins: string[];
   /** Resolves true when the service can serve (the database answers). */
   isReady: () => Promise<boolean>;
+  /** Prometheus exposition for GET /metrics (no token; keep the port off the public internet). */
+  metrics?: () => Promise<{ contentType: string; body: string }>;
+  /** Plain HTTP routes (model file downloads, uploads, backups); returns true when it took the request. */
+  plainRoutes?: (req: http.IncomingMessage, res: http.ServerResponse) => boolean;
 }
 
 const ALLOWED_HEADERS = [...connectCors.allowedHeaders, "authorization", "x-request-id"].join(", ");
@@ -52,6 +56,13 @@ export function createHttpHandler(options: HttpServerOptions): http.RequestListe
       return;
     }
     if (req.url === "/healthz") return sendJson(res, 200, { status: "ok" });
+    if (req.url === "/metrics" && req.method === "GET" && options.metrics) {
+      options.metrics().then(
+        ({ contentType, body }) => res.writeHead(200, { "content-type": contentType }).end(body),
+        () => sendJson(res, 503, { status: "metrics unavailable" }),
+      );
+      return;
+    }
     if (req.url === "/readyz") {
       options.isReady().then(
         (ready) => sendJson(res, ready ? 200 : 503, { status: ready ? "ready" : "database unreachable" }),
@@ -59,6 +70,7 @@ export function createHttpHandler(options: HttpServerOptions): http.RequestListe
       );
       return;
     }
+    if (options.plainRoutes?.(req, res)) return;
     connect(req, res);
   };
 }

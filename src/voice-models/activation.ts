@@ -1,4 +1,5 @@
 import type { Tx } from "../db/transaction";
+import { bestModel } from "../usage/ranking";
 import { AUTO_ACTIVATE_ABOVE_MILLIS } from "./constants";
 import type { ChangeLog } from "./model-events";
 import * as repo from "./repository";
@@ -32,6 +33,7 @@ export async function onCompleted(trx: Tx, log: ChangeLog, model: VoiceModelReco
  * the next best completed model takes its place. Returns the new active model, if any.
  */
 export async function replaceActive(trx: Tx, log: ChangeLog, former: VoiceModelRecord): Promise<VoiceModelRecord | undefined> {
-  const next = await repo.findNextBest(trx, former.userId, [former.id]);
+  // The shared ranking (src/usage/ranking.ts) with no criteria: highest score, newest on ties.
+  const next = await bestModel(trx, former.userId, {}, [former.id]);
   return next ? log.add("activated", await repo.patchModel(trx, next.id, { is_active: true })) : undefined;
 }

@@ -8,15 +8,16 @@ import { hasRole, resolveTargetUser, type Caller } from "../auth/caller";
 import type { VoiceModelRow } from "../db/models/voice-model-row";
 import { inTransaction, type Tx } from "../db/transaction";
 import { accessDenied, AppError, invalidArgument, modelNotFound } from "../errors";
-import { assertCanRead, assertCanWrite } from "./access";
+import { assertCanView, assertCanWrite } from "./access";
 import * as activation from "./activation";
 import { DEFAULT_SAMPLE_RATE } from "./constants";
 import { decodePageToken, encodePageToken, filtersHash } from "./paging";
 import { componentsToMillis, scoreToMillis, weightedMillis } from "./quality";
 import * as repo from "./repository";
 import * as valid from "./validation";
-import { ChangeLog, type Actor, type ModelChangeListener } from "./model-events";
+import { ChangeLog, type Actor, type ModelChange, type ModelChangeListener } from "./model-events";
 import { etagOf, type VoiceModelRecord } from "./voice-model";
+import { noReadCache, type ModelReadCache } from "./read-cache";
 
 const UPDATABLE = ["quality_score", "sample_rate", "status", "metadata", "model_path"] as const;
 type Updatable = (typeof UPDATABLE)[number];
@@ -27,18 +28,38 @@ export interface ListResult {
   nextPageToken: string;
 }
 
+/** For rooms that create a model together with rows of their own (model files: ingest, import). */
+export interface CreateOptions {
+  /** The new model's id (so its file can be stored under it before the row exists). */
+  id?: string;
+  /** Runs in the create transaction right after the insert (before activation and listeners). */
+  attach?: (trx: Tx, model: VoiceModelRecord) => Promise<VoiceModelRecord>;
+}
+
 /** The core lifecycle of voice models. Every method takes the verified actor first. */
 export class VoiceModelService {
   private readonly listeners: ModelChangeListener[] = [];
 
-  constructor(private readonly knex: Knex) {}
+  constructor(
+    private readonly knex: Knex,
+    /** Read-through cache for get, list and getActive (src/cache); none by default. */
+    private readonly reads: ModelReadCache = noReadCache,
+  ) {}
 
   /** Adds a listener that runs in every writing transaction (see ModelChangeListener). */
   onChange(listener: ModelChangeListener): void {
     this.listeners.push(listener);
   }
 
-  async create(actor: Actor, req: CreateVoiceModelRequest): Promise<VoiceModelRecord> {
+  /**
+   * Hands changes made outside these write paths (the cleanup job's batch soft-deletes) to the
+   * listeners, in the caller's transaction, so caches, files, shares and audit follow them too.
+   */
+  async notifyChanges(trx: Tx, changes: readonly ModelChange[], actor: Actor): Promise<void> {
+    if (changes.length > 0) for (const listener of this.listeners) await listener(trx, changes, actor);
+  }
+
+  async create(actor: Actor, req: CreateVoiceModelRequest, options: CreateOptions = {}): Promise<VoiceModelRecord> {
     const userId = resolveTargetUser(actor.caller, req.userId);
     const row = newModelRow(userId, req);
     return this.write(actor, async (trx, log) => {
@@ -47,23 +68,25 @@ export class VoiceModelService {
         const existing = await repo.findByTrainingJob(trx, userId, row.training_job_id);
         if (existing) return existing;
       }
-      const created = log.add("created", await repo.insertModel(trx, row));
+      let inserted = await repo.insertModel(trx, options.id ? ({ ...row, id: options.id } as repo.NewModelRow) : row);
+      if (options.attach) inserted = await options.attach(trx, inserted);
+      const created = log.add("created", inserted);
       return created.status === "completed" ? activation.onCompleted(trx, log, created) : created;
     });
   }
 
   async get(actor: Actor, id: string): Promise<VoiceModelRecord> {
     const modelId = valid.modelId(id);
-    const model = await repo.findModel(this.knex, modelId);
+    const model = await this.reads.model(modelId, () => repo.findModel(this.knex, modelId));
     if (!model) throw modelNotFound(modelId);
-    assertCanRead(actor.caller, model);
+    await assertCanView(this.knex, actor.caller, model);
     if (model.deletedAt) throw modelNotFound(modelId);
     return model;
   }
 
   async getActive(actor: Actor, requestedUserId: string | undefined): Promise<VoiceModelRecord | undefined> {
     const userId = resolveTargetUser(actor.caller, requestedUserId);
-    return repo.findActiveModel(this.knex, userId);
+    return this.reads.active(userId, () => repo.findActiveModel(this.knex, userId));
   }
 
   async list(actor: Actor, req: ListVoiceModelsRequest): Promise<ListResult> {
@@ -85,7 +108,8 @@ export class VoiceModelService {
       if (offset !== 0) throw invalidArgument("offset", "must be 0 when pageToken is given");
       after = decodePageToken(req.pageToken, hash);
     }
-    const { models, total } = await repo.listModels(this.knex, filters, { limit, offset, after });
+    const page = { limit, offset, after };
+    const { models, total } = await this.reads.list(userId, JSON.stringify({ filters, page }), () => repo.listModels(this.knex, filters, page));
     const nextPageToken = models.length === limit ? encodePageToken(models[models.length - 1], hash) : "";
     return { models, total, nextPageToken };
   }
@@ -139,6 +163,18 @@ export class VoiceModelService {
     return this.writeLocked(actor, modelId, async (trx, log, model) =>
       model.isActive ? log.add("deactivated", await repo.patchModel(trx, modelId, { is_active: false })) : model,
     );
+  }
+
+  /**
+   * A write of another room that changes activation (SelectBestVoiceModel's activate): fn runs
+   * in one transaction holding the user's owner lock, and the changes it logs reach the
+   * listeners before commit, like the service's own writes.
+   */
+  writeForUser<T>(actor: Actor, userId: string, fn: (trx: Tx, log: ChangeLog) => Promise<T>): Promise<T> {
+    return this.write(actor, async (trx, log) => {
+      await repo.lockOwner(trx, userId);
+      return fn(trx, log);
+    });
   }
 
   /** One writing transaction: fn's changes go to the listeners before commit. */
@@ -195,7 +231,14 @@ function newModelRow(userId: string, req: CreateVoiceModelRequest): repo.NewMode
     metadata: valid.metadata(req.metadata),
     status: req.status === undefined ? "completed" : valid.status(req.status),
     training_job_id: req.trainingJobId === undefined ? null : valid.trainingJobId(req.trainingJobId),
+    size_bytes: req.sizeBytes === undefined ? null : sizeBytes(req.sizeBytes),
   };
+}
+
+/** An optional file size given at creation (storage analytics); 0 up to 1 TB. */
+function sizeBytes(value: bigint): number {
+  if (value < 0n || value > 1_000_000_000_000n) throw invalidArgument("sizeBytes", "must be from 0 to 1000000000000");
+  return Number(value);
 }
 
 const MASK_PATHS: Record<string, Updatable> = {

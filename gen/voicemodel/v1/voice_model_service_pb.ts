@@ -6,6 +6,14 @@ import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegen
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { FieldMask } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_field_mask, file_google_protobuf_struct } from "@bufbuild/protobuf/wkt";
+import type { CreateBackupRequestSchema, CreateBackupResponseSchema, DeleteUserDataRequestSchema, DeleteUserDataResponseSchema, ListBackupsRequestSchema, ListBackupsResponseSchema, RestoreBackupRequestSchema, RestoreBackupResponseSchema } from "./backups_pb";
+import { file_voicemodel_v1_backups } from "./backups_pb";
+import type { CleanupExpiredModelsRequestSchema, CleanupExpiredModelsResponseSchema, GetAlertsRequestSchema, GetAlertsResponseSchema, ListAuditEventsRequestSchema, ListAuditEventsResponseSchema, ListExpiringModelsRequestSchema, ListExpiringModelsResponseSchema, ListSharedVoiceModelsRequestSchema, ListSharedVoiceModelsResponseSchema, RevokeShareRequestSchema, RevokeShareResponseSchema, ShareVoiceModelRequestSchema, ShareVoiceModelResponseSchema } from "./governance_pb";
+import { file_voicemodel_v1_governance } from "./governance_pb";
+import type { ExportVoiceModelRequestSchema, ExportVoiceModelResponseSchema, ImportVoiceModelRequestSchema, ImportVoiceModelResponseSchema, ReadModelFileRequestSchema, ReadModelFileResponseSchema, UndeleteVoiceModelRequestSchema, UndeleteVoiceModelResponseSchema, UploadModelFileRequestSchema, UploadModelFileResponseSchema } from "./model_files_pb";
+import { file_voicemodel_v1_model_files } from "./model_files_pb";
+import type { CompareVoiceModelsRequestSchema, CompareVoiceModelsResponseSchema, GetVoiceModelAnalyticsRequestSchema, GetVoiceModelAnalyticsResponseSchema, GetVoiceModelUsageStatsRequestSchema, GetVoiceModelUsageStatsResponseSchema, RecordUsageBatchRequestSchema, RecordUsageBatchResponseSchema, RecordUsageRequestSchema, RecordUsageResponseSchema, SelectBestVoiceModelRequestSchema, SelectBestVoiceModelResponseSchema } from "./usage_pb";
+import { file_voicemodel_v1_usage } from "./usage_pb";
 import type { QualityComponents, VoiceModel } from "./voice_model_pb";
 import { file_voicemodel_v1_voice_model } from "./voice_model_pb";
 import type { JsonObject, Message } from "@bufbuild/protobuf";
@@ -14,7 +22,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file voicemodel/v1/voice_model_service.proto.
  */
 export const file_voicemodel_v1_voice_model_service: GenFile = /*@__PURE__*/
-  fileDesc("Cid2b2ljZW1vZGVsL3YxL3ZvaWNlX21vZGVsX3NlcnZpY2UucHJvdG8SDXZvaWNlbW9kZWwudjEi9AIKF0NyZWF0ZVZvaWNlTW9kZWxSZXF1ZXN0EhQKB3VzZXJfaWQYASABKAlIAIgBARIQCghwcm92aWRlchgCIAEoCRISCgptb2RlbF9wYXRoGAMgASgJEhgKC3NhbXBsZV9yYXRlGAQgASgFSAGIAQESGgoNcXVhbGl0eV9zY29yZRgFIAEoAUgCiAEBEjwKEnF1YWxpdHlfY29tcG9uZW50cxgGIAEoCzIgLnZvaWNlbW9kZWwudjEuUXVhbGl0eUNvbXBvbmVudHMSKQoIbWV0YWRhdGEYByABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhMKBnN0YXR1cxgIIAEoCUgDiAEBEhwKD3RyYWluaW5nX2pvYl9pZBgJIAEoCUgEiAEBQgoKCF91c2VyX2lkQg4KDF9zYW1wbGVfcmF0ZUIQCg5fcXVhbGl0eV9zY29yZUIJCgdfc3RhdHVzQhIKEF90cmFpbmluZ19qb2JfaWQiRAoYQ3JlYXRlVm9pY2VNb2RlbFJlc3BvbnNlEigKBW1vZGVsGAEgASgLMhkudm9pY2Vtb2RlbC52MS5Wb2ljZU1vZGVsIigKFEdldFZvaWNlTW9kZWxSZXF1ZXN0EhAKCG1vZGVsX2lkGAEgASgJIkEKFUdldFZvaWNlTW9kZWxSZXNwb25zZRIoCgVtb2RlbBgBIAEoCzIZLnZvaWNlbW9kZWwudjEuVm9pY2VNb2RlbCLsAgoWTGlzdFZvaWNlTW9kZWxzUmVxdWVzdBIUCgd1c2VyX2lkGAEgASgJSACIAQESFQoIcHJvdmlkZXIYAiABKAlIAYgBARIWCglpc19hY3RpdmUYAyABKAhIAogBARIeChFtaW5fcXVhbGl0eV9zY29yZRgEIAEoAUgDiAEBEhMKBnN0YXR1cxgFIAEoCUgEiAEBEhIKBWxpbWl0GAYgASgFSAWIAQESEwoGb2Zmc2V0GAcgASgFSAaIAQESFwoKcGFnZV90b2tlbhgIIAEoCUgHiAEBEhkKDHNob3dfZGVsZXRlZBgJIAEoCEgIiAEBQgoKCF91c2VyX2lkQgsKCV9wcm92aWRlckIMCgpfaXNfYWN0aXZlQhQKEl9taW5fcXVhbGl0eV9zY29yZUIJCgdfc3RhdHVzQggKBl9saW1pdEIJCgdfb2Zmc2V0Qg0KC19wYWdlX3Rva2VuQg8KDV9zaG93X2RlbGV0ZWQibAoXTGlzdFZvaWNlTW9kZWxzUmVzcG9uc2USKQoGbW9kZWxzGAEgAygLMhkudm9pY2Vtb2RlbC52MS5Wb2ljZU1vZGVsEg0KBXRvdGFsGAIgASgFEhcKD25leHRfcGFnZV90b2tlbhgDIAEoCSLDAgoXVXBkYXRlVm9pY2VNb2RlbFJlcXVlc3QSEAoIbW9kZWxfaWQYASABKAkSGgoNcXVhbGl0eV9zY29yZRgCIAEoAUgAiAEBEhgKC3NhbXBsZV9yYXRlGAMgASgFSAGIAQESEwoGc3RhdHVzGAQgASgJSAKIAQESKQoIbWV0YWRhdGEYBSABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhcKCm1vZGVsX3BhdGgYBiABKAlIA4gBARIvCgt1cGRhdGVfbWFzaxgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2sSEQoEZXRhZxgIIAEoCUgEiAEBQhAKDl9xdWFsaXR5X3Njb3JlQg4KDF9zYW1wbGVfcmF0ZUIJCgdfc3RhdHVzQg0KC19tb2RlbF9wYXRoQgcKBV9ldGFnIkQKGFVwZGF0ZVZvaWNlTW9kZWxSZXNwb25zZRIoCgVtb2RlbBgBIAEoCzIZLnZvaWNlbW9kZWwudjEuVm9pY2VNb2RlbCIrChdEZWxldGVWb2ljZU1vZGVsUmVxdWVzdBIQCghtb2RlbF9pZBgBIAEoCSJ2ChhEZWxldGVWb2ljZU1vZGVsUmVzcG9uc2USKAoFbW9kZWwYASABKAsyGS52b2ljZW1vZGVsLnYxLlZvaWNlTW9kZWwSHAoPYWN0aXZlX21vZGVsX2lkGAIgASgJSACIAQFCEgoQX2FjdGl2ZV9tb2RlbF9pZCItChlBY3RpdmF0ZVZvaWNlTW9kZWxSZXF1ZXN0EhAKCG1vZGVsX2lkGAEgASgJIkYKGkFjdGl2YXRlVm9pY2VNb2RlbFJlc3BvbnNlEigKBW1vZGVsGAEgASgLMhkudm9pY2Vtb2RlbC52MS5Wb2ljZU1vZGVsIi8KG0RlYWN0aXZhdGVWb2ljZU1vZGVsUmVxdWVzdBIQCghtb2RlbF9pZBgBIAEoCSJIChxEZWFjdGl2YXRlVm9pY2VNb2RlbFJlc3BvbnNlEigKBW1vZGVsGAEgASgLMhkudm9pY2Vtb2RlbC52MS5Wb2ljZU1vZGVsIj4KGkdldEFjdGl2ZVZvaWNlTW9kZWxSZXF1ZXN0EhQKB3VzZXJfaWQYASABKAlIAIgBAUIKCghfdXNlcl9pZCJHChtHZXRBY3RpdmVWb2ljZU1vZGVsUmVzcG9uc2USKAoFbW9kZWwYASABKAsyGS52b2ljZW1vZGVsLnYxLlZvaWNlTW9kZWwiDwoNV2hvQW1JUmVxdWVzdCIwCg5XaG9BbUlSZXNwb25zZRIPCgd1c2VyX2lkGAEgASgJEg0KBXJvbGVzGAIgAygJMpEHChFWb2ljZU1vZGVsU2VydmljZRJjChBDcmVhdGVWb2ljZU1vZGVsEiYudm9pY2Vtb2RlbC52MS5DcmVhdGVWb2ljZU1vZGVsUmVxdWVzdBonLnZvaWNlbW9kZWwudjEuQ3JlYXRlVm9pY2VNb2RlbFJlc3BvbnNlEloKDUdldFZvaWNlTW9kZWwSIy52b2ljZW1vZGVsLnYxLkdldFZvaWNlTW9kZWxSZXF1ZXN0GiQudm9pY2Vtb2RlbC52MS5HZXRWb2ljZU1vZGVsUmVzcG9uc2USYAoPTGlzdFZvaWNlTW9kZWxzEiUudm9pY2Vtb2RlbC52MS5MaXN0Vm9pY2VNb2RlbHNSZXF1ZXN0GiYudm9pY2Vtb2RlbC52MS5MaXN0Vm9pY2VNb2RlbHNSZXNwb25zZRJjChBVcGRhdGVWb2ljZU1vZGVsEiYudm9pY2Vtb2RlbC52MS5VcGRhdGVWb2ljZU1vZGVsUmVxdWVzdBonLnZvaWNlbW9kZWwudjEuVXBkYXRlVm9pY2VNb2RlbFJlc3BvbnNlEmMKEERlbGV0ZVZvaWNlTW9kZWwSJi52b2ljZW1vZGVsLnYxLkRlbGV0ZVZvaWNlTW9kZWxSZXF1ZXN0Gicudm9pY2Vtb2RlbC52MS5EZWxldGVWb2ljZU1vZGVsUmVzcG9uc2USaQoSQWN0aXZhdGVWb2ljZU1vZGVsEigudm9pY2Vtb2RlbC52MS5BY3RpdmF0ZVZvaWNlTW9kZWxSZXF1ZXN0Gikudm9pY2Vtb2RlbC52MS5BY3RpdmF0ZVZvaWNlTW9kZWxSZXNwb25zZRJvChREZWFjdGl2YXRlVm9pY2VNb2RlbBIqLnZvaWNlbW9kZWwudjEuRGVhY3RpdmF0ZVZvaWNlTW9kZWxSZXF1ZXN0Gisudm9pY2Vtb2RlbC52MS5EZWFjdGl2YXRlVm9pY2VNb2RlbFJlc3BvbnNlEmwKE0dldEFjdGl2ZVZvaWNlTW9kZWwSKS52b2ljZW1vZGVsLnYxLkdldEFjdGl2ZVZvaWNlTW9kZWxSZXF1ZXN0Gioudm9pY2Vtb2RlbC52MS5HZXRBY3RpdmVWb2ljZU1vZGVsUmVzcG9uc2USRQoGV2hvQW1JEhwudm9pY2Vtb2RlbC52MS5XaG9BbUlSZXF1ZXN0Gh0udm9pY2Vtb2RlbC52MS5XaG9BbUlSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_field_mask, file_google_protobuf_struct, file_voicemodel_v1_voice_model]);
+  fileDesc("Cid2b2ljZW1vZGVsL3YxL3ZvaWNlX21vZGVsX3NlcnZpY2UucHJvdG8SDXZvaWNlbW9kZWwudjEinAMKF0NyZWF0ZVZvaWNlTW9kZWxSZXF1ZXN0EhQKB3VzZXJfaWQYASABKAlIAIgBARIQCghwcm92aWRlchgCIAEoCRISCgptb2RlbF9wYXRoGAMgASgJEhgKC3NhbXBsZV9yYXRlGAQgASgFSAGIAQESGgoNcXVhbGl0eV9zY29yZRgFIAEoAUgCiAEBEjwKEnF1YWxpdHlfY29tcG9uZW50cxgGIAEoCzIgLnZvaWNlbW9kZWwudjEuUXVhbGl0eUNvbXBvbmVudHMSKQoIbWV0YWRhdGEYByABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhMKBnN0YXR1cxgIIAEoCUgDiAEBEhwKD3RyYWluaW5nX2pvYl9pZBgJIAEoCUgEiAEBEhcKCnNpemVfYnl0ZXMYCiABKANIBYgBAUIKCghfdXNlcl9pZEIOCgxfc2FtcGxlX3JhdGVCEAoOX3F1YWxpdHlfc2NvcmVCCQoHX3N0YXR1c0ISChBfdHJhaW5pbmdfam9iX2lkQg0KC19zaXplX2J5dGVzIkQKGENyZWF0ZVZvaWNlTW9kZWxSZXNwb25zZRIoCgVtb2RlbBgBIAEoCzIZLnZvaWNlbW9kZWwudjEuVm9pY2VNb2RlbCIoChRHZXRWb2ljZU1vZGVsUmVxdWVzdBIQCghtb2RlbF9pZBgBIAEoCSJBChVHZXRWb2ljZU1vZGVsUmVzcG9uc2USKAoFbW9kZWwYASABKAsyGS52b2ljZW1vZGVsLnYxLlZvaWNlTW9kZWwi7AIKFkxpc3RWb2ljZU1vZGVsc1JlcXVlc3QSFAoHdXNlcl9pZBgBIAEoCUgAiAEBEhUKCHByb3ZpZGVyGAIgASgJSAGIAQESFgoJaXNfYWN0aXZlGAMgASgISAKIAQESHgoRbWluX3F1YWxpdHlfc2NvcmUYBCABKAFIA4gBARITCgZzdGF0dXMYBSABKAlIBIgBARISCgVsaW1pdBgGIAEoBUgFiAEBEhMKBm9mZnNldBgHIAEoBUgGiAEBEhcKCnBhZ2VfdG9rZW4YCCABKAlIB4gBARIZCgxzaG93X2RlbGV0ZWQYCSABKAhICIgBAUIKCghfdXNlcl9pZEILCglfcHJvdmlkZXJCDAoKX2lzX2FjdGl2ZUIUChJfbWluX3F1YWxpdHlfc2NvcmVCCQoHX3N0YXR1c0IICgZfbGltaXRCCQoHX29mZnNldEINCgtfcGFnZV90b2tlbkIPCg1fc2hvd19kZWxldGVkImwKF0xpc3RWb2ljZU1vZGVsc1Jlc3BvbnNlEikKBm1vZGVscxgBIAMoCzIZLnZvaWNlbW9kZWwudjEuVm9pY2VNb2RlbBINCgV0b3RhbBgCIAEoBRIXCg9uZXh0X3BhZ2VfdG9rZW4YAyABKAkiwwIKF1VwZGF0ZVZvaWNlTW9kZWxSZXF1ZXN0EhAKCG1vZGVsX2lkGAEgASgJEhoKDXF1YWxpdHlfc2NvcmUYAiABKAFIAIgBARIYCgtzYW1wbGVfcmF0ZRgDIAEoBUgBiAEBEhMKBnN0YXR1cxgEIAEoCUgCiAEBEikKCG1ldGFkYXRhGAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIXCgptb2RlbF9wYXRoGAYgASgJSAOIAQESLwoLdXBkYXRlX21hc2sYByABKAsyGi5nb29nbGUucHJvdG9idWYuRmllbGRNYXNrEhEKBGV0YWcYCCABKAlIBIgBAUIQCg5fcXVhbGl0eV9zY29yZUIOCgxfc2FtcGxlX3JhdGVCCQoHX3N0YXR1c0INCgtfbW9kZWxfcGF0aEIHCgVfZXRhZyJEChhVcGRhdGVWb2ljZU1vZGVsUmVzcG9uc2USKAoFbW9kZWwYASABKAsyGS52b2ljZW1vZGVsLnYxLlZvaWNlTW9kZWwiKwoXRGVsZXRlVm9pY2VNb2RlbFJlcXVlc3QSEAoIbW9kZWxfaWQYASABKAkidgoYRGVsZXRlVm9pY2VNb2RlbFJlc3BvbnNlEigKBW1vZGVsGAEgASgLMhkudm9pY2Vtb2RlbC52MS5Wb2ljZU1vZGVsEhwKD2FjdGl2ZV9tb2RlbF9pZBgCIAEoCUgAiAEBQhIKEF9hY3RpdmVfbW9kZWxfaWQiLQoZQWN0aXZhdGVWb2ljZU1vZGVsUmVxdWVzdBIQCghtb2RlbF9pZBgBIAEoCSJGChpBY3RpdmF0ZVZvaWNlTW9kZWxSZXNwb25zZRIoCgVtb2RlbBgBIAEoCzIZLnZvaWNlbW9kZWwudjEuVm9pY2VNb2RlbCIvChtEZWFjdGl2YXRlVm9pY2VNb2RlbFJlcXVlc3QSEAoIbW9kZWxfaWQYASABKAkiSAocRGVhY3RpdmF0ZVZvaWNlTW9kZWxSZXNwb25zZRIoCgVtb2RlbBgBIAEoCzIZLnZvaWNlbW9kZWwudjEuVm9pY2VNb2RlbCI+ChpHZXRBY3RpdmVWb2ljZU1vZGVsUmVxdWVzdBIUCgd1c2VyX2lkGAEgASgJSACIAQFCCgoIX3VzZXJfaWQiRwobR2V0QWN0aXZlVm9pY2VNb2RlbFJlc3BvbnNlEigKBW1vZGVsGAEgASgLMhkudm9pY2Vtb2RlbC52MS5Wb2ljZU1vZGVsIg8KDVdob0FtSVJlcXVlc3QiMAoOV2hvQW1JUmVzcG9uc2USDwoHdXNlcl9pZBgBIAEoCRINCgVyb2xlcxgCIAMoCTK8GAoRVm9pY2VNb2RlbFNlcnZpY2USYwoQQ3JlYXRlVm9pY2VNb2RlbBImLnZvaWNlbW9kZWwudjEuQ3JlYXRlVm9pY2VNb2RlbFJlcXVlc3QaJy52b2ljZW1vZGVsLnYxLkNyZWF0ZVZvaWNlTW9kZWxSZXNwb25zZRJaCg1HZXRWb2ljZU1vZGVsEiMudm9pY2Vtb2RlbC52MS5HZXRWb2ljZU1vZGVsUmVxdWVzdBokLnZvaWNlbW9kZWwudjEuR2V0Vm9pY2VNb2RlbFJlc3BvbnNlEmAKD0xpc3RWb2ljZU1vZGVscxIlLnZvaWNlbW9kZWwudjEuTGlzdFZvaWNlTW9kZWxzUmVxdWVzdBomLnZvaWNlbW9kZWwudjEuTGlzdFZvaWNlTW9kZWxzUmVzcG9uc2USYwoQVXBkYXRlVm9pY2VNb2RlbBImLnZvaWNlbW9kZWwudjEuVXBkYXRlVm9pY2VNb2RlbFJlcXVlc3QaJy52b2ljZW1vZGVsLnYxLlVwZGF0ZVZvaWNlTW9kZWxSZXNwb25zZRJjChBEZWxldGVWb2ljZU1vZGVsEiYudm9pY2Vtb2RlbC52MS5EZWxldGVWb2ljZU1vZGVsUmVxdWVzdBonLnZvaWNlbW9kZWwudjEuRGVsZXRlVm9pY2VNb2RlbFJlc3BvbnNlEmkKEkFjdGl2YXRlVm9pY2VNb2RlbBIoLnZvaWNlbW9kZWwudjEuQWN0aXZhdGVWb2ljZU1vZGVsUmVxdWVzdBopLnZvaWNlbW9kZWwudjEuQWN0aXZhdGVWb2ljZU1vZGVsUmVzcG9uc2USbwoURGVhY3RpdmF0ZVZvaWNlTW9kZWwSKi52b2ljZW1vZGVsLnYxLkRlYWN0aXZhdGVWb2ljZU1vZGVsUmVxdWVzdBorLnZvaWNlbW9kZWwudjEuRGVhY3RpdmF0ZVZvaWNlTW9kZWxSZXNwb25zZRJsChNHZXRBY3RpdmVWb2ljZU1vZGVsEikudm9pY2Vtb2RlbC52MS5HZXRBY3RpdmVWb2ljZU1vZGVsUmVxdWVzdBoqLnZvaWNlbW9kZWwudjEuR2V0QWN0aXZlVm9pY2VNb2RlbFJlc3BvbnNlEkUKBldob0FtSRIcLnZvaWNlbW9kZWwudjEuV2hvQW1JUmVxdWVzdBodLnZvaWNlbW9kZWwudjEuV2hvQW1JUmVzcG9uc2USVAoLUmVjb3JkVXNhZ2USIS52b2ljZW1vZGVsLnYxLlJlY29yZFVzYWdlUmVxdWVzdBoiLnZvaWNlbW9kZWwudjEuUmVjb3JkVXNhZ2VSZXNwb25zZRJjChBSZWNvcmRVc2FnZUJhdGNoEiYudm9pY2Vtb2RlbC52MS5SZWNvcmRVc2FnZUJhdGNoUmVxdWVzdBonLnZvaWNlbW9kZWwudjEuUmVjb3JkVXNhZ2VCYXRjaFJlc3BvbnNlEngKF0dldFZvaWNlTW9kZWxVc2FnZVN0YXRzEi0udm9pY2Vtb2RlbC52MS5HZXRWb2ljZU1vZGVsVXNhZ2VTdGF0c1JlcXVlc3QaLi52b2ljZW1vZGVsLnYxLkdldFZvaWNlTW9kZWxVc2FnZVN0YXRzUmVzcG9uc2USdQoWR2V0Vm9pY2VNb2RlbEFuYWx5dGljcxIsLnZvaWNlbW9kZWwudjEuR2V0Vm9pY2VNb2RlbEFuYWx5dGljc1JlcXVlc3QaLS52b2ljZW1vZGVsLnYxLkdldFZvaWNlTW9kZWxBbmFseXRpY3NSZXNwb25zZRJpChJDb21wYXJlVm9pY2VNb2RlbHMSKC52b2ljZW1vZGVsLnYxLkNvbXBhcmVWb2ljZU1vZGVsc1JlcXVlc3QaKS52b2ljZW1vZGVsLnYxLkNvbXBhcmVWb2ljZU1vZGVsc1Jlc3BvbnNlEm8KFFNlbGVjdEJlc3RWb2ljZU1vZGVsEioudm9pY2Vtb2RlbC52MS5TZWxlY3RCZXN0Vm9pY2VNb2RlbFJlcXVlc3QaKy52b2ljZW1vZGVsLnYxLlNlbGVjdEJlc3RWb2ljZU1vZGVsUmVzcG9uc2USYAoPU2hhcmVWb2ljZU1vZGVsEiUudm9pY2Vtb2RlbC52MS5TaGFyZVZvaWNlTW9kZWxSZXF1ZXN0GiYudm9pY2Vtb2RlbC52MS5TaGFyZVZvaWNlTW9kZWxSZXNwb25zZRJUCgtSZXZva2VTaGFyZRIhLnZvaWNlbW9kZWwudjEuUmV2b2tlU2hhcmVSZXF1ZXN0GiIudm9pY2Vtb2RlbC52MS5SZXZva2VTaGFyZVJlc3BvbnNlEnIKFUxpc3RTaGFyZWRWb2ljZU1vZGVscxIrLnZvaWNlbW9kZWwudjEuTGlzdFNoYXJlZFZvaWNlTW9kZWxzUmVxdWVzdBosLnZvaWNlbW9kZWwudjEuTGlzdFNoYXJlZFZvaWNlTW9kZWxzUmVzcG9uc2USbwoUQ2xlYW51cEV4cGlyZWRNb2RlbHMSKi52b2ljZW1vZGVsLnYxLkNsZWFudXBFeHBpcmVkTW9kZWxzUmVxdWVzdBorLnZvaWNlbW9kZWwudjEuQ2xlYW51cEV4cGlyZWRNb2RlbHNSZXNwb25zZRJpChJMaXN0RXhwaXJpbmdNb2RlbHMSKC52b2ljZW1vZGVsLnYxLkxpc3RFeHBpcmluZ01vZGVsc1JlcXVlc3QaKS52b2ljZW1vZGVsLnYxLkxpc3RFeHBpcmluZ01vZGVsc1Jlc3BvbnNlEmAKD0xpc3RBdWRpdEV2ZW50cxIlLnZvaWNlbW9kZWwudjEuTGlzdEF1ZGl0RXZlbnRzUmVxdWVzdBomLnZvaWNlbW9kZWwudjEuTGlzdEF1ZGl0RXZlbnRzUmVzcG9uc2USTgoJR2V0QWxlcnRzEh8udm9pY2Vtb2RlbC52MS5HZXRBbGVydHNSZXF1ZXN0GiAudm9pY2Vtb2RlbC52MS5HZXRBbGVydHNSZXNwb25zZRJiCg9VcGxvYWRNb2RlbEZpbGUSJS52b2ljZW1vZGVsLnYxLlVwbG9hZE1vZGVsRmlsZVJlcXVlc3QaJi52b2ljZW1vZGVsLnYxLlVwbG9hZE1vZGVsRmlsZVJlc3BvbnNlKAESXAoNUmVhZE1vZGVsRmlsZRIjLnZvaWNlbW9kZWwudjEuUmVhZE1vZGVsRmlsZVJlcXVlc3QaJC52b2ljZW1vZGVsLnYxLlJlYWRNb2RlbEZpbGVSZXNwb25zZTABEmUKEEV4cG9ydFZvaWNlTW9kZWwSJi52b2ljZW1vZGVsLnYxLkV4cG9ydFZvaWNlTW9kZWxSZXF1ZXN0Gicudm9pY2Vtb2RlbC52MS5FeHBvcnRWb2ljZU1vZGVsUmVzcG9uc2UwARJlChBJbXBvcnRWb2ljZU1vZGVsEiYudm9pY2Vtb2RlbC52MS5JbXBvcnRWb2ljZU1vZGVsUmVxdWVzdBonLnZvaWNlbW9kZWwudjEuSW1wb3J0Vm9pY2VNb2RlbFJlc3BvbnNlKAESaQoSVW5kZWxldGVWb2ljZU1vZGVsEigudm9pY2Vtb2RlbC52MS5VbmRlbGV0ZVZvaWNlTW9kZWxSZXF1ZXN0Gikudm9pY2Vtb2RlbC52MS5VbmRlbGV0ZVZvaWNlTW9kZWxSZXNwb25zZRJZCgxDcmVhdGVCYWNrdXASIi52b2ljZW1vZGVsLnYxLkNyZWF0ZUJhY2t1cFJlcXVlc3QaIy52b2ljZW1vZGVsLnYxLkNyZWF0ZUJhY2t1cFJlc3BvbnNlMAESVAoLTGlzdEJhY2t1cHMSIS52b2ljZW1vZGVsLnYxLkxpc3RCYWNrdXBzUmVxdWVzdBoiLnZvaWNlbW9kZWwudjEuTGlzdEJhY2t1cHNSZXNwb25zZRJaCg1SZXN0b3JlQmFja3VwEiMudm9pY2Vtb2RlbC52MS5SZXN0b3JlQmFja3VwUmVxdWVzdBokLnZvaWNlbW9kZWwudjEuUmVzdG9yZUJhY2t1cFJlc3BvbnNlEl8KDkRlbGV0ZVVzZXJEYXRhEiQudm9pY2Vtb2RlbC52MS5EZWxldGVVc2VyRGF0YVJlcXVlc3QaJS52b2ljZW1vZGVsLnYxLkRlbGV0ZVVzZXJEYXRhUmVzcG9uc2UwAWIGcHJvdG8z", [file_google_protobuf_field_mask, file_google_protobuf_struct, file_voicemodel_v1_backups, file_voicemodel_v1_governance, file_voicemodel_v1_model_files, file_voicemodel_v1_usage, file_voicemodel_v1_voice_model]);
 
 /**
  * @generated from message voicemodel.v1.CreateVoiceModelRequest
@@ -83,6 +91,13 @@ export type CreateVoiceModelRequest = Message<"voicemodel.v1.CreateVoiceModelReq
    * @generated from field: optional string training_job_id = 9;
    */
   trainingJobId?: string | undefined;
+
+  /**
+   * Size of the model file in bytes, when known (for storage analytics); 0 or more.
+   *
+   * @generated from field: optional int64 size_bytes = 10;
+   */
+  sizeBytes?: bigint | undefined;
 };
 
 /**
@@ -556,8 +571,10 @@ export const WhoAmIResponseSchema: GenMessage<WhoAmIResponse> = /*@__PURE__*/
  * Errors carry one google.rpc.ErrorInfo detail (domain "voicemodel.v1") whose reason is one of:
  * VOICE_MODEL_NOT_FOUND (NOT_FOUND; also for deleted models), ACCESS_DENIED (PERMISSION_DENIED),
  * UNAUTHENTICATED, INVALID_ARGUMENT, MODEL_NOT_COMPLETED (FAILED_PRECONDITION),
- * ALREADY_ACTIVE (ALREADY_EXISTS), ETAG_MISMATCH (ABORTED), RATE_LIMITED (RESOURCE_EXHAUSTED),
- * SERVICE_UNAVAILABLE (UNAVAILABLE). Its metadata holds `timestamp`, `requestId` and the
+ * ALREADY_ACTIVE (ALREADY_EXISTS), IDEMPOTENCY_KEY_REUSED (ALREADY_EXISTS; RecordUsage),
+ * ETAG_MISMATCH (ABORTED), RATE_LIMITED (RESOURCE_EXHAUSTED),
+ * SERVICE_UNAVAILABLE (UNAVAILABLE), SHARING_DISABLED (FAILED_PRECONDITION). RATE_LIMITED replies
+ * carry `retry-after` (seconds; header or trailer). Its metadata holds `timestamp`, `requestId` and the
  * offending `field` or `modelId`. Every response carries an `x-request-id` header.
  *
  * Activation rules: a user has at most one active model, and only a completed model can be active.
@@ -666,6 +683,246 @@ export const VoiceModelService: GenService<{
     methodKind: "unary";
     input: typeof WhoAmIRequestSchema;
     output: typeof WhoAmIResponseSchema;
+  },
+  /**
+   * Records one usage event (role service; the TTS service calls it after each synthesis).
+   * Idempotent per (model_id, idempotency_key): see RecordUsageRequest.
+   *
+   * @generated from rpc voicemodel.v1.VoiceModelService.RecordUsage
+   */
+  recordUsage: {
+    methodKind: "unary";
+    input: typeof RecordUsageRequestSchema;
+    output: typeof RecordUsageResponseSchema;
+  },
+  /**
+   * Records up to 1,000 usage events in one transaction (role service), all or nothing.
+   *
+   * @generated from rpc voicemodel.v1.VoiceModelService.RecordUsageBatch
+   */
+  recordUsageBatch: {
+    methodKind: "unary";
+    input: typeof RecordUsageBatchRequestSchema;
+    output: typeof RecordUsageBatchResponseSchema;
+  },
+  /**
+   * Usage statistics of one model the caller can read, for its lifetime or a range of UTC days.
+   *
+   * @generated from rpc voicemodel.v1.VoiceModelService.GetVoiceModelUsageStats
+   */
+  getVoiceModelUsageStats: {
+    methodKind: "unary";
+    input: typeof GetVoiceModelUsageStatsRequestSchema;
+    output: typeof GetVoiceModelUsageStatsResponseSchema;
+  },
+  /**
+   * A user's model and usage analytics; deleted models are excluded.
+   *
+   * @generated from rpc voicemodel.v1.VoiceModelService.GetVoiceModelAnalytics
+   */
+  getVoiceModelAnalytics: {
+    methodKind: "unary";
+    input: typeof GetVoiceModelAnalyticsRequestSchema;
+    output: typeof GetVoiceModelAnalyticsResponseSchema;
+  },
+  /**
+   * Compares 2 to 10 models the caller can read and recommends the best, saying why.
+   *
+   * @generated from rpc voicemodel.v1.VoiceModelService.CompareVoiceModels
+   */
+  compareVoiceModels: {
+    methodKind: "unary";
+    input: typeof CompareVoiceModelsRequestSchema;
+    output: typeof CompareVoiceModelsResponseSchema;
+  },
+  /**
+   * Picks the user's best completed model for the criteria: known average latency within
+   * max_latency first (unknown latency after, above it excluded), then quality_score, then the
+   * preferred provider, then newest. Optionally activates it in the same transaction.
+   *
+   * @generated from rpc voicemodel.v1.VoiceModelService.SelectBestVoiceModel
+   */
+  selectBestVoiceModel: {
+    methodKind: "unary";
+    input: typeof SelectBestVoiceModelRequestSchema;
+    output: typeof SelectBestVoiceModelResponseSchema;
+  },
+  /**
+   * Shares a model with up to 100 other users ("view" or "use"). Only the owner (or service/admin
+   * for them) may share; sharing a deleted model or with the owner is refused. FAILED_PRECONDITION
+   * (reason SHARING_DISABLED) when sharing is switched off.
+   *
+   * @generated from rpc voicemodel.v1.VoiceModelService.ShareVoiceModel
+   */
+  shareVoiceModel: {
+    methodKind: "unary";
+    input: typeof ShareVoiceModelRequestSchema;
+    output: typeof ShareVoiceModelResponseSchema;
+  },
+  /**
+   * Ends shares of a model (owner, service or admin).
+   *
+   * @generated from rpc voicemodel.v1.VoiceModelService.RevokeShare
+   */
+  revokeShare: {
+    methodKind: "unary";
+    input: typeof RevokeShareRequestSchema;
+    output: typeof RevokeShareResponseSchema;
+  },
+  /**
+   * Lists the live models shared with a user, with who shared them and the permission.
+   *
+   * @generated from rpc voicemodel.v1.VoiceModelService.ListSharedVoiceModels
+   */
+  listSharedVoiceModels: {
+    methodKind: "unary";
+    input: typeof ListSharedVoiceModelsRequestSchema;
+    output: typeof ListSharedVoiceModelsResponseSchema;
+  },
+  /**
+   * Admin: soft-deletes the models eligible for cleanup (older than 180 days, not active,
+   * quality below 0.5, no usage in 30 days; configurable), in batches; dry_run only lists them.
+   *
+   * @generated from rpc voicemodel.v1.VoiceModelService.CleanupExpiredModels
+   */
+  cleanupExpiredModels: {
+    methodKind: "unary";
+    input: typeof CleanupExpiredModelsRequestSchema;
+    output: typeof CleanupExpiredModelsResponseSchema;
+  },
+  /**
+   * A user's models that are or will become eligible for cleanup within N days, and why.
+   *
+   * @generated from rpc voicemodel.v1.VoiceModelService.ListExpiringModels
+   */
+  listExpiringModels: {
+    methodKind: "unary";
+    input: typeof ListExpiringModelsRequestSchema;
+    output: typeof ListExpiringModelsResponseSchema;
+  },
+  /**
+   * Audit events, newest first: admins see all, users only events about themselves.
+   *
+   * @generated from rpc voicemodel.v1.VoiceModelService.ListAuditEvents
+   */
+  listAuditEvents: {
+    methodKind: "unary";
+    input: typeof ListAuditEventsRequestSchema;
+    output: typeof ListAuditEventsResponseSchema;
+  },
+  /**
+   * Admin: the alert rules evaluated by the service over the whole fleet (the same rules as
+   * ops/prometheus/alerts.yml), for deployments without Prometheus.
+   *
+   * @generated from rpc voicemodel.v1.VoiceModelService.GetAlerts
+   */
+  getAlerts: {
+    methodKind: "unary";
+    input: typeof GetAlertsRequestSchema;
+    output: typeof GetAlertsResponseSchema;
+  },
+  /**
+   * Uploads a model's file (client stream: a header, then chunks). The file is stored compressed,
+   * encrypted and deduplicated per user; the model's model_path becomes the service's key for it.
+   * Interrupted or refused uploads leave nothing. Also PUT /v1/voice-models/{model_id}/file.
+   *
+   * @generated from rpc voicemodel.v1.VoiceModelService.UploadModelFile
+   */
+  uploadModelFile: {
+    methodKind: "client_streaming";
+    input: typeof UploadModelFileRequestSchema;
+    output: typeof UploadModelFileResponseSchema;
+  },
+  /**
+   * Streams a model's file, or a byte range of it, decrypted (for the TTS service: role service,
+   * or a user with use access). A file that fails its integrity check ends the stream with
+   * DATA_LOSS (reason FILE_CORRUPT); nothing corrupt is sent. Also GET /v1/voice-models/{model_id}/file.
+   *
+   * @generated from rpc voicemodel.v1.VoiceModelService.ReadModelFile
+   */
+  readModelFile: {
+    methodKind: "server_streaming";
+    input: typeof ReadModelFileRequestSchema;
+    output: typeof ReadModelFileResponseSchema;
+  },
+  /**
+   * Exports a model: a header with its metadata, the file in chunks, a trailer with the SHA-256.
+   * Also GET /v1/voice-models/{model_id}/export (one binary file, with Range).
+   *
+   * @generated from rpc voicemodel.v1.VoiceModelService.ExportVoiceModel
+   */
+  exportVoiceModel: {
+    methodKind: "server_streaming";
+    input: typeof ExportVoiceModelRequestSchema;
+    output: typeof ExportVoiceModelResponseSchema;
+  },
+  /**
+   * Creates a model for the caller from an export, verifying size and SHA-256; a truncated or
+   * tampered export is INVALID_ARGUMENT and leaves nothing. Also POST /v1/voice-models/import.
+   *
+   * @generated from rpc voicemodel.v1.VoiceModelService.ImportVoiceModel
+   */
+  importVoiceModel: {
+    methodKind: "client_streaming";
+    input: typeof ImportVoiceModelRequestSchema;
+    output: typeof ImportVoiceModelResponseSchema;
+  },
+  /**
+   * Brings back a soft-deleted model within the retention period (default 30 days), inactive;
+   * its file moves back from deleted/. After the period the purge job removes model and file for
+   * good and this is VOICE_MODEL_NOT_FOUND.
+   *
+   * @generated from rpc voicemodel.v1.VoiceModelService.UndeleteVoiceModel
+   */
+  undeleteVoiceModel: {
+    methodKind: "unary";
+    input: typeof UndeleteVoiceModelRequestSchema;
+    output: typeof UndeleteVoiceModelResponseSchema;
+  },
+  /**
+   * Writes a backup of a user's models and files to backups/{user_id}/ (RATE_LIMITED beyond the
+   * backup rate limit). Streams progress, then the backup's path, size and checksum.
+   *
+   * @generated from rpc voicemodel.v1.VoiceModelService.CreateBackup
+   */
+  createBackup: {
+    methodKind: "server_streaming";
+    input: typeof CreateBackupRequestSchema;
+    output: typeof CreateBackupResponseSchema;
+  },
+  /**
+   * Lists a user's backups, newest first.
+   *
+   * @generated from rpc voicemodel.v1.VoiceModelService.ListBackups
+   */
+  listBackups: {
+    methodKind: "unary";
+    input: typeof ListBackupsRequestSchema;
+    output: typeof ListBackupsResponseSchema;
+  },
+  /**
+   * Restores a user's models from one of their backups, all or nothing: a restore that fails or
+   * is interrupted leaves the previous state. Files that fail their checksum are FILE_CORRUPT.
+   *
+   * @generated from rpc voicemodel.v1.VoiceModelService.RestoreBackup
+   */
+  restoreBackup: {
+    methodKind: "unary";
+    input: typeof RestoreBackupRequestSchema;
+    output: typeof RestoreBackupResponseSchema;
+  },
+  /**
+   * Account deletion (admin or service role): in one transaction removes every row of the user and
+   * writes a tombstone that blocks any further read or write for them; then deletes their files
+   * and backups (a durable job: an interrupted purge resumes). Streams progress; calling it again
+   * reports (and resumes) the same purge. Audit rows keep only a SHA-256 of the user id.
+   *
+   * @generated from rpc voicemodel.v1.VoiceModelService.DeleteUserData
+   */
+  deleteUserData: {
+    methodKind: "server_streaming";
+    input: typeof DeleteUserDataRequestSchema;
+    output: typeof DeleteUserDataResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_voicemodel_v1_voice_model_service, 0);

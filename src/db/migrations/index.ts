@@ -1,5 +1,8 @@
 import type { Knex } from "knex";
 import * as voiceModels from "./001-voice-models";
+import * as usageAndCache from "./002-usage-and-cache";
+import * as modelFiles from "./003-model-files";
+import * as governance from "./004-governance";
 
 interface Migration {
   up(knex: Knex): Promise<void>;
@@ -7,7 +10,12 @@ interface Migration {
 }
 
 /** Migrations in order. Imported statically so they run the same under tsx, Jest and compiled JS. */
-const MIGRATIONS: ReadonlyArray<[name: string, migration: Migration]> = [["001-voice-models", voiceModels]];
+const MIGRATIONS: ReadonlyArray<[name: string, migration: Migration]> = [
+  ["001-voice-models", voiceModels],
+  ["002-usage-and-cache", usageAndCache],
+  ["003-model-files", modelFiles],
+  ["004-governance", governance],
+];
 
 export const migrationSource: Knex.MigrationSource<string> = {
   getMigrations: async () => MIGRATIONS.map(([name]) => name),

@@ -1,0 +1,284 @@
+/**
+ * The export benchmark of issue 4: a 1 GiB model exported over gRPC (ExportVoiceModel) and over
+ * the HTTP download (GET /v1/voice-models/{id}/export), in MB/s, against two same-run references:
+ * reading the stored file from disk, and a minimal in-process pipeline that reads, decrypts
+ * (AES-256-GCM, our sealed format) and hashes (SHA-256) it. Targets: at least 0.8 of the pipeline,
+ * peak server RSS growth under 100 MB. The service runs as its own process on PostgreSQL.
+ *
+ * Run alone: `npx tsx bench/export-bench.ts`; env BENCH_EXPORT_MB (1024), BENCH_EXPORT_RUNS (3),
+ * BENCH_PG_URL, BENCH_EXPORT_DB (vm_export_bench), BENCH_EXPORT_PROFILE=1 (CPU profile of the service).
+ */
+import { fromBinary, toBinary, create } from "@bufbuild/protobuf";
+import * as grpc from "@grpc/grpc-js";
+import { createHash, randomBytes, randomFillSync } from "node:crypto";
+import fs from "node:fs";
+import http from "node:http";
+import os from "node:os";
+import path from "node:path";
+import { pipeline } from "node:stream/promises";
+import { SignJWT } from "jose";
+import pg from "pg";
+import { ExportVoiceModelRequestSchema, ExportVoiceModelResponseSchema } from "../gen/voicemodel/v1/model_files_pb";
+import { VoiceModelService } from "../gen/voicemodel/v1/voice_model_service_pb";
+import { LocalKeyProvider } from "../src/storage/key-provider";
+import { HEADER_BYTES, unseal } from "../src/storage/sealed-format";
+import { freePort, Processes, waitUntilReady } from "./processes";
+
+const ROOT = path.resolve(__dirname, "..");
+const MB = 1024 * 1024;
+
+export interface ExportBenchOptions {
+  sizeMb: number;
+  runs: number;
+  adminUrl: string;
+  dbName: string;
+}
+
+export interface ExportBenchResult {
+  sizeMb: number;
+  mbPerSecond: { rawRead: number; pipeline: number; grpc: number; http: number };
+  ratios: { grpcVsPipeline: number; httpVsPipeline: number; grpcVsRawRead: number; httpVsRawRead: number };
+  peakServerRssGrowthMb: number;
+  pass: boolean;
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+async function timed(fn: () => Promise<number>, bytes: number): Promise<number> {
+  const start = process.hrtime.bigint();
+  const got = await fn();
+  const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+  if (got !== bytes) throw new Error(`read ${got} bytes, expected ${bytes}`);
+  return bytes / MB / seconds;
+}
+
+/** VmRSS of a process in bytes (Linux). */
+function rssOf(pid: number): number {
+  const status = fs.readFileSync(`/proc/${pid}/status`, "utf8");
+  const kb = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
+  return kb * 1024;
+}
+
+export async function runExportBench(options: ExportBenchOptions): Promise<ExportBenchResult> {
+  const size = options.sizeMb * MB;
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "vm-export-bench-"));
+  const masterKey = randomBytes(32);
+  const secret = randomBytes(32).toString("hex");
+  const processes = new Processes();
+  const admin = new pg.Client({ connectionString: options.adminUrl });
+  await admin.connect();
+  await admin.query(`DROP DATABASE IF EXISTS ${options.dbName} WITH (FORCE)`);
+  await admin.query(`CREATE DATABASE ${options.dbName}`);
+  const dbUrl = new URL(options.adminUrl);
+  dbUrl.pathname = `/${options.dbName}`;
+  try {
+    const [httpPort, grpcPort] = [await freePort(), await freePort()];
+    // BENCH_EXPORT_PROFILE=1: a CPU profile of the service in .bench/profile-export.
+    const profile = process.env.BENCH_EXPORT_PROFILE === "1" ? ["--cpu-prof", `--cpu-prof-dir=${path.join(ROOT, ".bench", "profile-export")}`] : [];
+    const server = processes.start("service", process.execPath, [...profile, "--import", "tsx", "src/main.ts"], {
+      cwd: ROOT,
+      env: {
+        ...process.env,
+        NODE_OPTIONS: "",
+        HOST: "127.0.0.1",
+        PORT: String(httpPort),
+        GRPC_PORT: String(grpcPort),
+        DATABASE_URL: dbUrl.toString(),
+        DATA_DIR: dir,
+        JWT_SECRET: secret,
+        MASTER_KEY: masterKey.toString("base64"),
+        LOG_LEVEL: "warn",
+        RATE_LIMIT_EXEMPT_ROLES: "admin,service,user",
+      },
+    });
+    const base = `http://127.0.0.1:${httpPort}`;
+    await waitUntilReady(server, async () => {
+      const r = await fetch(`${base}/readyz`);
+      if (r.status !== 200) throw new Error(`readyz ${r.status}`);
+    });
+    const token = await new SignJWT({ roles: ["user"] })
+      .setProtectedHeader({ alg: "HS256" })
+      .setSubject("bench-export-user")
+      .setExpirationTime("2h")
+      .sign(Buffer.from(secret));
+    const auth = { authorization: `Bearer ${token}` };
+    const created = await fetch(`${base}/voicemodel.v1.VoiceModelService/CreateVoiceModel`, {
+      method: "POST",
+      headers: { ...auth, "content-type": "application/json" },
+      body: JSON.stringify({ provider: "xtts-v2", modelPath: "bench.pth" }),
+    });
+    const modelId = ((await created.json()) as { model: { id: string } }).model.id;
+
+    // A model file of random bytes (weights do not compress much), written in 8 MiB pieces.
+    const source = path.join(dir, "model.bin");
+    const fd = fs.openSync(source, "w");
+    const piece = Buffer.alloc(8 * MB);
+    const plainHash = createHash("sha256");
+    for (let written = 0; written < size; written += piece.length) {
+      randomFillSync(piece);
+      const part = piece.subarray(0, Math.min(piece.length, size - written));
+      plainHash.update(part);
+      fs.writeSync(fd, part);
+    }
+    fs.closeSync(fd);
+    const expectedSha = plainHash.digest("hex");
+    await new Promise<void>((resolve, reject) => {
+      const req = http.request(`${base}/v1/voice-models/${modelId}/file`, { method: "PUT", headers: { ...auth, "content-length": String(size) } }, (res) => {
+        res.resume();
+        res.on("end", () => (res.statusCode === 200 ? resolve() : reject(new Error(`upload: HTTP ${res.statusCode}`))));
+      });
+      req.on("error", reject);
+      fs.createReadStream(source, { highWaterMark: MB }).pipe(req);
+    });
+    fs.rmSync(source);
+
+    const db = new pg.Client({ connectionString: dbUrl.toString() });
+    await db.connect();
+    const { rows } = await db.query("SELECT storage_key, key_id, wrapped_key FROM model_files WHERE user_id = 'bench-export-user'");
+    await db.end();
+    const stored = path.join(dir, "blobs", rows[0].storage_key);
+    const storedSize = fs.statSync(stored).size;
+    const dataKey = await new LocalKeyProvider([masterKey]).unwrap({ keyId: rows[0].key_id, wrapped: rows[0].wrapped_key });
+
+    const rawRead = async () => {
+      let n = 0;
+      for await (const chunk of fs.createReadStream(stored, { highWaterMark: MB })) n += (chunk as Buffer).length;
+      return n;
+    };
+    const pipelineRef = async () => {
+      const header = Buffer.alloc(HEADER_BYTES);
+      const h = fs.openSync(stored, "r");
+      fs.readSync(h, header, 0, HEADER_BYTES, 0);
+      fs.closeSync(h);
+      const hash = createHash("sha256");
+      let n = 0;
+      for await (const chunk of unseal(fs.createReadStream(stored, { start: HEADER_BYTES, highWaterMark: MB }), { dataKey, header })) {
+        hash.update(chunk);
+        n += chunk.length;
+      }
+      if (hash.digest("hex") !== expectedSha) throw new Error("pipeline reference: checksum mismatch");
+      return n;
+    };
+    // A @grpc/grpc-js client (what a backend such as the TTS service would use).
+    const Client = grpc.makeGenericClientConstructor(
+      {
+        exportVoiceModel: {
+          path: `/${VoiceModelService.typeName}/ExportVoiceModel`,
+          requestStream: false,
+          responseStream: true,
+          requestSerialize: (v: unknown) => Buffer.from(toBinary(ExportVoiceModelRequestSchema, create(ExportVoiceModelRequestSchema, v as never))),
+          requestDeserialize: (b: Buffer) => fromBinary(ExportVoiceModelRequestSchema, b),
+          responseSerialize: (v: unknown) => Buffer.from(toBinary(ExportVoiceModelResponseSchema, create(ExportVoiceModelResponseSchema, v as never))),
+          responseDeserialize: (b: Buffer) => fromBinary(ExportVoiceModelResponseSchema, b),
+        },
+      },
+      VoiceModelService.typeName,
+    );
+    const client = new Client(`127.0.0.1:${grpcPort}`, grpc.credentials.createInsecure(), {
+      "grpc.max_receive_message_length": 8 * MB,
+    }) as unknown as { exportVoiceModel(req: object, md: grpc.Metadata): grpc.ClientReadableStream<{ part: { case: string; value: Uint8Array } }> } & grpc.Client;
+    const metadata = new grpc.Metadata();
+    metadata.set("authorization", auth.authorization);
+    const grpcExport = async () => {
+      const hash = createHash("sha256");
+      let n = 0;
+      for await (const m of client.exportVoiceModel({ modelId }, metadata)) {
+        if (m.part.case === "chunk") {
+          hash.update(m.part.value);
+          n += m.part.value.length;
+        }
+      }
+      if (hash.digest("hex") !== expectedSha) throw new Error("gRPC export: checksum mismatch");
+      return n;
+    };
+    const httpExport = async () => {
+      let n = 0;
+      const hash = createHash("sha256");
+      await new Promise<void>((resolve, reject) => {
+        http.get(`${base}/v1/voice-models/${modelId}/export`, { headers: auth }, (res) => {
+          if (res.statusCode !== 200) reject(new Error(`export: HTTP ${res.statusCode}`));
+          res.on("data", (c: Buffer) => {
+            hash.update(c);
+            n += c.length;
+          });
+          res.on("end", resolve);
+          res.on("error", reject);
+        });
+      });
+      void hash.digest("hex");
+      return n;
+    };
+    const exportTotal = Number((await fetch(`${base}/v1/voice-models/${modelId}/export`, { method: "HEAD", headers: auth })).headers.get("content-length"));
+
+    const baselineRss = rssOf(server.proc.pid!);
+    let peakRss = baselineRss;
+    const sampler = setInterval(() => {
+      try {
+        peakRss = Math.max(peakRss, rssOf(server.proc.pid!));
+      } catch {
+        // the process ended
+      }
+    }, 50);
+    const results = { rawRead: [] as number[], pipeline: [] as number[], grpc: [] as number[], http: [] as number[] };
+    for (let run = 0; run < options.runs; run++) {
+      results.rawRead.push(await timed(rawRead, storedSize));
+      results.pipeline.push(await timed(pipelineRef, size));
+      results.grpc.push(await timed(grpcExport, size));
+      results.http.push(await timed(httpExport, exportTotal));
+    }
+    clearInterval(sampler);
+    client.close();
+    const m = { rawRead: median(results.rawRead), pipeline: median(results.pipeline), grpc: median(results.grpc), http: median(results.http) };
+    const round = (x: number) => Math.round(x * 100) / 100;
+    const result: ExportBenchResult = {
+      sizeMb: options.sizeMb,
+      mbPerSecond: { rawRead: round(m.rawRead), pipeline: round(m.pipeline), grpc: round(m.grpc), http: round(m.http) },
+      ratios: {
+        grpcVsPipeline: round(m.grpc / m.pipeline),
+        httpVsPipeline: round(m.http / m.pipeline),
+        grpcVsRawRead: round(m.grpc / m.rawRead),
+        httpVsRawRead: round(m.http / m.rawRead),
+      },
+      peakServerRssGrowthMb: round((peakRss - baselineRss) / MB),
+      pass: false,
+    };
+    result.pass = result.ratios.grpcVsPipeline >= 0.8 && result.ratios.httpVsPipeline >= 0.8 && result.peakServerRssGrowthMb < 100;
+    return result;
+  } finally {
+    await processes.stopAll();
+    await admin.query(`DROP DATABASE IF EXISTS ${options.dbName} WITH (FORCE)`).catch(() => undefined);
+    await admin.end();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+export function printExportBench(r: ExportBenchResult): void {
+  const line = (name: string, mbs: number, note = "") => console.log(`  ${name.padEnd(36)} ${mbs.toFixed(1).padStart(8)} MB/s ${note}`);
+  console.log(`\nExport of a ${r.sizeMb} MiB model (medians):`);
+  line("raw read of the stored file", r.mbPerSecond.rawRead, "(reference)");
+  line("read + decrypt + SHA-256 in-process", r.mbPerSecond.pipeline, "(reference)");
+  line("ExportVoiceModel over gRPC", r.mbPerSecond.grpc, `x${r.ratios.grpcVsPipeline} of pipeline, x${r.ratios.grpcVsRawRead} of raw read`);
+  line("GET /v1/voice-models/{id}/export", r.mbPerSecond.http, `x${r.ratios.httpVsPipeline} of pipeline, x${r.ratios.httpVsRawRead} of raw read`);
+  console.log(`  peak server RSS growth: ${r.peakServerRssGrowthMb} MB (target < 100)`);
+  console.log(`  targets (>= 0.8 of pipeline, RSS < 100 MB): ${r.pass ? "met" : "NOT met"}`);
+}
+
+if (require.main === module) {
+  const options: ExportBenchOptions = {
+    sizeMb: Number(process.env.BENCH_EXPORT_MB ?? 1024),
+    runs: Number(process.env.BENCH_EXPORT_RUNS ?? 3),
+    adminUrl: process.env.BENCH_PG_URL ?? "postgres://postgres@127.0.0.1:5432/postgres",
+    dbName: process.env.BENCH_EXPORT_DB ?? "vm_export_bench",
+  };
+  runExportBench(options).then(
+    (r) => {
+      printExportBench(r);
+      fs.mkdirSync(path.join(ROOT, ".bench"), { recursive: true });
+      fs.writeFileSync(path.join(ROOT, ".bench", "export-results.json"), JSON.stringify(r, null, 2));
+    },
+    (error) => {
+      console.error(error);
+      process.exitCode = 1;
+    },
+  );
+}

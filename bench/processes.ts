@@ -1,0 +1,108 @@
+import { spawn, type ChildProcess, type SpawnOptions } from "node:child_process";
+import net from "node:net";
+
+/** A started child process with the tail of its output kept for error messages. */
+export interface Child {
+  name: string;
+  proc: ChildProcess;
+  /** Resolves with the exit code (or the signal name) when the process ends. */
+  exited: Promise<number | string>;
+  output(): string;
+}
+
+const TAIL_CHARS = 8_000;
+
+/**
+ * Every process the bench starts goes through here, so all of them can be stopped, by pid,
+ * whatever way the bench ends (normal end, error, Ctrl-C).
+ */
+export class Processes {
+  private readonly running = new Set<Child>();
+
+  start(name: string, command: string, args: string[], options: SpawnOptions = {}): Child {
+    const proc = spawn(command, args, { stdio: ["ignore", "pipe", "pipe"], ...options });
+    let tail = "";
+    const keep = (chunk: Buffer) => {
+      tail = (tail + chunk.toString("utf8")).slice(-TAIL_CHARS);
+    };
+    proc.stdout?.on("data", keep);
+    proc.stderr?.on("data", keep);
+    const exited = new Promise<number | string>((resolve) => {
+      proc.once("error", (error) => {
+        keep(Buffer.from(`\n${name}: ${error.message}\n`));
+        resolve(-1);
+      });
+      proc.once("close", (code, signal) => resolve(code ?? signal ?? -1));
+    });
+    const child: Child = { name, proc, exited, output: () => tail };
+    this.running.add(child);
+    void exited.then(() => this.running.delete(child));
+    return child;
+  }
+
+  /** Runs a command to its end and returns its exit code and full stdout. */
+  async run(name: string, command: string, args: string[]): Promise<{ code: number | string; stdout: string; stderr: string }> {
+    const child = this.start(name, command, args);
+    let stdout = "";
+    let stderr = "";
+    child.proc.stdout?.on("data", (c: Buffer) => (stdout += c.toString("utf8")));
+    child.proc.stderr?.on("data", (c: Buffer) => (stderr += c.toString("utf8")));
+    const code = await child.exited;
+    return { code, stdout, stderr };
+  }
+
+  /** SIGTERM to each running child, SIGKILL to those still alive after graceMs. */
+  async stopAll(graceMs = 5_000): Promise<void> {
+    const children = [...this.running];
+    for (const c of children) signal(c, "SIGTERM");
+    const timer = setTimeout(() => children.forEach((c) => signal(c, "SIGKILL")), graceMs);
+    await Promise.all(children.map((c) => c.exited));
+    clearTimeout(timer);
+  }
+
+  /** Last resort from a synchronous 'exit' handler. */
+  killAllNow(): void {
+    for (const c of this.running) signal(c, "SIGKILL");
+  }
+}
+
+function signal(child: Child, sig: NodeJS.Signals) {
+  if (child.proc.exitCode === null && child.proc.signalCode === null && child.proc.pid !== undefined) {
+    try {
+      process.kill(child.proc.pid, sig);
+    } catch {
+      // already gone
+    }
+  }
+}
+
+/** A port that was free a moment ago (bound to port 0, then released). */
+export async function freePort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", resolve);
+  });
+  const { port } = server.address() as net.AddressInfo;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+/** Retries probe until it resolves, the child exits, or timeoutMs passes. */
+export async function waitUntilReady(child: Child, probe: () => Promise<unknown>, timeoutMs = 60_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let exited: number | string | undefined;
+  void child.exited.then((code) => (exited = code));
+  let lastError: unknown;
+  while (Date.now() < deadline) {
+    if (exited !== undefined) throw new Error(`${child.name} exited (${exited}) before it was ready:\n${child.output()}`);
+    try {
+      await probe();
+      return;
+    } catch (error) {
+      lastError = error;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+  throw new Error(`${child.name} not ready after ${timeoutMs} ms: ${(lastError as Error)?.message}\n${child.output()}`);
+}

@@ -1,0 +1,227 @@
+import type { Knex } from "knex";
+import type { Caller } from "../auth/caller";
+import type { Db } from "../db/transaction";
+import { accessDenied, invalidArgument } from "../errors";
+import * as valid from "../voice-models/validation";
+import type { Actor, ModelChange, ModelChangeKind, ModelChangeListener } from "../voice-models/model-events";
+
+/** One audit event to write. Ids are plain columns so erasing a user can hash them in place. */
+export interface AuditEventInput {
+  action: string;
+  actorId?: string;
+  actorRoles?: readonly string[];
+  targetUserId?: string;
+  modelId?: string;
+  /** "OK" or an error code. */
+  resultCode?: string;
+  requestId?: string;
+  clientAddress?: string;
+  details?: Record<string, unknown>;
+}
+
+export interface AuditEvent {
+  id: string;
+  at: Date;
+  actorId: string | undefined;
+  actorRoles: string[];
+  action: string;
+  targetUserId: string | undefined;
+  modelId: string | undefined;
+  resultCode: string;
+  requestId: string | undefined;
+  clientAddress: string | undefined;
+  count: number;
+  details: Record<string, unknown>;
+}
+
+interface AuditRow {
+  id: number | string;
+  at: Date;
+  actor_id: string | null;
+  actor_roles: string;
+  action: string;
+  target_user_id: string | null;
+  model_id: string | null;
+  result_code: string;
+  request_id: string | null;
+  client_address: string | null;
+  count: number;
+  details: Record<string, unknown>;
+}
+
+const toEvent = (row: AuditRow): AuditEvent => ({
+  id: String(row.id),
+  at: row.at,
+  actorId: row.actor_id ?? undefined,
+  actorRoles: row.actor_roles ? row.actor_roles.split(",") : [],
+  action: row.action,
+  targetUserId: row.target_user_id ?? undefined,
+  modelId: row.model_id ?? undefined,
+  resultCode: row.result_code,
+  requestId: row.request_id ?? undefined,
+  clientAddress: row.client_address ?? undefined,
+  count: row.count,
+  details: row.details ?? {},
+});
+
+/** The actor fields of an event from the verified caller of a call. */
+export const byActor = (actor: Actor): Pick<AuditEventInput, "actorId" | "actorRoles" | "requestId" | "clientAddress"> => ({
+  actorId: actor.caller.userId,
+  actorRoles: actor.caller.roles,
+  requestId: actor.requestId,
+  clientAddress: actor.clientAddress,
+});
+
+/** Writes one event on db: pass the transaction of the change so both commit together. */
+export async function recordAudit(db: Db, event: AuditEventInput): Promise<void> {
+  await db("audit_events").insert({
+    action: event.action,
+    actor_id: event.actorId ?? null,
+    actor_roles: (event.actorRoles ?? []).join(","),
+    target_user_id: event.targetUserId ?? null,
+    model_id: event.modelId ?? null,
+    result_code: event.resultCode ?? "OK",
+    request_id: event.requestId ?? null,
+    client_address: event.clientAddress ?? null,
+    details: JSON.stringify(event.details ?? {}),
+  });
+}
+
+/**
+ * An unauthenticated refusal: one event per client address per minute, counting the calls, so a
+ * flood of bad tokens costs one row a minute instead of one per call.
+ */
+export async function recordUnauthenticated(
+  db: Db,
+  refusal: { clientAddress: string; requestId: string; method: string; reason: string },
+): Promise<void> {
+  await db.raw(
+    `INSERT INTO audit_events (at, action, result_code, request_id, client_address, details, aggregate_key)
+     VALUES (date_trunc('minute', now()), 'auth.refused', 'UNAUTHENTICATED', ?, ?, ?::jsonb,
+             'auth.refused|' || ? || '|' || to_char(date_trunc('minute', now()) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI'))
+     ON CONFLICT (aggregate_key) DO UPDATE SET count = audit_events.count + 1`,
+    [refusal.requestId, refusal.clientAddress, JSON.stringify({ method: refusal.method, reason: refusal.reason }), refusal.clientAddress],
+  );
+}
+
+// Which change of a transaction names the call: a create that also deactivated the previous
+// model is "model.created", a delete that activated the next best is "model.deleted".
+const PRIORITY: ModelChangeKind[] = ["created", "deleted", "updated", "activated", "deactivated"];
+
+function primaryChange(changes: readonly ModelChange[]): ModelChange {
+  for (const kind of PRIORITY) {
+    const found = changes.find((c) => c.kind === kind);
+    if (found) return found;
+  }
+  return changes[0];
+}
+
+/** Model writes: one event per writing call, in the call's transaction. */
+export const auditModelChanges: ModelChangeListener = async (trx, changes, actor) => {
+  const primary = primaryChange(changes);
+  await recordAudit(trx, {
+    ...byActor(actor),
+    action: `model.${primary.kind}`,
+    targetUserId: primary.model.userId,
+    modelId: primary.model.id,
+    // A cleanup batch deletes thousands at once: the event keeps the first 100 and the count.
+    details: { changes: changes.slice(0, 100).map((c) => ({ kind: c.kind, modelId: c.model.id })), changeCount: changes.length },
+  });
+};
+
+export interface AuditFilters {
+  /** Events whose actor or target is this user. */
+  userId?: string;
+  modelId?: string;
+  action?: string;
+  since?: Date;
+  until?: Date;
+}
+
+export interface AuditPage {
+  events: AuditEvent[];
+  nextPageToken: string;
+}
+
+function encodeToken(last: AuditEvent): string {
+  return Buffer.from(JSON.stringify([last.at.getTime(), last.id])).toString("base64url");
+}
+
+function decodeToken(token: string): { atMs: number; id: string } {
+  try {
+    const [atMs, id] = JSON.parse(Buffer.from(token, "base64url").toString("utf8"));
+    if (Number.isInteger(atMs) && typeof id === "string" && /^\d{1,19}$/.test(id)) return { atMs, id };
+  } catch {
+    // fall through
+  }
+  throw invalidArgument("pageToken", "is not a token this service issued");
+}
+
+/** Events newest first, keyset-paged on (at, id). */
+export async function listAuditEvents(db: Knex, filters: AuditFilters, limit: number, pageToken?: string): Promise<AuditPage> {
+  const query = db<AuditRow>("audit_events").select("*");
+  if (filters.userId !== undefined) {
+    const userId = filters.userId;
+    query.where((q) => q.where("actor_id", userId).orWhere("target_user_id", userId));
+  }
+  if (filters.modelId !== undefined) query.where("model_id", filters.modelId);
+  if (filters.action !== undefined) query.where("action", filters.action);
+  if (filters.since !== undefined) query.where("at", ">=", filters.since);
+  if (filters.until !== undefined) query.where("at", "<", filters.until);
+  if (pageToken) {
+    const after = decodeToken(pageToken);
+    query.whereRaw("(at, id) < (?::timestamptz, ?::bigint)", [new Date(after.atMs).toISOString(), after.id]);
+  }
+  const rows = await query.orderBy([
+    { column: "at", order: "desc" },
+    { column: "id", order: "desc" },
+  ]).limit(limit);
+  const events = (rows as AuditRow[]).map(toEvent);
+  return { events, nextPageToken: events.length === limit ? encodeToken(events[events.length - 1]) : "" };
+}
+
+/** Deletes events older than the retention, a bounded batch per statement; returns how many. */
+export async function purgeAuditEvents(db: Knex, retentionDays: number, batch = 10_000): Promise<number> {
+  let total = 0;
+  for (;;) {
+    const result = await db.raw(
+      `DELETE FROM audit_events WHERE id IN (
+         SELECT id FROM audit_events WHERE at < now() - make_interval(days => ?) LIMIT ?)`,
+      [retentionDays, batch],
+    );
+    const deleted = Number(result.rowCount ?? result.affectedRows ?? 0);
+    total += deleted;
+    if (deleted < batch) return total;
+  }
+}
+
+/** Whose events a caller may list: admins anyone's (or all); everyone else only their own. */
+export function auditScope(caller: Caller, requestedUserId: string | undefined): string | undefined {
+  if (caller.roles.includes("admin")) return requestedUserId || undefined;
+  if (requestedUserId && requestedUserId !== caller.userId) {
+    throw accessDenied(`caller may not read the audit events of user ${requestedUserId}`, { field: "userId", userId: requestedUserId });
+  }
+  return caller.userId;
+}
+
+const LIMIT_DEFAULT = 50;
+const LIMIT_MAX = 500;
+
+/** ListAuditEvents: who may see what, validated filters, one page. */
+export async function queryAuditEvents(
+  db: Knex,
+  caller: Caller,
+  req: { userId?: string; modelId?: string; action?: string; since?: Date; until?: Date; limit?: number; pageToken?: string },
+): Promise<AuditPage> {
+  const userId = auditScope(caller, req.userId);
+  const limit = req.limit === undefined || req.limit === 0 ? LIMIT_DEFAULT : req.limit;
+  if (!Number.isInteger(limit) || limit < 0 || limit > LIMIT_MAX) throw invalidArgument("limit", `must be 0 to ${LIMIT_MAX}`);
+  const filters: AuditFilters = {
+    userId,
+    modelId: req.modelId === undefined ? undefined : valid.modelId(req.modelId),
+    action: req.action || undefined,
+    since: req.since,
+    until: req.until,
+  };
+  return listAuditEvents(db, filters, limit, req.pageToken || undefined);
+}

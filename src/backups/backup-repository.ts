@@ -1,0 +1,81 @@
+import type { Db } from "../db/transaction";
+import type { SealedObject, SealedRef } from "../storage/sealed-store";
+
+export interface BackupRecord {
+  id: string;
+  userId: string;
+  storageKey: string;
+  sizeBytes: number;
+  storedBytes: number;
+  sha256: string;
+  keyId: string;
+  wrappedKey: Buffer;
+  modelCount: number;
+  includeDeleted: boolean;
+  createdAt: Date;
+}
+
+interface BackupRow {
+  id: string;
+  user_id: string;
+  storage_key: string;
+  size_bytes: number | string;
+  stored_bytes: number | string;
+  sha256: string;
+  key_id: string;
+  wrapped_key: Uint8Array;
+  model_count: number;
+  include_deleted: boolean;
+  created_at: Date;
+}
+
+function toRecord(row: BackupRow): BackupRecord {
+  return {
+    id: row.id,
+    userId: row.user_id,
+    storageKey: row.storage_key,
+    sizeBytes: Number(row.size_bytes),
+    storedBytes: Number(row.stored_bytes),
+    sha256: row.sha256,
+    keyId: row.key_id,
+    wrappedKey: Buffer.from(row.wrapped_key),
+    modelCount: row.model_count,
+    includeDeleted: row.include_deleted,
+    createdAt: row.created_at,
+  };
+}
+
+export const sealedRefOfBackup = (b: BackupRecord): SealedRef => ({ key: b.storageKey, keyId: b.keyId, wrapped: b.wrappedKey });
+
+export async function insertBackup(db: Db, id: string, userId: string, sealed: SealedObject, modelCount: number, includeDeleted: boolean): Promise<BackupRecord> {
+  const [row] = await db<BackupRow>("backups")
+    .insert({
+      id,
+      user_id: userId,
+      storage_key: sealed.key,
+      size_bytes: sealed.size,
+      stored_bytes: sealed.storedSize,
+      sha256: sealed.sha256,
+      key_id: sealed.keyId,
+      wrapped_key: sealed.wrapped,
+      model_count: modelCount,
+      include_deleted: includeDeleted,
+    })
+    .returning("*");
+  return toRecord(row as BackupRow);
+}
+
+export async function listBackups(db: Db, userId: string): Promise<BackupRecord[]> {
+  const rows = await db<BackupRow>("backups").where({ user_id: userId }).orderBy([{ column: "created_at", order: "desc" }, { column: "id", order: "desc" }]);
+  return rows.map((r) => toRecord(r as BackupRow));
+}
+
+export async function findBackup(db: Db, id: string): Promise<BackupRecord | undefined> {
+  const row = await db<BackupRow>("backups").where({ id }).first();
+  return row ? toRecord(row) : undefined;
+}
+
+export async function findBackupByKey(db: Db, key: string): Promise<BackupRecord | undefined> {
+  const row = await db<BackupRow>("backups").where({ storage_key: key }).first();
+  return row ? toRecord(row) : undefined;
+}

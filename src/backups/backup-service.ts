@@ -1,0 +1,363 @@
+import type { Knex } from "knex";
+import { randomUUID } from "node:crypto";
+import { resolveTargetUser } from "../auth/caller";
+import type { Tx } from "../db/transaction";
+import { accessDenied, AppError, invalidArgument } from "../errors";
+import * as files from "../model-files/model-file-repository";
+import type { ModelFileRecord } from "../model-files/model-file-repository";
+import type { ModelFileService } from "../model-files/model-file-service";
+import { checkKey, InvalidBlobKeyError } from "../storage/blob-store";
+import { CorruptObjectError } from "../storage/sealed-format";
+import type { SealedObject } from "../storage/sealed-store";
+import type { Actor } from "../voice-models/model-events";
+import * as modelRepo from "../voice-models/repository";
+import { toRecord as modelToRecord, type VoiceModelRecord } from "../voice-models/voice-model";
+import { VoiceModelRow } from "../db/models/voice-model-row";
+import type { VoiceModelService } from "../voice-models/voice-model-service";
+import {
+  BACKUP_FORMAT,
+  BACKUP_MAGIC,
+  BadBackupError,
+  manifestModel,
+  manifestPrefix,
+  MAX_MANIFEST_BYTES,
+  parseManifest,
+  type Manifest,
+  type ManifestFile,
+  type ManifestModel,
+} from "./backup-format";
+import * as repo from "./backup-repository";
+import type { BackupRecord } from "./backup-repository";
+
+export type BackupEvent =
+  | { kind: "progress"; modelsDone: number; modelsTotal: number; bytesWritten: number }
+  | { kind: "done"; backup: BackupRecord };
+
+export interface RestoreResult {
+  restored: number;
+  skipped: number;
+  overwritten: number;
+  activeModelId: string | undefined;
+}
+
+export interface BackupDeps {
+  knex: Knex;
+  models: VoiceModelService;
+  files: ModelFileService;
+  /** Prefixes a client may put before a backup path (e.g. "gs://bucket/prefix/"). */
+  pathPrefixes: string[];
+}
+
+class ReplanRestore extends Error {}
+
+const backupNotFound = (what: string) => new AppError("BACKUP_NOT_FOUND", `backup ${what} not found`);
+
+async function readAll(stream: AsyncIterable<Uint8Array>): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  for await (const p of stream) parts.push(Buffer.from(p));
+  return Buffer.concat(parts);
+}
+
+/** Backups of a user's models and files, and all-or-nothing restores from them. */
+export class BackupService {
+  constructor(private readonly deps: BackupDeps) {}
+
+  private get sealed() {
+    return this.deps.files.sealed;
+  }
+
+  /** Writes a backup, yielding progress, then the stored backup. Blob first, row second. */
+  async *create(actor: Actor, requestedUserId: string | undefined, includeDeleted: boolean, signal?: AbortSignal): AsyncIterable<BackupEvent> {
+    const userId = resolveTargetUser(actor.caller, requestedUserId);
+    const query = VoiceModelRow.query(this.deps.knex).where({ user_id: userId }).orderBy([{ column: "created_at" }, { column: "id" }]);
+    if (!includeDeleted) query.whereNull("deleted_at");
+    const models = (await query).map(modelToRecord);
+    const fileRows = new Map<string, ModelFileRecord>();
+    const manifestModels: ManifestModel[] = [];
+    const placed = new Map<string, ManifestFile>();
+    let offset = 0;
+    for (const model of models) {
+      const file = await files.findFileOfModel(this.deps.knex, model.id);
+      let entry: ManifestFile | null = null;
+      if (file) {
+        entry = placed.get(file.id) ?? null;
+        if (!entry) {
+          entry = { sha256: file.sha256, sizeBytes: file.sizeBytes, offset };
+          offset += file.sizeBytes;
+          placed.set(file.id, entry);
+          fileRows.set(file.id, file);
+        }
+      }
+      manifestModels.push(manifestModel(model, entry));
+    }
+    const manifest: Manifest = { format: BACKUP_FORMAT, userId, createdAt: new Date().toISOString(), models: manifestModels };
+    const backupId = randomUUID();
+    const key = `backups/${userId}/${backupId}.vmb`;
+
+    const events: BackupEvent[] = [];
+    let wake: (() => void) | undefined;
+    const push = (e: BackupEvent) => {
+      events.push(e);
+      wake?.();
+    };
+    const self = this;
+    async function* plaintext(): AsyncIterable<Uint8Array> {
+      const prefix = manifestPrefix(manifest);
+      let written = prefix.length;
+      yield prefix;
+      let done = 0;
+      for (const [, file] of fileRows) {
+        for await (const chunk of self.deps.files.bytes(file)) {
+          if (signal?.aborted) throw new AppError("INVALID_ARGUMENT", "the backup was cancelled");
+          written += chunk.length;
+          yield chunk;
+        }
+        done++;
+        push({ kind: "progress", modelsDone: done, modelsTotal: models.length, bytesWritten: written });
+      }
+      push({ kind: "progress", modelsDone: models.length, modelsTotal: models.length, bytesWritten: written });
+    }
+    let finished = false;
+    let failure: unknown;
+    let result: SealedObject | undefined;
+    void this.sealed.write(key, plaintext(), { compression: "never" }).then(
+      (r) => {
+        result = r;
+        finished = true;
+        wake?.();
+      },
+      (e) => {
+        failure = e;
+        finished = true;
+        wake?.();
+      },
+    );
+    push({ kind: "progress", modelsDone: 0, modelsTotal: models.length, bytesWritten: 0 });
+    while (!finished || events.length > 0) {
+      if (events.length > 0) {
+        yield events.shift()!;
+        continue;
+      }
+      await new Promise<void>((resolve) => (wake = resolve));
+      wake = undefined;
+    }
+    if (failure || !result) {
+      await this.sealed.blobs.delete(key).catch(() => undefined);
+      throw failure;
+    }
+    try {
+      const backup = await repo.insertBackup(this.deps.knex, backupId, userId, result, models.length, includeDeleted);
+      yield { kind: "done", backup };
+    } catch (error) {
+      await this.sealed.blobs.delete(key).catch(() => undefined);
+      throw error;
+    }
+  }
+
+  async list(actor: Actor, requestedUserId: string | undefined): Promise<BackupRecord[]> {
+    return repo.listBackups(this.deps.knex, resolveTargetUser(actor.caller, requestedUserId));
+  }
+
+  /** A backup the caller may read (its owner, service and admin). */
+  async get(actor: Actor, backupId: string): Promise<BackupRecord> {
+    if (!/^[0-9a-f-]{36}$/i.test(backupId)) throw backupNotFound(backupId);
+    const backup = await repo.findBackup(this.deps.knex, backupId);
+    if (!backup) throw backupNotFound(backupId);
+    if (!actor.caller.privileged && backup.userId !== actor.caller.userId) throw accessDenied(`backup ${backupId} belongs to another user`);
+    return backup;
+  }
+
+  /** The plaintext of a backup, or a range of it. */
+  async *bytes(backup: BackupRecord, range?: { start: number; end: number }): AsyncIterable<Buffer> {
+    try {
+      yield* await this.sealed.read(repo.sealedRefOfBackup(backup), range);
+    } catch (error) {
+      if (error instanceof CorruptObjectError) throw new AppError("FILE_CORRUPT", `backup ${backup.id} failed its integrity check: ${error.message}`);
+      throw error;
+    }
+  }
+
+  /** The key a client's backup path names, refused unless under backups/{userId}/. */
+  private backupKey(path: string, userId: string): string {
+    let key = path.trim();
+    for (const prefix of this.deps.pathPrefixes) if (prefix && key.startsWith(prefix)) key = key.slice(prefix.length);
+    try {
+      checkKey(key);
+    } catch (error) {
+      if (error instanceof InvalidBlobKeyError) throw invalidArgument("backupPath", "is not a valid backup path");
+      throw error;
+    }
+    if (!key.startsWith(`backups/${userId}/`)) throw accessDenied(`backupPath must lie under backups/${userId}/`, { field: "backupPath", userId });
+    return key;
+  }
+
+  async restore(
+    actor: Actor,
+    req: { backupPath: string; overwriteExisting: boolean; activateRestored: boolean; userId?: string },
+  ): Promise<RestoreResult> {
+    const userId = resolveTargetUser(actor.caller, req.userId);
+    const key = this.backupKey(req.backupPath, userId);
+    const backup = await repo.findBackupByKey(this.deps.knex, key);
+    if (!backup || backup.userId !== userId) throw backupNotFound(req.backupPath);
+    const manifest = await this.readManifest(backup);
+    // A file row the plan counted on can be purged before the transaction: plan again.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.restoreOnce(actor, userId, backup, manifest, req);
+      } catch (error) {
+        if (!(error instanceof ReplanRestore) || attempt >= 3) throw error instanceof ReplanRestore ? new AppError("SERVICE_UNAVAILABLE", "the restore raced with file clean-up; retry") : error;
+      }
+    }
+  }
+
+  private async restoreOnce(
+    actor: Actor,
+    userId: string,
+    backup: BackupRecord,
+    manifest: Manifest,
+    req: { overwriteExisting: boolean; activateRestored: boolean },
+  ): Promise<RestoreResult> {
+    // Blob phase: every file the restore may need is sealed under a fresh key before the
+    // transaction; nothing a reader can see changes until it commits.
+    const written = new Map<string, { fileId: string; sealed: SealedObject }>();
+    const dataStart = BACKUP_MAGIC.length + 4 + (await this.manifestLength(backup));
+    try {
+      for (const m of manifest.models) {
+        if (!m.file || written.has(m.file.sha256)) continue;
+        const existing = await this.deps.knex("model_files").where({ user_id: userId, sha256: m.file.sha256 }).first("id");
+        if (existing) continue;
+        const f = m.file;
+        const source = f.sizeBytes === 0 ? (async function* () {})() : this.bytes(backup, { start: dataStart + f.offset, end: dataStart + f.offset + f.sizeBytes - 1 });
+        try {
+          written.set(f.sha256, await this.deps.files.store(userId, m.id, source, { sha256: f.sha256, sizeBytes: f.sizeBytes }));
+        } catch (error) {
+          if (error instanceof AppError && error.code === "INVALID_ARGUMENT") throw new AppError("FILE_CORRUPT", `backup ${backup.id}: the file of model ${m.id} does not match its checksum`);
+          throw error;
+        }
+      }
+    } catch (error) {
+      await this.discard([...written.values()].map((w) => w.sealed.key));
+      throw error;
+    }
+
+    const used = new Set<string>();
+    try {
+      const result = await this.deps.models.writeForUser(actor, userId, (trx, log) => this.restoreRows(trx, log, userId, manifest, req, written, used));
+      await this.discard([...written.values()].filter((w) => !used.has(w.sealed.key)).map((w) => w.sealed.key));
+      this.deps.files.kickMover();
+      return result;
+    } catch (error) {
+      await this.discard([...written.values()].map((w) => w.sealed.key));
+      throw error;
+    }
+  }
+
+  private async discard(keys: string[]) {
+    for (const key of keys) await this.sealed.blobs.delete(key).catch(() => undefined);
+  }
+
+  private async manifestLength(backup: BackupRecord): Promise<number> {
+    const head = await readAll(this.bytes(backup, { start: 0, end: 7 }));
+    if (head.length < 8 || !head.subarray(0, 4).equals(BACKUP_MAGIC)) throw new AppError("FILE_CORRUPT", `backup ${backup.id} is not a backup`);
+    const length = head.readUInt32BE(4);
+    if (length > MAX_MANIFEST_BYTES) throw new AppError("FILE_CORRUPT", `backup ${backup.id} has a bad manifest`);
+    return length;
+  }
+
+  private async readManifest(backup: BackupRecord): Promise<Manifest> {
+    const length = await this.manifestLength(backup);
+    const json = await readAll(this.bytes(backup, { start: 8, end: 8 + length - 1 }));
+    try {
+      return parseManifest(json, backup.userId);
+    } catch (error) {
+      if (error instanceof BadBackupError) throw new AppError("FILE_CORRUPT", `backup ${backup.id}: ${error.message}`);
+      throw error;
+    }
+  }
+
+  /** The transaction of a restore: every row change of it commits together or not at all. */
+  private async restoreRows(
+    trx: Tx,
+    log: import("../voice-models/model-events").ChangeLog,
+    userId: string,
+    manifest: Manifest,
+    req: { overwriteExisting: boolean; activateRestored: boolean },
+    written: Map<string, { fileId: string; sealed: SealedObject }>,
+    used: Set<string>,
+  ): Promise<RestoreResult> {
+    let restored = 0;
+    let skipped = 0;
+    let overwritten = 0;
+    const touched: VoiceModelRecord[] = [];
+    for (const m of manifest.models) {
+      const current = await modelRepo.findModelForUpdate(trx, m.id);
+      if (current && (current.userId !== userId || !req.overwriteExisting)) {
+        skipped++;
+        continue;
+      }
+      const deletedAt = m.deletedAt ? new Date(m.deletedAt) : null;
+      const keepActive = !!current && current.isActive && m.status === "completed" && !deletedAt;
+      const fields = {
+        provider: m.provider,
+        model_path: m.modelPath,
+        sample_rate: m.sampleRate,
+        quality_score: m.qualityScore,
+        similarity: m.qualityComponents?.similarity ?? null,
+        naturalness: m.qualityComponents?.naturalness ?? null,
+        clarity: m.qualityComponents?.clarity ?? null,
+        consistency: m.qualityComponents?.consistency ?? null,
+        metadata: m.metadata,
+        status: m.status,
+        deleted_at: deletedAt,
+        is_active: keepActive && !req.activateRestored ? true : false,
+      };
+      let model: VoiceModelRecord;
+      if (current) {
+        const previous = await files.fileIdOfModel(trx, current.id);
+        if (previous && !current.deletedAt) await files.addLiveRefs(trx, previous, -1);
+        await trx("voice_models").where({ id: current.id }).update({ file_id: null });
+        model = log.add("updated", await modelRepo.patchModel(trx, current.id, fields as never));
+        if (current.isActive && !model.isActive) log.add("deactivated", model);
+        overwritten++;
+      } else {
+        model = log.add(
+          "created",
+          await modelRepo.insertModel(trx, {
+            ...fields,
+            id: m.id,
+            user_id: userId,
+            training_job_id: m.trainingJobId,
+            created_at: new Date(m.createdAt),
+          } as never),
+        );
+        restored++;
+      }
+      if (m.file) {
+        const fresh = written.get(m.file.sha256);
+        const existing = await files.findByHashForUpdate(trx, userId, m.file.sha256);
+        if (existing) {
+          if (!model.deletedAt) await files.addLiveRefs(trx, existing.id, 1);
+          await files.setModelFile(trx, model.id, existing);
+        } else if (fresh) {
+          await this.deps.files.attach(trx, model, fresh.fileId, fresh.sealed);
+          used.add(fresh.sealed.key);
+        } else {
+          throw new ReplanRestore();
+        }
+      }
+      touched.push((await modelRepo.findModel(trx, model.id))!);
+    }
+    if (req.activateRestored) {
+      const best = touched
+        .filter((t) => t.status === "completed" && !t.deletedAt)
+        .sort((a, b) => b.qualityScore - a.qualityScore || b.createdAt.getTime() - a.createdAt.getTime() || (a.id < b.id ? 1 : -1))[0];
+      if (best) {
+        const active = await modelRepo.findActiveModel(trx, userId);
+        if (active && active.id !== best.id) log.add("deactivated", await modelRepo.patchModel(trx, active.id, { is_active: false }));
+        if (!active || active.id !== best.id) log.add("activated", await modelRepo.patchModel(trx, best.id, { is_active: true }));
+      }
+    }
+    const active = await modelRepo.findActiveModel(trx, userId);
+    return { restored, skipped, overwritten, activeModelId: active?.id };
+  }
+}

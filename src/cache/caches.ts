@@ -1,0 +1,134 @@
+import { createHash } from "node:crypto";
+import type { Knex } from "knex";
+import type { Logger } from "pino";
+import type { CacheConfig } from "../config";
+import type { Tx } from "../db/transaction";
+import type { ModelChangeListener } from "../voice-models/model-events";
+import type { ModelReadCache } from "../voice-models/read-cache";
+import type { VoiceModelRecord } from "../voice-models/voice-model";
+import { ActiveModelCache } from "./active-model-cache";
+import { createCacheStats, type CacheStats } from "./cache-stats";
+import { CacheTables, invalidateInTransaction, scopes, type Codec } from "./cache-tables";
+import { CHANGES_CHANNEL, ChangeListener } from "./change-listener";
+import { every, type Periodic } from "./periodic";
+
+export interface CachesOptions {
+  knex: Knex;
+  /** Which database: on PGlite this process is the only instance, so local invalidation is all. */
+  kind: "postgres" | "pglite";
+  /** PostgreSQL URL for the LISTEN connection; without it (on PostgreSQL) the in-process cache is off. */
+  databaseUrl: string | undefined;
+  config: Readonly<CacheConfig>;
+  log: Logger;
+}
+
+/** A model as stored in a cache row, and back (dates travel as ISO strings). */
+export const modelCodec: Codec<VoiceModelRecord> = {
+  encode: (model) => model,
+  decode: (json) => reviveModel(json as Record<string, unknown>),
+};
+
+function reviveModel(json: Record<string, unknown>): VoiceModelRecord {
+  const m = json as unknown as VoiceModelRecord;
+  return {
+    ...m,
+    createdAt: new Date(json.createdAt as string),
+    updatedAt: new Date(json.updatedAt as string),
+    deletedAt: json.deletedAt ? new Date(json.deletedAt as string) : undefined,
+  };
+}
+
+const listCodec: Codec<{ models: VoiceModelRecord[]; total: number }> = {
+  encode: (page) => page,
+  decode: (json) => {
+    const page = json as { models: Record<string, unknown>[]; total: number };
+    return { models: page.models.map(reviveModel), total: page.total };
+  },
+};
+
+const hash = (text: string) => createHash("sha256").update(text).digest("hex").slice(0, 32);
+
+/**
+ * Every cache of the service: the PostgreSQL cache tables, the in-process active-model cache
+ * with its LISTEN connection, their invalidation, and the periodic hit flush and expiry sweep.
+ */
+export class Caches {
+  readonly stats: CacheStats = createCacheStats();
+  readonly tables: CacheTables;
+  readonly active: ActiveModelCache;
+  private readonly listener: ChangeListener | undefined;
+  private readonly periodic: Periodic[] = [];
+
+  constructor(private readonly options: CachesOptions) {
+    this.tables = new CacheTables(options.knex, this.stats);
+    const pglite = options.kind === "pglite";
+    const entries = pglite || options.databaseUrl ? options.config.activeModelEntries : 0;
+    // On PGlite the cache is live at once; on PostgreSQL only once LISTEN is up.
+    this.active = new ActiveModelCache(entries, this.stats, pglite);
+    this.listener = !pglite && options.databaseUrl ? new ChangeListener(options.databaseUrl, this.active, options.log) : undefined;
+  }
+
+  /** The read-through cache VoiceModelService consults for get, list and getActive. */
+  readonly modelReads: ModelReadCache = {
+    model: (modelId, load) =>
+      this.tables.getOrLoad(
+        { table: "cache_voice_models", key: `voice_model:${modelId}`, scope: scopes.model(modelId), userId: "", modelId, ttlSeconds: this.options.config.modelTtlSeconds },
+        load,
+        modelCodec,
+        (model) => model.userId,
+      ),
+    list: async (userId, key, load) =>
+      (await this.tables.getOrLoad(
+        {
+          table: "cache_voice_models",
+          key: `voice_models:user:${userId}:${hash(key)}`,
+          scope: scopes.user(userId),
+          userId,
+          ttlSeconds: this.options.config.modelTtlSeconds,
+        },
+        load,
+        listCodec,
+      ))!,
+    active: (userId, load) => this.active.get(userId, load),
+  };
+
+  /** Model writes: runs in the writing transaction (see VoiceModelService.onChange). */
+  readonly onModelChange: ModelChangeListener = async (trx, changes) => {
+    const users = new Set(changes.map((c) => c.model.userId));
+    const models = new Set(changes.map((c) => c.model.id));
+    this.active.beginWrite(users, trx.executionPromise);
+    await invalidateInTransaction(trx, {
+      scopes: [...[...users].map(scopes.user), ...[...models].map(scopes.model)],
+      modelUsers: users,
+      analyticsUsers: users,
+      statsModels: changes.filter((c) => c.kind === "deleted").map((c) => c.model.id),
+    });
+    // Delivered to the other instances' LISTEN connections when (and only if) this commits.
+    if (this.listener) for (const user of users) await trx.raw(`SELECT pg_notify(?, ?)`, [CHANGES_CHANNEL, user]);
+  };
+
+  /** Usage writes: stats of the models and analytics of their owners, in the usage transaction. */
+  async onUsage(trx: Tx, models: { id: string; userId: string }[]): Promise<void> {
+    const users = new Set(models.map((m) => m.userId));
+    await invalidateInTransaction(trx, {
+      scopes: [...[...users].map(scopes.user), ...models.map((m) => scopes.model(m.id))],
+      analyticsUsers: users,
+      statsModels: models.map((m) => m.id),
+    });
+  }
+
+  async start(): Promise<void> {
+    const { config, log } = this.options;
+    await this.listener?.start();
+    this.periodic.push(
+      every(config.hitFlushIntervalMs, () => this.tables.flushHits(), log, "cache hit flush"),
+      every(config.sweepIntervalMs, () => this.tables.sweepExpired(config.sweepBatchSize), log, "cache sweep"),
+    );
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all(this.periodic.splice(0).map((p) => p.stop()));
+    await this.listener?.stop();
+    await this.tables.flushHits().catch(() => {});
+  }
+}

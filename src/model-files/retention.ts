@@ -1,0 +1,128 @@
+import type { Knex } from "knex";
+import type { Logger } from "pino";
+import { inTransaction, type Tx } from "../db/transaction";
+import { modelNotFound } from "../errors";
+import type { BlobStore } from "../storage/blob-store";
+import { assertCanWrite } from "../voice-models/access";
+import type { Actor } from "../voice-models/model-events";
+import * as modelRepo from "../voice-models/repository";
+import * as valid from "../voice-models/validation";
+import { toRecord, type VoiceModelRecord } from "../voice-models/voice-model";
+import type { VoiceModelService } from "../voice-models/voice-model-service";
+import * as files from "./model-file-repository";
+
+const DAY_MS = 86_400_000;
+
+/** Rows of other rooms that hang off a model and go with it when it is purged for good. */
+const MODEL_CHILD_TABLES = ["usage_events", "usage_totals", "usage_daily", "model_shares", "cache_voice_models", "cache_voice_stats", "cache_voice_analytics"];
+
+/** Deletes a model row and everything that refers to it, inside trx. */
+export async function deleteModelRows(trx: Tx, modelIds: string[]): Promise<void> {
+  if (modelIds.length === 0) return;
+  for (const table of MODEL_CHILD_TABLES) {
+    if (await trx.schema.hasTable(table)) await trx(table).whereIn("model_id", modelIds).delete();
+  }
+  await trx("voice_models").whereIn("id", modelIds).delete();
+}
+
+export interface RetentionDeps {
+  knex: Knex;
+  models: VoiceModelService;
+  blobs: BlobStore;
+  retentionDays: number;
+  orphanGraceMs: number;
+  log: Logger;
+  kickMover: () => void;
+  /** Runs in the purge transaction with the purged models (cache invalidation). */
+  onPurged?: (trx: Tx, models: VoiceModelRecord[]) => Promise<void>;
+}
+
+/**
+ * Deleted models: undelete within the retention period, the purge job after it, and the sweeps
+ * that remove objects no row needs (files of purged models, orphans of crashed uploads).
+ */
+export class Retention {
+  constructor(private readonly deps: RetentionDeps) {}
+
+  /** Brings a soft-deleted model back (inactive) within the retention period. */
+  async undelete(actor: Actor, id: string): Promise<VoiceModelRecord> {
+    const modelId = valid.modelId(id);
+    const found = await modelRepo.findModel(this.deps.knex, modelId);
+    if (!found) throw modelNotFound(modelId);
+    assertCanWrite(actor.caller, found);
+    const model = await this.deps.models.writeForUser(actor, found.userId, async (trx, log) => {
+      const current = await modelRepo.findModelForUpdate(trx, modelId);
+      if (!current || !current.deletedAt || current.deletedAt.getTime() < Date.now() - this.deps.retentionDays * DAY_MS) {
+        throw modelNotFound(modelId);
+      }
+      const fileId = await files.fileIdOfModel(trx, modelId);
+      if (fileId) await files.addLiveRefs(trx, fileId, 1);
+      return log.add("updated", await modelRepo.patchModel(trx, modelId, { deleted_at: null, is_active: false }));
+    });
+    this.deps.kickMover();
+    return model;
+  }
+
+  /** Purges models deleted longer ago than the retention period; returns how many. */
+  async purgeExpired(batch = 100): Promise<number> {
+    const cutoff = new Date(Date.now() - this.deps.retentionDays * DAY_MS);
+    let purged = 0;
+    for (;;) {
+      const ids = (await this.deps.knex("voice_models").where("deleted_at", "<", cutoff).limit(batch).pluck("id")) as string[];
+      if (ids.length === 0) break;
+      await inTransaction(this.deps.knex, async (trx) => {
+        const models = (await trx("voice_models").whereIn("id", ids).select("*")).map((row) => toRecord(row));
+        await deleteModelRows(trx, ids);
+        await this.deps.onPurged?.(trx, models);
+      });
+      purged += ids.length;
+    }
+    await this.sweepUnreferencedFiles();
+    return purged;
+  }
+
+  /**
+   * File rows no model refers to any more: the row goes first (in a transaction that re-checks
+   * it is still unreferenced), then its object; a crash in between leaves an orphan object,
+   * which the orphan sweep removes.
+   */
+  async sweepUnreferencedFiles(): Promise<number> {
+    const doomed = (await this.deps.knex("model_files as f")
+      .where("f.live_refs", 0)
+      .whereNotExists((q) => q.select(1).from("voice_models as m").whereRaw("m.file_id = f.id"))
+      .returning(["f.storage_key", "f.live_key", "f.deleted_key"])
+      .delete()) as Array<{ storage_key: string; live_key: string; deleted_key: string }>;
+    for (const row of doomed) {
+      for (const key of new Set([row.storage_key, row.live_key, row.deleted_key])) await this.deps.blobs.delete(key);
+    }
+    return doomed.length;
+  }
+
+  /**
+   * Objects under user folders that no file row names and that are older than the grace period
+   * (longer than any upload, so an upload in flight is never touched).
+   */
+  async sweepOrphans(prefix = ""): Promise<number> {
+    const cutoff = Date.now() - this.deps.orphanGraceMs;
+    let removed = 0;
+    for await (const info of this.deps.blobs.list(prefix)) {
+      if (info.key.startsWith("incoming/") || info.key.startsWith("backups/")) continue;
+      if (info.updatedAt.getTime() > cutoff) continue;
+      if (await files.isReferencedKey(this.deps.knex, info.key)) continue;
+      await this.deps.blobs.delete(info.key);
+      removed++;
+    }
+    return removed;
+  }
+
+  /** One housekeeping round: purge, then sweep; errors are logged, never thrown. */
+  async runOnce(): Promise<void> {
+    try {
+      const purged = await this.purgeExpired();
+      const orphans = await this.sweepOrphans();
+      if (purged || orphans) this.deps.log.info({ purged, orphans }, "model file retention");
+    } catch (error) {
+      this.deps.log.error({ err: error }, "model file retention failed");
+    }
+  }
+}

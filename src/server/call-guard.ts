@@ -1,0 +1,210 @@
+import type { DescService } from "@bufbuild/protobuf";
+import { Code } from "@connectrpc/connect";
+import type { Knex } from "knex";
+import type { Logger } from "pino";
+import { recordAudit, recordUnauthenticated } from "../audit/audit-log";
+import { AppError } from "../errors";
+import type { ServiceMetrics } from "../metrics/service-metrics";
+import { OPERATION_OF_METHOD, type RateLimiter, type Reservation } from "../rate-limit/rate-limiter";
+import { toAppError, type IncomingCall } from "./call-gate";
+import { unimplemented, type AnyClientStream, type AnyServerStream, type AnyUnary } from "./handlers";
+import type { RequestContext } from "./request-context";
+
+// Errors that mean the call never passed validation or authorization: it gives its rate-limit
+// slot back, since "a call counts once it has passed authentication and validation".
+const NOT_COUNTED = new Set(["INVALID_ARGUMENT", "ACCESS_DENIED", "VOICE_MODEL_NOT_FOUND", "UNAUTHENTICATED", "SHARING_DISABLED"]);
+
+/**
+ * Calls audited here, after they succeed, because no model-change listener sees them: usage
+ * recording (one event per call, however many records) and reads of model files and backups.
+ * These events are written right after the call's own transaction, not inside it.
+ */
+const AUDITED_CALLS: Readonly<Record<string, string>> = {
+  recordUsage: "usage.recorded",
+  recordUsageBatch: "usage.recorded",
+  readModelFile: "file.read",
+  exportVoiceModel: "model.exported",
+  createBackup: "backup.created",
+  restoreBackup: "backup.restored",
+  // The plain HTTP routes of src/server/file-routes.ts, when they run through guardCall.
+  downloadBackup: "backup.read",
+};
+
+const codeName = (code: Code) => Code[code].replace(/([a-z])([A-Z])/g, "$1_$2").toUpperCase();
+
+export interface CallGuardOptions {
+  knex: Knex;
+  metrics: ServiceMetrics;
+  rateLimiter: RateLimiter;
+  rateLimits: { enabled: boolean; exemptRoles: readonly string[] };
+  log: Logger;
+}
+
+/**
+ * What happens around every call once the transport has admitted it, whichever transport it
+ * came by: RPC metrics by method and code, rate limits (a slot is reserved before the handler
+ * runs and given back when the call fails validation), and an audit event for every refused
+ * access. Unauthenticated refusals never reach a handler: the CallGate reports them here.
+ */
+export class CallGuard {
+  constructor(private readonly options: CallGuardOptions) {}
+
+  /** The handlers of a service, each wrapped; methods without a handler answer UNIMPLEMENTED. */
+  wrap(service: DescService, handlers: Record<string, unknown>): Record<string, unknown> {
+    const wrapped: Record<string, unknown> = {};
+    for (const method of service.methods) {
+      const name = method.localName;
+      const handler = handlers[name] ?? unimplemented(`${service.typeName}/${method.name}`);
+      switch (method.methodKind) {
+        case "unary":
+          wrapped[name] = (request: unknown, ctx: RequestContext) =>
+            this.around(name, request, ctx, () => (handler as AnyUnary)(request, ctx));
+          break;
+        case "client_streaming":
+          wrapped[name] = (requests: AsyncIterable<unknown>, ctx: RequestContext) =>
+            this.around(name, undefined, ctx, () => (handler as AnyClientStream)(requests, ctx));
+          break;
+        case "server_streaming":
+          wrapped[name] = (request: unknown, ctx: RequestContext) => this.stream(name, request, ctx, handler as AnyServerStream);
+          break;
+        default:
+          wrapped[name] = handler;
+      }
+    }
+    return wrapped;
+  }
+
+  /** An unauthenticated call: counted in the metrics and audited (aggregated per address and minute). */
+  async refused(call: IncomingCall, requestId: string, error: unknown, startedAt: bigint): Promise<void> {
+    const appError = toAppError(error);
+    this.options.metrics.observeRpc(localName(call.method), codeName(appError.rpcCode), elapsed(startedAt));
+    if (appError.code !== "UNAUTHENTICATED") return;
+    // Awaited (the refusal is answered after it is recorded); a database outage only logs.
+    await recordUnauthenticated(this.options.knex, {
+      clientAddress: call.clientAddress,
+      requestId,
+      method: call.method,
+      reason: appError.message,
+    }).catch((err) => this.options.log.warn({ err, requestId }, "could not audit an unauthenticated call"));
+  }
+
+  /**
+   * The same treatment for a call that is not an RPC handler (the plain HTTP file routes):
+   * metrics, rate limit, audit of the read and of a refusal. `method` is the RPC-style local name,
+   * e.g. "readModelFile", "exportVoiceModel", "downloadBackup".
+   */
+  guardCall<T>(method: string, request: unknown, ctx: RequestContext, run: () => Promise<T>): Promise<T> {
+    return this.around(method, request, ctx, run);
+  }
+
+  private async around<T>(method: string, request: unknown, ctx: RequestContext, run: () => Promise<T>): Promise<T> {
+    const startedAt = process.hrtime.bigint();
+    let reservation: Reservation | undefined;
+    try {
+      reservation = await this.reserve(method, requestedUser(request), ctx);
+      const reply = await run();
+      this.options.metrics.observeRpc(method, "OK", elapsed(startedAt));
+      await this.audited(method, request, ctx);
+      return reply;
+    } catch (error) {
+      await this.failed(method, ctx, error, startedAt, reservation);
+      throw error;
+    }
+  }
+
+  private async *stream(method: string, request: unknown, ctx: RequestContext, handler: AnyServerStream): AsyncIterable<unknown> {
+    const startedAt = process.hrtime.bigint();
+    let reservation: Reservation | undefined;
+    try {
+      reservation = await this.reserve(method, requestedUser(request), ctx);
+      yield* handler(request, ctx);
+      this.options.metrics.observeRpc(method, "OK", elapsed(startedAt));
+      await this.audited(method, request, ctx);
+    } catch (error) {
+      await this.failed(method, ctx, error, startedAt, reservation);
+      throw error;
+    }
+  }
+
+  private async audited(method: string, request: unknown, ctx: RequestContext): Promise<void> {
+    const action = AUDITED_CALLS[method];
+    if (!action) return;
+    type Subject = { userId?: unknown; modelId?: unknown };
+    const r = (request ?? {}) as Subject & { events?: Subject[] };
+    // A batch names its users and models per record: the event names them when there is one.
+    const subjects: Subject[] = Array.isArray(r.events) ? r.events : [r];
+    const one = (key: keyof Subject) => {
+      const values = [...new Set(subjects.map((x) => x[key]).filter((v): v is string => typeof v === "string" && v !== ""))];
+      return values.length === 1 ? values[0] : undefined;
+    };
+    const modelId = one("modelId");
+    await recordAudit(this.options.knex, {
+      actorId: ctx.caller.userId,
+      actorRoles: ctx.caller.roles,
+      requestId: ctx.requestId,
+      clientAddress: ctx.clientAddress,
+      action,
+      targetUserId: one("userId") ?? (Array.isArray(r.events) ? undefined : ctx.caller.userId),
+      modelId: modelId && /^[0-9a-f-]{36}$/i.test(modelId) ? modelId : undefined,
+      details: { method: ctx.method, ...(Array.isArray(r.events) ? { records: r.events.length } : {}) },
+    }).catch((err) => ctx.log.warn({ err }, "could not audit a call"));
+  }
+
+  /** Takes a rate-limit slot for limited methods; throws RATE_LIMITED (changing nothing) when none is left. */
+  private async reserve(method: string, targetUser: string | undefined, ctx: RequestContext): Promise<Reservation | undefined> {
+    const operation = OPERATION_OF_METHOD[method];
+    const { enabled, exemptRoles } = this.options.rateLimits;
+    if (!operation || !enabled || ctx.caller.roles.some((r) => exemptRoles.includes(r))) return undefined;
+    // A user acts only for themselves (naming anyone else is refused later as ACCESS_DENIED).
+    const userId = ctx.caller.privileged && targetUser ? targetUser : ctx.caller.userId;
+    const reservation = await this.options.rateLimiter.reserve(userId, operation);
+    if (!reservation.granted) {
+      this.options.metrics.rateLimitRefusals.inc({ operation });
+      throw new AppError(
+        "RATE_LIMITED",
+        `rate limit for ${operation} exceeded for user ${userId}: ${reservation.limit.limit} per ${reservation.limit.windowSeconds} s; retry in ${reservation.retryAfterSeconds} s`,
+        { userId, retryAfterSeconds: reservation.retryAfterSeconds },
+      );
+    }
+    return reservation;
+  }
+
+  private async failed(method: string, ctx: RequestContext, error: unknown, startedAt: bigint, reservation: Reservation | undefined) {
+    const appError = toAppError(error);
+    this.options.metrics.observeRpc(method, codeName(appError.rpcCode), elapsed(startedAt));
+    if (reservation?.granted && NOT_COUNTED.has(appError.code)) {
+      await reservation.release().catch((err) => ctx.log.warn({ err }, "could not release a rate-limit slot"));
+    }
+    if (appError.code === "ACCESS_DENIED" || appError.code === "RATE_LIMITED") {
+      await recordAudit(this.options.knex, {
+        actorId: ctx.caller.userId,
+        actorRoles: ctx.caller.roles,
+        requestId: ctx.requestId,
+        clientAddress: ctx.clientAddress,
+        action: appError.code === "ACCESS_DENIED" ? "access.denied" : "rate.limited",
+        targetUserId: appError.subject.userId,
+        modelId: appError.subject.modelId,
+        resultCode: appError.code,
+        details: { method: ctx.method, message: appError.message },
+      }).catch((err) => ctx.log.warn({ err }, "could not audit a refused call"));
+    }
+  }
+}
+
+/** The userId (or ownerId) a request names, if any: rate limits count per target user. */
+function requestedUser(request: unknown): string | undefined {
+  const r = request as { userId?: unknown; ownerId?: unknown } | undefined;
+  if (typeof r?.userId === "string" && r.userId) return r.userId;
+  if (typeof r?.ownerId === "string" && r.ownerId) return r.ownerId;
+  return undefined;
+}
+
+/** "voicemodel.v1.VoiceModelService/GetVoiceModel" -> "getVoiceModel"; other names stay as they are. */
+const localName = (method: string) => {
+  const slash = method.lastIndexOf("/");
+  if (slash < 0) return method;
+  const name = method.slice(slash + 1);
+  return name.charAt(0).toLowerCase() + name.slice(1);
+};
+
+const elapsed = (startedAt: bigint) => Number(process.hrtime.bigint() - startedAt) / 1e9;

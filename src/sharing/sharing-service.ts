@@ -1,0 +1,131 @@
+import type { Knex } from "knex";
+import type {
+  ListSharedVoiceModelsRequest,
+  RevokeShareRequest,
+  ShareVoiceModelRequest,
+} from "../../gen/voicemodel/v1/governance_pb";
+import { byActor, recordAudit } from "../audit/audit-log";
+import { resolveTargetUser } from "../auth/caller";
+import { inTransaction } from "../db/transaction";
+import { AppError, accessDenied, invalidArgument, modelNotFound } from "../errors";
+import { LIMITS } from "../voice-models/constants";
+import type { Actor, ModelChangeListener } from "../voice-models/model-events";
+import * as models from "../voice-models/repository";
+import * as valid from "../voice-models/validation";
+import type { VoiceModelRecord } from "../voice-models/voice-model";
+import { assertCanWrite } from "../voice-models/access";
+import * as shares from "./share-repository";
+
+export const MAX_SHARE_TARGETS = 100;
+
+export interface SharedModel {
+  model: VoiceModelRecord;
+  share: shares.ShareRecord;
+}
+
+function targetUsers(ids: string[], ownerId: string, field: string, required: boolean): string[] {
+  const unique = [...new Set(ids)];
+  if (required && unique.length === 0) throw invalidArgument(field, "names no user");
+  if (unique.length > MAX_SHARE_TARGETS) throw invalidArgument(field, `at most ${MAX_SHARE_TARGETS} users at once, got ${unique.length}`);
+  for (const id of unique) {
+    if (!LIMITS.userIdPattern.test(id)) throw invalidArgument(field, `"${id.slice(0, 64)}" is not a user id`);
+    if (required && id === ownerId) throw invalidArgument(field, "a model cannot be shared with its owner");
+  }
+  return unique;
+}
+
+function permissionOf(values: string[]): shares.SharePermission {
+  if (values.length === 0) throw invalidArgument("permissions", `is required: "view" or "use"`);
+  for (const value of values) {
+    if (!(shares.PERMISSIONS as readonly string[]).includes(value)) throw invalidArgument("permissions", `"${value}" is not "view" or "use"`);
+  }
+  return values.includes("use") ? "use" : "view";
+}
+
+function decodeToken(token: string): { sharedAtMs: number; modelId: string } {
+  try {
+    const [sharedAtMs, modelId] = JSON.parse(Buffer.from(token, "base64url").toString("utf8"));
+    if (Number.isInteger(sharedAtMs) && typeof modelId === "string") return { sharedAtMs, modelId: valid.modelId(modelId) };
+  } catch {
+    // fall through
+  }
+  throw invalidArgument("pageToken", "is not a token this service issued");
+}
+
+/** Sharing a model with other users; only its owner (or service/admin for them) decides. */
+export class SharingService {
+  constructor(
+    private readonly knex: Knex,
+    private readonly enabled: boolean,
+  ) {}
+
+  private assertEnabled(): void {
+    if (!this.enabled) throw new AppError("SHARING_DISABLED", "sharing is switched off on this service");
+  }
+
+  async share(actor: Actor, req: ShareVoiceModelRequest): Promise<shares.ShareRecord[]> {
+    this.assertEnabled();
+    const ownerId = resolveTargetUser(actor.caller, req.ownerId, "ownerId");
+    const modelId = valid.modelId(req.modelId);
+    const targets = targetUsers(req.targetUserIds, ownerId, "targetUserIds", true);
+    const permission = permissionOf(req.permissions);
+    return inTransaction(this.knex, async (trx) => {
+      // FOR SHARE: a concurrent delete (which holds the row FOR UPDATE) finishes first, and then
+      // this sees deleted_at; the delete's listener ends shares in its own transaction.
+      const row = await trx("voice_models").where("id", modelId).forShare().first("user_id", "deleted_at");
+      if (!row || row.deleted_at) throw modelNotFound(modelId);
+      if (row.user_id !== ownerId) throw accessDenied(`voice model ${modelId} does not belong to ${ownerId}`, { modelId });
+      const granted = await shares.upsertShares(trx, { modelId, ownerId, permission }, targets);
+      await recordAudit(trx, {
+        ...byActor(actor),
+        action: "share.granted",
+        targetUserId: ownerId,
+        modelId,
+        details: { targetUserIds: targets, permission },
+      });
+      return granted;
+    });
+  }
+
+  async revoke(actor: Actor, req: RevokeShareRequest): Promise<number> {
+    const modelId = valid.modelId(req.modelId);
+    return inTransaction(this.knex, async (trx) => {
+      const model = await models.findModel(trx, modelId);
+      if (!model) throw modelNotFound(modelId);
+      assertCanWrite(actor.caller, model);
+      const targets = req.targetUserIds.length ? targetUsers(req.targetUserIds, model.userId, "targetUserIds", false) : undefined;
+      const revoked = await shares.deleteShares(trx, modelId, targets);
+      await recordAudit(trx, {
+        ...byActor(actor),
+        action: "share.revoked",
+        targetUserId: model.userId,
+        modelId,
+        details: { targetUserIds: targets ?? "all", revoked },
+      });
+      return revoked;
+    });
+  }
+
+  async listShared(actor: Actor, req: ListSharedVoiceModelsRequest): Promise<{ items: SharedModel[]; nextPageToken: string }> {
+    this.assertEnabled();
+    const userId = resolveTargetUser(actor.caller, req.userId);
+    const limit = valid.pageLimit(req.limit);
+    const after = req.pageToken ? decodeToken(req.pageToken) : undefined;
+    const page = await shares.listSharedWith(this.knex, userId, limit, after);
+    const items: SharedModel[] = [];
+    for (const { share, modelId } of page) {
+      const model = await models.findModel(this.knex, modelId);
+      if (model) items.push({ model, share });
+    }
+    const last = page[page.length - 1];
+    const nextPageToken =
+      page.length === limit ? Buffer.from(JSON.stringify([last.share.sharedAt.getTime(), last.modelId])).toString("base64url") : "";
+    return { items, nextPageToken };
+  }
+}
+
+/** Deleting a model ends its shares, in the deleting transaction. */
+export const endSharesOfDeletedModels: ModelChangeListener = async (trx, changes) => {
+  const deleted = changes.filter((c) => c.kind === "deleted").map((c) => c.model.id);
+  await shares.deleteSharesOfModels(trx, deleted);
+};

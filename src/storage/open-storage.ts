@@ -1,0 +1,33 @@
+import { Storage } from "@google-cloud/storage";
+import type { FilesConfig } from "../config";
+import type { BlobStore } from "./blob-store";
+import { FsBlobStore } from "./fs-blob-store";
+import { GcsBlobStore } from "./gcs-blob-store";
+import { LocalKeyProvider, loadOrCreateMasterKeyFile, type KeyProvider, type WrappedKey } from "./key-provider";
+
+/** The configured blob store: the local folder, or a GCS bucket (credentials the usual Google way). */
+export function openBlobStore(config: Readonly<FilesConfig>): BlobStore {
+  if (config.blobStore === "fs") return new FsBlobStore(config.fsRoot);
+  const storage = new Storage({
+    ...(config.gcs.apiEndpoint ? { apiEndpoint: config.gcs.apiEndpoint } : {}),
+    ...(config.gcs.projectId ? { projectId: config.gcs.projectId } : {}),
+  });
+  return new GcsBlobStore({ bucket: storage.bucket(config.gcs.bucket!), prefix: config.gcs.prefix });
+}
+
+/**
+ * The configured master keys, or (embedded mode) a key file in the data folder, created on first
+ * use so a server that never stores a file writes none.
+ */
+export function openKeyProvider(config: Readonly<FilesConfig>, dataDir: string): KeyProvider {
+  if (config.masterKeys) return new LocalKeyProvider([...config.masterKeys]);
+  let provider: LocalKeyProvider | undefined;
+  const load = () => (provider ??= new LocalKeyProvider([loadOrCreateMasterKeyFile(dataDir)]));
+  return {
+    get currentKeyId() {
+      return load().currentKeyId;
+    },
+    wrap: (dataKey: Buffer) => load().wrap(dataKey),
+    unwrap: (key: WrappedKey) => load().unwrap(key),
+  };
+}

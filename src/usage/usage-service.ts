@@ -1,0 +1,207 @@
+import { timestampDate } from "@bufbuild/protobuf/wkt";
+import type { Knex } from "knex";
+import type {
+  GetVoiceModelUsageStatsRequest,
+  RecordUsageRequest,
+} from "../../gen/voicemodel/v1/usage_pb";
+import { hasRole, resolveTargetUser } from "../auth/caller";
+import type { Caches } from "../cache/caches";
+import { scopes, type Codec } from "../cache/cache-tables";
+import type { UsageConfig } from "../config";
+import { inTransaction } from "../db/transaction";
+import { accessDenied, AppError, invalidArgument, modelNotFound } from "../errors";
+import type { Actor } from "../voice-models/model-events";
+import { userCanUse } from "../voice-models/access";
+import { usableModel } from "./usable-model";
+import { toUsageEvent, USAGE_LIMITS, type UsageEvent } from "./usage-event";
+import * as usageRepo from "./usage-repository";
+
+export interface UsageStats {
+  modelId: string;
+  usageCount: number;
+  totalCost: number;
+  averageLatency: number;
+  lastUsed: Date | undefined;
+  /** Mean rating; undefined when no event was rated. */
+  qualityRating: number | undefined;
+}
+
+export interface UserAnalytics {
+  totalModels: number;
+  activeModels: number;
+  modelsByProvider: Record<string, number>;
+  averageQualityScore: number;
+  totalUsageCount: number;
+  totalCost: number;
+  storageUsedMb: number;
+  lastUsed: Date | undefined;
+}
+
+const reviveLastUsed = <T extends { lastUsed: Date | undefined }>(json: unknown): T => {
+  const value = json as T & { lastUsed?: string };
+  return { ...value, lastUsed: value.lastUsed ? new Date(value.lastUsed) : undefined };
+};
+const statsCodec: Codec<UsageStats> = { encode: (v) => v, decode: reviveLastUsed };
+const analyticsCodec: Codec<UserAnalytics> = { encode: (v) => v, decode: reviveLastUsed };
+
+// Cost sums are exact to 6 decimals in the database; round away float noise from the division.
+const round6 = (n: number) => Math.round(n * 1e6) / 1e6;
+
+export function statsFromSums(modelId: string, s: usageRepo.UsageSums): UsageStats {
+  return {
+    modelId,
+    usageCount: s.usageCount,
+    totalCost: round6(s.costSum),
+    averageLatency: s.usageCount > 0 ? s.latencySum / s.usageCount : 0,
+    lastUsed: s.lastUsedAt,
+    qualityRating: s.ratingCount > 0 ? s.ratingSum / s.ratingCount : undefined,
+  };
+}
+
+const DAY_MS = 86_400_000;
+const utcDay = (ms: number) => new Date(ms).toISOString().slice(0, 10);
+
+/** Usage events, per-model stats and per-user analytics. */
+export class UsageService {
+  constructor(
+    private readonly knex: Knex,
+    private readonly caches: Caches,
+    private readonly config: Readonly<UsageConfig> & { statsTtlSeconds: number; analyticsTtlSeconds: number },
+  ) {}
+
+  async record(actor: Actor, req: RecordUsageRequest): Promise<{ duplicate: boolean }> {
+    const { duplicates } = await this.recordAll(actor, [req], () => "");
+    return { duplicate: duplicates === 1 };
+  }
+
+  async recordBatch(actor: Actor, reqs: RecordUsageRequest[]): Promise<{ recorded: number; duplicates: number }> {
+    if (reqs.length === 0 || reqs.length > USAGE_LIMITS.batchMax) {
+      throw invalidArgument("events", `must hold 1 to ${USAGE_LIMITS.batchMax} events`);
+    }
+    return this.recordAll(actor, reqs, (i) => `events[${i}].`);
+  }
+
+  /**
+   * One transaction for all events: each new (model, key) is stored and added to the totals and
+   * roll-ups; a known key with the same payload is a duplicate; with another payload the whole
+   * call fails. Caches holding the models' stats and their owners' analytics are invalidated.
+   */
+  private async recordAll(actor: Actor, reqs: RecordUsageRequest[], prefix: (i: number) => string) {
+    if (!hasRole(actor.caller, "service")) throw accessDenied("only the service role may record usage");
+    const now = new Date();
+    const events = reqs.map((r, i) => toUsageEvent(r, now, prefix(i)));
+    const prefixOf = new Map<UsageEvent, string>(events.map((e, i) => [e, prefix(i)]));
+    const reused = (e: UsageEvent) =>
+      new AppError("IDEMPOTENCY_KEY_REUSED", `idempotency key "${e.idempotencyKey}" of model ${e.modelId} was recorded with another payload`, {
+        field: `${prefixOf.get(e)}idempotencyKey`,
+        modelId: e.modelId,
+      });
+
+    // The same key twice in one batch: same payload counts once, another payload is refused.
+    const unique = new Map<string, UsageEvent>();
+    let duplicates = 0;
+    for (const e of events) {
+      const first = unique.get(usageRepo.eventKey(e));
+      if (!first) unique.set(usageRepo.eventKey(e), e);
+      else if (first.payloadHash !== e.payloadHash) throw reused(e);
+      else duplicates++;
+    }
+    // Key order, so concurrent batches wait on each other's keys in one order (no deadlocks).
+    const candidates = [...unique.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, e]) => e);
+
+    return inTransaction(this.knex, async (trx) => {
+      const modelIds = [...new Set(candidates.map((e) => e.modelId))];
+      const rows = (await trx("voice_models").whereIn("id", modelIds).select("id", "user_id", "deleted_at")) as {
+        id: string;
+        user_id: string;
+        deleted_at: Date | null;
+      }[];
+      const owners = new Map(rows.filter((r) => !r.deleted_at).map((r) => [r.id, r.user_id]));
+      for (const id of modelIds) if (!owners.has(id)) throw modelNotFound(id);
+      // The user who synthesized must be able to use the model (owner, or shared for "use").
+      const checked = new Set<string>();
+      for (const e of candidates) {
+        const pair = `${e.modelId} ${e.userId}`;
+        if (checked.has(pair)) continue;
+        checked.add(pair);
+        if (!(await userCanUse(trx, e.userId, { id: e.modelId, userId: owners.get(e.modelId)! }))) {
+          throw accessDenied(`user ${e.userId} may not use voice model ${e.modelId}`, { field: `${prefixOf.get(e)}userId`, modelId: e.modelId });
+        }
+      }
+
+      const inserted = await usageRepo.insertNewEvents(trx, candidates);
+      const known = candidates.filter((e) => !inserted.has(usageRepo.eventKey(e)));
+      let batchDuplicates = duplicates;
+      if (known.length > 0) {
+        const stored = await usageRepo.storedPayloadHashes(trx, known);
+        for (const e of known) {
+          if (stored.get(usageRepo.eventKey(e)) !== e.payloadHash) throw reused(e);
+          batchDuplicates++;
+        }
+      }
+      const fresh = candidates.filter((e) => inserted.has(usageRepo.eventKey(e)));
+      if (fresh.length > 0) {
+        await usageRepo.addToRollups(trx, fresh);
+        const touched = [...new Set(fresh.map((e) => e.modelId))];
+        await this.caches.onUsage(
+          trx,
+          touched.map((id) => ({ id, userId: owners.get(id)! })),
+        );
+      }
+      return { recorded: fresh.length, duplicates: batchDuplicates };
+    });
+  }
+
+  /** Stats of a model the caller can read, lifetime (usage_totals) or by UTC days (usage_daily). */
+  async stats(actor: Actor, req: GetVoiceModelUsageStatsRequest): Promise<UsageStats> {
+    const range = dayRange(req);
+    const model = await usableModel(this.knex, this.caches.modelReads, actor, req.modelId);
+    const key = range ? `voice_stats:${model.id}:${range.from}:${range.to}` : `voice_stats:${model.id}`;
+    const load = async () => {
+      const sums = range
+        ? await usageRepo.rangeSums(this.knex, model.id, range.from, range.to)
+        : ((await usageRepo.lifetimeSums(this.knex, [model.id])).get(model.id) ?? usageRepo.EMPTY_SUMS);
+      return statsFromSums(model.id, sums);
+    };
+    const entry = { table: "cache_voice_stats" as const, key, scope: scopes.model(model.id), userId: model.userId, modelId: model.id, ttlSeconds: this.config.statsTtlSeconds };
+    return (await this.caches.tables.getOrLoad(entry, load, statsCodec))!;
+  }
+
+  /** A user's analytics over their live models (deleted ones and their usage excluded). */
+  async analytics(actor: Actor, requestedUserId: string | undefined): Promise<UserAnalytics> {
+    const userId = resolveTargetUser(actor.caller, requestedUserId);
+    const load = async (): Promise<UserAnalytics> => {
+      const a = await usageRepo.userAnalytics(this.knex, userId);
+      return {
+        totalModels: a.totalModels,
+        activeModels: a.activeModels,
+        modelsByProvider: a.byProvider,
+        averageQualityScore: a.averageQualityScore,
+        totalUsageCount: a.usage.usageCount,
+        totalCost: round6(a.usage.costSum),
+        storageUsedMb: a.storedBytes / 1_000_000,
+        lastUsed: a.usage.lastUsedAt,
+      };
+    };
+    const entry = { table: "cache_voice_analytics" as const, key: `voice_analytics:${userId}`, scope: scopes.user(userId), userId, ttlSeconds: this.config.analyticsTtlSeconds };
+    return (await this.caches.tables.getOrLoad(entry, load, analyticsCodec))!;
+  }
+
+  /** Deletes raw events older than the retention period (their keys may then be reused). */
+  async purgeExpired(batchSize = 5000): Promise<number> {
+    const before = new Date(Date.now() - this.config.retentionDays * DAY_MS);
+    return usageRepo.purgeEventsBefore(this.knex, before, batchSize);
+  }
+}
+
+/** The UTC days [from, to) overlapping [startTime, endTime); undefined for the lifetime. */
+function dayRange(req: GetVoiceModelUsageStatsRequest): { from: string; to: string } | undefined {
+  if (!req.startTime && !req.endTime) return undefined;
+  const start = req.startTime ? timestampDate(req.startTime).getTime() : 0;
+  const end = req.endTime ? timestampDate(req.endTime).getTime() : Date.now();
+  if (!Number.isFinite(start) || !Number.isFinite(end)) throw invalidArgument("startTime", "is not a valid time");
+  if (end <= start) throw invalidArgument("endTime", "must be after startTime");
+  const from = Math.floor(start / DAY_MS) * DAY_MS;
+  const to = Math.ceil(end / DAY_MS) * DAY_MS;
+  return { from: utcDay(from), to: utcDay(to) };
+}

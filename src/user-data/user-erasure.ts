@@ -1,0 +1,152 @@
+import type { Knex } from "knex";
+import { createHash } from "node:crypto";
+import type { Logger } from "pino";
+import { hasRole } from "../auth/caller";
+import type { Tx } from "../db/transaction";
+import { accessDenied, invalidArgument } from "../errors";
+import { deleteModelRows } from "../model-files/retention";
+import type { BlobStore } from "../storage/blob-store";
+import type { Actor } from "../voice-models/model-events";
+import { LIMITS } from "../voice-models/constants";
+import * as modelRepo from "../voice-models/repository";
+import { toRecord } from "../voice-models/voice-model";
+import { VoiceModelRow } from "../db/models/voice-model-row";
+import type { VoiceModelService } from "../voice-models/voice-model-service";
+
+export const userHash = (userId: string) => createHash("sha256").update(userId, "utf8").digest("hex");
+
+/** Top-level folders of the storage layout: a user with one of these ids gets no prefix sweep. */
+const RESERVED_FOLDERS = new Set(["incoming", "deleted", "backups"]);
+
+export interface ErasureProgress {
+  status: "purging" | "done";
+  objectsDeleted: number;
+  tombstonedAt: Date;
+  finishedAt: Date | undefined;
+}
+
+/** Tables of other rooms holding a user's rows outright (deleted in the tombstone's transaction). */
+const USER_ROW_TABLES: Array<[table: string, column: string]> = [
+  ["model_shares", "target_user_id"],
+  ["cache_voice_models", "user_id"],
+  ["cache_voice_stats", "user_id"],
+  ["cache_voice_analytics", "user_id"],
+  ["rate_limit_hits", "user_id"],
+];
+
+/** Columns where the id may stay as a hash (audit trail, others' usage events). */
+const HASHED_COLUMNS: Array<[table: string, column: string]> = [
+  ["audit_events", "actor_id"],
+  ["audit_events", "target_user_id"],
+  ["usage_events", "user_id"],
+];
+
+/**
+ * DeleteUserData: one transaction removes every row of the user and writes a tombstone (which the
+ * database triggers then enforce: no model, file or backup row can be written for them again);
+ * then a durable job deletes their objects (files, deleted files, backups, incoming). The
+ * tombstone row is the job: a crash midway is resumed by the next start or call.
+ */
+export class UserErasure {
+  constructor(
+    private readonly knex: Knex,
+    private readonly models: VoiceModelService,
+    private readonly blobs: BlobStore,
+    private readonly log: Logger,
+  ) {}
+
+  /** Tombstones the user (once) and runs the object purge, reporting progress. */
+  async *erase(actor: Actor, userId: string | undefined): AsyncIterable<ErasureProgress> {
+    if (!hasRole(actor.caller, "admin") && !hasRole(actor.caller, "service")) throw accessDenied("DeleteUserData needs the admin or service role");
+    if (!userId || !LIMITS.userIdPattern.test(userId)) throw invalidArgument("userId", "is required: the user whose data to delete");
+    const hash = userHash(userId);
+    const existing = await this.knex("user_tombstones").where({ user_hash: hash }).first();
+    if (!existing) await this.tombstone(actor, userId, hash);
+    yield await this.progress(hash);
+    for await (const p of this.purgeObjects(hash)) yield p;
+  }
+
+  private async tombstone(actor: Actor, userId: string, hash: string): Promise<void> {
+    await this.models.writeForUser(actor, userId, async (trx, log) => {
+      // Tell the listeners (caches, shares, audit, file references) the live models go.
+      const live = await VoiceModelRow.query(trx).where({ user_id: userId }).whereNull("deleted_at").forUpdate();
+      for (const row of live) {
+        log.add("deleted", await modelRepo.patchModel(trx, row.id, { is_active: false, deleted_at: new Date() }));
+      }
+      await trx("user_tombstones").insert({ user_hash: hash, user_id: userId, status: "purging", requested_by_hash: userHash(actor.caller.userId) });
+      await this.recordKeys(trx, userId, hash);
+      const ids = (await trx("voice_models").where({ user_id: userId }).pluck("id")) as string[];
+      await deleteModelRows(trx, ids);
+      await trx("model_files").where({ user_id: userId }).delete();
+      await trx("backups").where({ user_id: userId }).delete();
+      for (const [table, column] of USER_ROW_TABLES) {
+        if (await trx.schema.hasTable(table)) await trx(table).where(column, userId).delete();
+      }
+      return live.map(toRecord);
+    });
+  }
+
+  private async recordKeys(trx: Tx, userId: string, hash: string) {
+    const keys = new Set<string>();
+    for (const f of await trx("model_files").where({ user_id: userId }).select("storage_key", "live_key", "deleted_key")) {
+      keys.add(f.storage_key).add(f.live_key).add(f.deleted_key);
+    }
+    for (const b of await trx("backups").where({ user_id: userId }).select("storage_key")) keys.add(b.storage_key);
+    if (keys.size > 0) await trx("user_purge_keys").insert([...keys].map((k) => ({ user_hash: hash, storage_key: k }))).onConflict().ignore();
+  }
+
+  private async progress(hash: string): Promise<ErasureProgress> {
+    const t = await this.knex("user_tombstones").where({ user_hash: hash }).first();
+    return { status: t.status, objectsDeleted: Number(t.objects_deleted), tombstonedAt: t.created_at, finishedAt: t.finished_at ?? undefined };
+  }
+
+  /** Deletes the user's objects, then hashes the id where it remains and forgets it. */
+  async *purgeObjects(hash: string): AsyncIterable<ErasureProgress> {
+    const t = await this.knex("user_tombstones").where({ user_hash: hash }).first();
+    if (!t || t.status === "done") return;
+    const userId: string = t.user_id;
+    const count = async (n: number) => {
+      if (n > 0) await this.knex("user_tombstones").where({ user_hash: hash }).increment("objects_deleted", n);
+    };
+    const recorded = (await this.knex("user_purge_keys").where({ user_hash: hash }).pluck("storage_key")) as string[];
+    for (const key of recorded) {
+      await this.blobs.delete(key);
+      await this.knex("user_purge_keys").where({ user_hash: hash, storage_key: key }).delete();
+      await count(1);
+    }
+    if (recorded.length > 0) yield await this.progress(hash);
+    const prefixes = [`deleted/${userId}/`, `backups/${userId}/`, `incoming/${userId}/`];
+    if (!RESERVED_FOLDERS.has(userId)) prefixes.unshift(`${userId}/`);
+    for (const prefix of prefixes) {
+      let batch = 0;
+      for await (const info of this.blobs.list(prefix)) {
+        await this.blobs.delete(info.key);
+        if (++batch % 100 === 0) {
+          await count(100);
+          yield await this.progress(hash);
+        }
+      }
+      await count(batch % 100);
+    }
+    await this.knex.transaction(async (trx) => {
+      for (const [table, column] of HASHED_COLUMNS) {
+        if (await trx.schema.hasTable(table)) await trx(table).where(column, userId).update({ [column]: hash });
+      }
+      await trx("model_owners").where({ user_id: userId }).delete();
+      await trx("user_tombstones").where({ user_hash: hash }).update({ status: "done", user_id: null, finished_at: trx.raw("now()") });
+    });
+    yield await this.progress(hash);
+  }
+
+  /** Resumes purges a crash interrupted (at start-up and periodically). */
+  async resumeAll(): Promise<void> {
+    const pending = (await this.knex("user_tombstones").where({ status: "purging" }).pluck("user_hash")) as string[];
+    for (const hash of pending) {
+      try {
+        for await (const _ of this.purgeObjects(hash)) void _;
+      } catch (error) {
+        this.log.error({ err: error }, "user data purge failed; will retry");
+      }
+    }
+  }
+}

@@ -1,0 +1,83 @@
+import { Code, ConnectError } from "@connectrpc/connect";
+import { createHash, randomBytes } from "node:crypto";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { createModel, useTestServer, type Actor } from "../helpers/harness";
+import { grpcStreamingClient } from "../helpers/streaming-client";
+
+const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "vm-erase-"));
+const blobRoot = path.join(dataDir, "blobs");
+afterAll(() => fs.rmSync(dataDir, { recursive: true, force: true }));
+
+const server = useTestServer({
+  env: { DATA_DIR: dataDir, RATE_LIMIT_CREATE: "100000/3600", RATE_LIMIT_UPDATE: "100000/3600", RATE_LIMIT_BACKUP: "1000/3600" },
+});
+
+const client = (actor: Pick<Actor, "token">) => grpcStreamingClient(server().grpcPort, actor.token);
+
+async function erase(actor: Actor, userId: string) {
+  const out = [];
+  for await (const m of client(actor).deleteUserData({ userId })) out.push(m);
+  return out;
+}
+
+const exists = (p: string) => fs.existsSync(path.join(blobRoot, p));
+
+test("DeleteUserData removes every row and object of the user and blocks them for good", async () => {
+  const user = await server().actor();
+  const bystander = await server().actor();
+  const admin = await server().adminActor();
+  const m1 = await createModel(user);
+  const m2 = await createModel(user);
+  const keep = await createModel(bystander);
+  for (const [who, id] of [[user, m1.id], [user, m2.id], [bystander, keep.id]] as const) {
+    await client(who).uploadModelFile(
+      (async function* () {
+        yield { part: { case: "header" as const, value: { modelId: id } } };
+        yield { part: { case: "chunk" as const, value: randomBytes(20_000) } };
+      })(),
+    );
+  }
+  await user.grpc.deleteVoiceModel({ modelId: m2.id });
+  let backupPath = "";
+  for await (const r of client(user).createBackup({})) if (r.backup) backupPath = r.backup.backupPath;
+  expect(exists(backupPath)).toBe(true);
+  fs.mkdirSync(path.join(blobRoot, "incoming", user.userId), { recursive: true });
+  fs.writeFileSync(path.join(blobRoot, "incoming", user.userId, "raw.pth"), "raw");
+
+  const progress = await erase(admin, user.userId);
+  expect(progress[progress.length - 1].status).toBe("done");
+  expect(Number(progress[progress.length - 1].objectsDeleted)).toBeGreaterThanOrEqual(4);
+
+  // Audit rows keep only a hash of the id.
+  const audit = await server().db.knex("audit_events").where("actor_id", user.userId).orWhere("target_user_id", user.userId);
+  expect(audit).toHaveLength(0);
+  expect(await server().db.knex("audit_events").where("target_user_id", createHash("sha256").update(user.userId).digest("hex")).first()).toBeDefined();
+  // Nothing of the user can be read.
+  expect((await server().call("grpc", "getVoiceModel", { modelId: m1.id }, admin.token)).code).toBe(Code.NotFound);
+  expect((await user.grpc.listVoiceModels({ showDeleted: true, limit: 100 })).message.models).toHaveLength(0);
+  expect((await client(user).listBackups({})).backups).toHaveLength(0);
+  for (const folder of [user.userId, `deleted/${user.userId}`, `backups/${user.userId}`, `incoming/${user.userId}`]) {
+    const dir = path.join(blobRoot, folder);
+    expect(fs.existsSync(dir) ? fs.readdirSync(dir, { recursive: true }).filter((e) => fs.statSync(path.join(dir, String(e))).isFile()) : []).toEqual([]);
+  }
+  // ... nor written or restored again.
+  expect((await server().call("grpc", "createVoiceModel", { provider: "xtts-v2", modelPath: "x" }, user.token)).code).toBe(Code.PermissionDenied);
+  const restore = await client(user).restoreBackup({ backupPath }).catch((e: ConnectError) => e);
+  expect((restore as ConnectError).code).toBe(Code.NotFound);
+  // Other users are untouched.
+  expect((await bystander.grpc.getVoiceModel({ modelId: keep.id })).message.model!.id).toBe(keep.id);
+  // Calling again reports the finished purge.
+  const again = await erase(admin, user.userId);
+  expect(again[again.length - 1].status).toBe("done");
+});
+
+test("only admin and service callers may delete user data", async () => {
+  const user = await server().actor();
+  const error = await (async () => {
+    for await (const _ of client(user).deleteUserData({ userId: user.userId })) void _;
+  })().catch((e: ConnectError) => e);
+  expect((error as ConnectError).code).toBe(Code.PermissionDenied);
+  expect((await createModel(user)).userId).toBe(user.userId);
+});

@@ -1,0 +1,386 @@
+// The shared security suite: every RPC of VoiceModelService, over both transports, refuses
+// callers without a valid token, and every RPC that touches a user's data refuses other users.
+import { create } from "@bufbuild/protobuf";
+import { FieldMaskSchema } from "@bufbuild/protobuf/wkt";
+import { Code } from "@connectrpc/connect";
+import type { VoiceModel } from "../gen/voicemodel/v1/voice_model_pb";
+import { VoiceModelService } from "../gen/voicemodel/v1/voice_model_service_pb";
+import { expectRpcError } from "./helpers/expect-error";
+import { createModel, sleep, startTestServer, TRANSPORTS, uniqueUser, useTestServer, type Actor, type MethodName } from "./helpers/harness";
+import { badlySignedToken, expiredToken, mintToken } from "./helpers/tokens";
+
+const server = useTestServer();
+
+interface Ctx {
+  /** The caller (role user). */
+  me: Actor;
+  /** Another user, whose data the caller must not reach. */
+  other: Actor;
+  otherModel: VoiceModel;
+  /** A fresh completed, inactive model of the caller. */
+  myModel(): Promise<VoiceModel>;
+}
+
+interface CrossUser {
+  request: object;
+  field?: string;
+  modelId?: string;
+}
+
+interface SecuritySpec {
+  /** A valid request on the caller's own data (it must succeed with the caller's token). */
+  own(ctx: Ctx): Promise<object>;
+  /** Requests naming another user's data: each is PERMISSION_DENIED / ACCESS_DENIED. */
+  crossUser(ctx: Ctx): Promise<CrossUser[]>;
+  /** A request that service and admin callers must not send without userId. */
+  withoutUserId?: object;
+  /** A request the user role may not make. */
+  userRoleRefused?(ctx: Ctx): Promise<CrossUser>;
+  /** Service and admin only: the user's own request is PERMISSION_DENIED (and changes nothing). */
+  privilegedOnly?: boolean;
+}
+
+/** Upload messages (header + one chunk) for a model. */
+const uploadRequests = (modelId: string) => [
+  { part: { case: "header", value: { modelId } } },
+  { part: { case: "chunk", value: new Uint8Array([1, 2, 3, 4]) } },
+];
+
+/** A minimal valid export header (for import requests refused before any byte is read). */
+const importHeader = { formatVersion: 1, model: { provider: "xtts-v2", sampleRate: 22050 }, sizeBytes: 0n, sha256: "0".repeat(64) };
+
+/** A fresh model of the caller with a file. */
+async function myModelWithFile(ctx: Ctx): Promise<string> {
+  const model = await ctx.myModel();
+  const uploaded = await server().call("grpc", "uploadModelFile", uploadRequests(model.id), ctx.me.token);
+  if (uploaded.code !== 0) throw new Error(`upload failed: ${uploaded.errorMessage}`);
+  return model.id;
+}
+
+const byId = (modelId: string) => ({ modelId });
+const usageRequest = (modelId: string, userId: string) => ({ modelId, userId, characters: 10n, latencyMs: 5, cost: 0, idempotencyKey: `sec-${modelId}` });
+
+/** One entry per RPC that touches user data; an RPC the server serves without one fails below. */
+const SPECS: Partial<Record<MethodName, SecuritySpec>> = {
+  createVoiceModel: {
+    own: async () => ({ provider: "xtts-v2", modelPath: "own.pth" }),
+    crossUser: async ({ other }) => [{ request: { userId: other.userId, provider: "xtts-v2", modelPath: "x" }, field: "userId" }],
+    withoutUserId: { provider: "xtts-v2", modelPath: "x" },
+  },
+  getVoiceModel: {
+    own: async ({ myModel }) => byId((await myModel()).id),
+    crossUser: async ({ otherModel }) => [{ request: byId(otherModel.id), modelId: otherModel.id }],
+  },
+  listVoiceModels: {
+    own: async () => ({}),
+    crossUser: async ({ other }) => [
+      { request: { userId: other.userId }, field: "userId" },
+      { request: { userId: other.userId, showDeleted: true, isActive: true }, field: "userId" },
+    ],
+    withoutUserId: {},
+  },
+  updateVoiceModel: {
+    own: async ({ myModel }) => ({ modelId: (await myModel()).id, qualityScore: 0.5 }),
+    crossUser: async ({ otherModel }) => [
+      { request: { modelId: otherModel.id, qualityScore: 0.1 }, modelId: otherModel.id },
+      { request: { modelId: otherModel.id, metadata: { pwned: true }, updateMask: create(FieldMaskSchema, { paths: ["metadata"] }) }, modelId: otherModel.id },
+    ],
+    userRoleRefused: async ({ myModel }) => {
+      const model = await myModel();
+      return { request: { modelId: model.id, status: "failed" }, field: "status" };
+    },
+  },
+  deleteVoiceModel: {
+    own: async ({ myModel }) => byId((await myModel()).id),
+    crossUser: async ({ otherModel }) => [{ request: byId(otherModel.id), modelId: otherModel.id }],
+  },
+  activateVoiceModel: {
+    own: async ({ myModel }) => byId((await myModel()).id),
+    crossUser: async ({ otherModel }) => [{ request: byId(otherModel.id), modelId: otherModel.id }],
+  },
+  deactivateVoiceModel: {
+    own: async ({ myModel }) => byId((await myModel()).id),
+    crossUser: async ({ otherModel }) => [{ request: byId(otherModel.id), modelId: otherModel.id }],
+  },
+  getActiveVoiceModel: {
+    own: async () => ({}),
+    crossUser: async ({ other }) => [{ request: { userId: other.userId }, field: "userId" }],
+    withoutUserId: {},
+  },
+  // WhoAmI reads no stored data: only the token checks apply.
+  whoAmI: { own: async () => ({}), crossUser: async () => [] },
+  // Model files, backups, deletion (issue 4). Streaming RPCs take/return message lists here.
+  uploadModelFile: {
+    own: async ({ myModel }) => uploadRequests((await myModel()).id),
+    crossUser: async ({ otherModel }) => [{ request: uploadRequests(otherModel.id), modelId: otherModel.id }],
+  },
+  readModelFile: {
+    own: async (ctx) => byId(await myModelWithFile(ctx)),
+    crossUser: async ({ otherModel }) => [{ request: byId(otherModel.id), modelId: otherModel.id }],
+  },
+  exportVoiceModel: {
+    own: async (ctx) => byId(await myModelWithFile(ctx)),
+    crossUser: async ({ otherModel }) => [{ request: byId(otherModel.id), modelId: otherModel.id }],
+  },
+  importVoiceModel: {
+    own: async (ctx) => {
+      const exported = await server().call("grpc", "exportVoiceModel", byId(await myModelWithFile(ctx)), ctx.me.token);
+      return (exported.message as Array<{ part: unknown }>).map((m) => ({ part: m.part }));
+    },
+    crossUser: async ({ other }) => [{ request: [{ userId: other.userId, part: { case: "header", value: importHeader } }], field: "userId" }],
+    withoutUserId: [{ part: { case: "header", value: importHeader } }],
+  },
+  undeleteVoiceModel: {
+    own: async ({ me, myModel }) => {
+      const model = await myModel();
+      await me.grpc.deleteVoiceModel(byId(model.id));
+      return byId(model.id);
+    },
+    crossUser: async ({ otherModel }) => [{ request: byId(otherModel.id), modelId: otherModel.id }],
+  },
+  createBackup: {
+    own: async () => ({}),
+    crossUser: async ({ other }) => [{ request: { userId: other.userId }, field: "userId" }],
+    withoutUserId: {},
+  },
+  listBackups: {
+    own: async () => ({}),
+    crossUser: async ({ other }) => [{ request: { userId: other.userId }, field: "userId" }],
+    withoutUserId: {},
+  },
+  restoreBackup: {
+    own: async ({ me }) => {
+      const made = await server().call("grpc", "createBackup", { userId: me.userId }, admin.token);
+      const messages = made.message as Array<{ backup?: { backupPath: string } }>;
+      return { backupPath: messages[messages.length - 1].backup!.backupPath };
+    },
+    crossUser: async ({ other }) => [
+      { request: { userId: other.userId, backupPath: `backups/${other.userId}/x.vmb` }, field: "userId" },
+      { request: { backupPath: `backups/${other.userId}/x.vmb` }, field: "backupPath" },
+    ],
+    withoutUserId: { backupPath: "backups/someone/x.vmb" },
+  },
+  deleteUserData: {
+    privilegedOnly: true,
+    own: async ({ me }) => ({ userId: me.userId }),
+    crossUser: async () => [],
+  },
+  // Sharing, cleanup, audit and alerts (issue 5).
+  shareVoiceModel: {
+    own: async ({ myModel }) => ({ modelId: (await myModel()).id, targetUserIds: ["a-friend"], permissions: ["view"] }),
+    crossUser: async ({ me, other, otherModel }) => [
+      { request: { modelId: otherModel.id, targetUserIds: ["a-friend"], permissions: ["use"] }, modelId: otherModel.id },
+      { request: { ownerId: other.userId, modelId: otherModel.id, targetUserIds: [me.userId], permissions: ["use"] }, field: "ownerId" },
+    ],
+  },
+  revokeShare: {
+    own: async ({ myModel }) => byId((await myModel()).id),
+    crossUser: async ({ otherModel }) => [{ request: byId(otherModel.id), modelId: otherModel.id }],
+  },
+  listSharedVoiceModels: {
+    own: async () => ({}),
+    crossUser: async ({ other }) => [{ request: { userId: other.userId }, field: "userId" }],
+    withoutUserId: {},
+  },
+  listExpiringModels: {
+    own: async () => ({}),
+    crossUser: async ({ other }) => [{ request: { userId: other.userId }, field: "userId" }],
+    withoutUserId: {},
+  },
+  listAuditEvents: {
+    own: async () => ({}),
+    crossUser: async ({ other }) => [{ request: { userId: other.userId }, field: "userId" }],
+  },
+  cleanupExpiredModels: { privilegedOnly: true, own: async () => ({ dryRun: true }), crossUser: async () => [] },
+  getAlerts: { privilegedOnly: true, own: async () => ({}), crossUser: async () => [] },
+  // Usage, analytics, comparison and selection (issue 3). Recording usage is for the service role.
+  recordUsage: { privilegedOnly: true, own: async ({ me, myModel }) => usageRequest((await myModel()).id, me.userId), crossUser: async () => [] },
+  recordUsageBatch: {
+    privilegedOnly: true,
+    own: async ({ me, myModel }) => ({ events: [usageRequest((await myModel()).id, me.userId)] }),
+    crossUser: async () => [],
+  },
+  getVoiceModelUsageStats: {
+    own: async ({ myModel }) => byId((await myModel()).id),
+    crossUser: async ({ otherModel }) => [{ request: byId(otherModel.id), modelId: otherModel.id }],
+  },
+  getVoiceModelAnalytics: {
+    own: async () => ({}),
+    crossUser: async ({ other }) => [{ request: { userId: other.userId }, field: "userId" }],
+    withoutUserId: {},
+  },
+  compareVoiceModels: {
+    own: async ({ myModel }) => ({ modelIds: [(await myModel()).id, (await myModel()).id] }),
+    crossUser: async ({ myModel, otherModel }) => [{ request: { modelIds: [(await myModel()).id, otherModel.id] }, modelId: otherModel.id }],
+  },
+  selectBestVoiceModel: {
+    own: async () => ({}),
+    crossUser: async ({ other }) => [{ request: { userId: other.userId, activate: true }, field: "userId" }],
+    withoutUserId: {},
+  },
+};
+
+const METHODS = VoiceModelService.methods.map((m) => ({ name: m.name, localName: m.localName as MethodName, kind: m.methodKind }));
+const SPECCED = METHODS.filter((m) => SPECS[m.localName]);
+
+/** A request for any method: the spec's own request, or an empty one (auth comes first). */
+async function anyRequest(method: MethodName, ctx: Ctx): Promise<object> {
+  return SPECS[method] ? SPECS[method]!.own(ctx) : {};
+}
+
+let ctx: Ctx;
+let admin: Actor;
+
+/** The other user's data as an admin sees it; a refused call must leave it as it was. */
+async function otherUsersData(): Promise<unknown> {
+  const { message } = await admin.grpc.listVoiceModels({ userId: ctx.other.userId, showDeleted: true, limit: 100 });
+  return message.models;
+}
+
+beforeAll(async () => {
+  const me = await server().actor(uniqueUser("me"));
+  const other = await server().actor(uniqueUser("other"));
+  admin = await server().adminActor();
+  const otherModel = await createModel(other, { qualityScore: 0.6, metadata: { owner: "other" } });
+  await createModel(other, { qualityScore: 0.4 });
+  await createModel(me, { qualityScore: 0.9 }); // the caller's active model
+  ctx = { me, other, otherModel, myModel: () => createModel(me, { qualityScore: 0.2 }) };
+});
+
+describe.each(TRANSPORTS)("over %s", (transport) => {
+  const unauthenticated = { code: Code.Unauthenticated, reason: "UNAUTHENTICATED" };
+
+  describe.each(METHODS)("$name", ({ localName }) => {
+    test("no token: UNAUTHENTICATED", async () => {
+      expectRpcError(await server().call(transport, localName, await anyRequest(localName, ctx)), unauthenticated);
+    });
+
+    test("badly signed token: UNAUTHENTICATED", async () => {
+      const token = await badlySignedToken(ctx.me.userId);
+      expectRpcError(await server().call(transport, localName, await anyRequest(localName, ctx), token), unauthenticated);
+    });
+
+    test("expired token: UNAUTHENTICATED", async () => {
+      const token = await expiredToken(ctx.me.userId);
+      expectRpcError(await server().call(transport, localName, await anyRequest(localName, ctx), token), unauthenticated);
+    });
+
+    test("malformed authorization: UNAUTHENTICATED", async () => {
+      const request = await anyRequest(localName, ctx);
+      for (const authorization of ["Basic dXNlcjpwYXNz", "Bearer", "Bearer not.a.jwt", ctx.me.token]) {
+        expectRpcError(await server().call(transport, localName, request, undefined, { authorization }), unauthenticated);
+      }
+    });
+
+    test("tokens with no subject, an unknown role, or another algorithm: UNAUTHENTICATED", async () => {
+      const request = await anyRequest(localName, ctx);
+      const tokens = await Promise.all([
+        mintToken(ctx.me.userId, { noSubject: true }),
+        mintToken(ctx.me.userId, { roles: ["superuser"] }),
+        mintToken(ctx.me.userId, { roles: "admin" }),
+        mintToken(ctx.me.userId, { alg: "HS512" }),
+      ]);
+      for (const token of tokens) expectRpcError(await server().call(transport, localName, request, token), unauthenticated);
+    });
+  });
+
+  describe.each(SPECCED)("$name", ({ localName }) => {
+    const spec = SPECS[localName]!;
+
+    test(spec.privilegedOnly ? "the user role is refused: PERMISSION_DENIED" : "the caller's own request succeeds", async () => {
+      const outcome = await server().call(transport, localName, await spec.own(ctx), ctx.me.token);
+      if (spec.privilegedOnly) expectRpcError(outcome, { code: Code.PermissionDenied, reason: "ACCESS_DENIED" });
+      else expect({ code: outcome.code, error: outcome.errorMessage }).toEqual({ code: 0, error: undefined });
+    });
+
+    test("another user's id or model: PERMISSION_DENIED, nothing changes", async () => {
+      const before = await otherUsersData();
+      for (const cross of await spec.crossUser(ctx)) {
+        const outcome = await server().call(transport, localName, cross.request, ctx.me.token);
+        expectRpcError(outcome, { code: Code.PermissionDenied, reason: "ACCESS_DENIED", field: cross.field, modelId: cross.modelId });
+      }
+      expect(await otherUsersData()).toEqual(before);
+    });
+
+    if (spec.userRoleRefused) {
+      test("the user role may not make this change: PERMISSION_DENIED", async () => {
+        const refused = await spec.userRoleRefused!(ctx);
+        const modelId = (refused.request as { modelId: string }).modelId;
+        const before = (await admin.grpc.getVoiceModel({ modelId })).message.model;
+        const outcome = await server().call(transport, localName, refused.request, ctx.me.token);
+        expectRpcError(outcome, { code: Code.PermissionDenied, reason: "ACCESS_DENIED", field: refused.field });
+        expect((await admin.grpc.getVoiceModel({ modelId })).message.model).toEqual(before);
+      });
+    }
+
+    if (spec.withoutUserId) {
+      test.each(["service", "admin"])("a %s caller without userId: INVALID_ARGUMENT", async (role) => {
+        const token = await mintToken(`${role}-caller`, { roles: [role] });
+        const outcome = await server().call(transport, localName, spec.withoutUserId!, token);
+        expectRpcError(outcome, { code: Code.InvalidArgument, reason: "INVALID_ARGUMENT", field: "userId" });
+      });
+    }
+  });
+});
+
+test("service and admin callers reach any user's data", async () => {
+  const service = await server().serviceActor();
+  const { otherModel, other } = ctx;
+  expect((await service.grpc.getVoiceModel({ modelId: otherModel.id })).message.model!.id).toBe(otherModel.id);
+  expect((await admin.grpc.listVoiceModels({ userId: other.userId })).message.total).toBeGreaterThan(0);
+  expect((await admin.grpc.getActiveVoiceModel({ userId: other.userId })).message.model).toBeDefined();
+});
+
+test("a user may name themselves explicitly", async () => {
+  const { message } = await ctx.me.grpc.listVoiceModels({ userId: ctx.me.userId });
+  expect(message.total).toBeGreaterThan(0);
+});
+
+test("a token's roles claim decides the role, not the request", async () => {
+  const { message } = await ctx.me.grpc.whoAmI({});
+  expect(message).toMatchObject({ userId: ctx.me.userId, roles: ["user"] });
+  const service = await server().serviceActor();
+  expect((await service.grpc.whoAmI({})).message.roles).toEqual(["service"]);
+});
+
+// A served RPC without an entry in SPECS has no cross-user coverage: add one when adding an RPC.
+describe("every served RPC has a security spec", () => {
+  const unspecced = METHODS.filter((m) => !SPECS[m.localName]);
+  // test.each refuses an empty table: once every RPC has a spec there is nothing left to check.
+  if (unspecced.length === 0) test("every RPC has an entry in SPECS", () => undefined);
+  else test.each(unspecced)("$name", async ({ localName, kind }) => {
+    const outcome = await server().call("grpc", localName, kind === "client_streaming" ? [] : {}, admin.token);
+    if (outcome.code !== Code.Unimplemented) {
+      throw new Error(`${localName} is served but has no entry in SPECS (test/security.test.ts): add its cross-user checks`);
+    }
+  });
+});
+
+describe("token checks", () => {
+  test("with JWT_ISSUER and JWT_AUDIENCE set, tokens must carry both", async () => {
+    const strict = await startTestServer({ database: server().db, env: { JWT_ISSUER: "https://id.example.com", JWT_AUDIENCE: "voice-models" } });
+    try {
+      const unauthenticated = { code: Code.Unauthenticated, reason: "UNAUTHENTICATED" };
+      const good = await mintToken("iss-user", { issuer: "https://id.example.com", audience: "voice-models" });
+      expect((await strict.call("grpc", "whoAmI", {}, good)).code).toBe(0);
+      for (const token of [
+        await mintToken("iss-user"),
+        await mintToken("iss-user", { issuer: "https://evil.example.com", audience: "voice-models" }),
+        await mintToken("iss-user", { issuer: "https://id.example.com", audience: "other-service" }),
+      ]) {
+        expectRpcError(await strict.call("grpc", "whoAmI", {}, token), unauthenticated);
+        expectRpcError(await strict.call("connect", "whoAmI", {}, token), unauthenticated);
+      }
+    } finally {
+      await strict.close();
+    }
+  });
+
+  test("a verified (cached) token stops working when it expires", async () => {
+    const token = await mintToken(uniqueUser(), { expiresInSeconds: 2 });
+    expect((await server().call("grpc", "whoAmI", {}, token)).code).toBe(0);
+    expect((await server().call("connect", "whoAmI", {}, token)).code).toBe(0);
+    await sleep(2_500);
+    expectRpcError(await server().call("grpc", "whoAmI", {}, token), { code: Code.Unauthenticated, reason: "UNAUTHENTICATED" });
+  });
+});

@@ -1,0 +1,122 @@
+import * as grpc from "@grpc/grpc-js";
+import { Code } from "@connectrpc/connect";
+import { service as healthService } from "grpc-health-check";
+import { VoiceModelService } from "../gen/voicemodel/v1/voice_model_service_pb";
+import { expectConnectError, expectGrpcError } from "./helpers/expect-error";
+import { grpcWebClient } from "./helpers/connect-client";
+import { createModel, useTestServer } from "./helpers/harness";
+
+const ORIGIN = "https://app.example.com";
+const server = useTestServer({ env: { CORS_ORIGINS: `${ORIGIN},https://other.example.com` } });
+
+describe("grpc.health.v1.Health (no token)", () => {
+  let client: grpc.Client & Record<string, Function>;
+  beforeAll(() => {
+    const Health = grpc.makeGenericClientConstructor(healthService, "Health");
+    client = new Health(`127.0.0.1:${server().grpcPort}`, grpc.credentials.createInsecure()) as never;
+  });
+  afterAll(() => client.close());
+
+  const check = (service: string) =>
+    new Promise<{ status: string } | grpc.ServiceError>((resolve) =>
+      client.check({ service }, (error: grpc.ServiceError | null, reply: { status: string }) => resolve(error ?? reply)),
+    );
+
+  test.each(["", "voicemodel.v1.VoiceModelService"])("Check(%j) is SERVING", async (service) => {
+    expect(await check(service)).toMatchObject({ status: "SERVING" });
+  });
+
+  test("an unknown service is NOT_FOUND", async () => {
+    expect(await check("no.such.Service")).toMatchObject({ code: grpc.status.NOT_FOUND });
+  });
+});
+
+describe("HTTP probes (no token)", () => {
+  test("/healthz says the process is up", async () => {
+    const response = await server().fetch("/healthz");
+    expect(response.status).toBe(200);
+    expect(response.body).toEqual({ status: "ok" });
+  });
+
+  test("/readyz says the database answers", async () => {
+    const response = await server().fetch("/readyz");
+    expect(response.status).toBe(200);
+    expect(response.body).toEqual({ status: "ready" });
+  });
+});
+
+describe("CORS for configured origins", () => {
+  test("a preflight from an allowed origin allows the authorization and Connect headers", async () => {
+    const response = await server().fetch(`/${VoiceModelService.typeName}/ListVoiceModels`, {
+      method: "OPTIONS",
+      headers: { origin: ORIGIN, "access-control-request-method": "POST", "access-control-request-headers": "authorization,content-type" },
+    });
+    expect(response.status).toBe(204);
+    expect(response.headers.get("access-control-allow-origin")).toBe(ORIGIN);
+    const allowed = response.headers.get("access-control-allow-headers")!.toLowerCase();
+    for (const header of ["authorization", "content-type", "connect-protocol-version", "x-request-id"]) expect(allowed).toContain(header);
+    expect(response.headers.get("access-control-allow-methods")).toContain("POST");
+  });
+
+  test("replies to an allowed origin expose x-request-id and the grpc status headers", async () => {
+    const alice = await server().actor();
+    const response = await server().rpcJson("ListVoiceModels", {}, alice.token, { origin: ORIGIN });
+    expect(response.status).toBe(200);
+    expect(response.headers.get("access-control-allow-origin")).toBe(ORIGIN);
+    const exposed = response.headers.get("access-control-expose-headers")!.toLowerCase();
+    for (const header of ["x-request-id", "grpc-status", "grpc-message"]) expect(exposed).toContain(header);
+  });
+
+  test("another origin gets no CORS headers", async () => {
+    const alice = await server().actor();
+    const response = await server().rpcJson("ListVoiceModels", {}, alice.token, { origin: "https://evil.example.net" });
+    expect(response.headers.get("access-control-allow-origin")).toBeNull();
+    const preflight = await server().fetch(`/${VoiceModelService.typeName}/ListVoiceModels`, {
+      method: "OPTIONS",
+      headers: { origin: "https://evil.example.net", "access-control-request-method": "POST" },
+    });
+    expect(preflight.headers.get("access-control-allow-origin")).toBeNull();
+  });
+});
+
+describe("gRPC-Web on the HTTP/1.1 listener", () => {
+  test("serves the same RPCs with the same errors", async () => {
+    const alice = await server().actor();
+    const web = grpcWebClient(VoiceModelService, server().baseUrl, alice.token);
+    const created = await web.createVoiceModel({ provider: "xtts-v2", modelPath: "web.pth" });
+    expect(created.model).toMatchObject({ isActive: true, userId: alice.userId });
+    const got = await alice.grpc.getVoiceModel({ modelId: created.model!.id });
+    expect(got.message.model!.id).toBe(created.model!.id);
+    const error = await expectConnectError(web.activateVoiceModel({ modelId: created.model!.id }), {
+      code: Code.AlreadyExists,
+      reason: "ALREADY_ACTIVE",
+      modelId: created.model!.id,
+    });
+    expect(error.metadata.get("x-request-id")).toMatch(/^[0-9a-f-]{36}$/);
+  });
+});
+
+describe("one implementation, two transports", () => {
+  test("a model written over gRPC reads the same over Connect JSON, and back", async () => {
+    const alice = await server().actor();
+    const model = await createModel(alice, { qualityScore: 0.42, metadata: { a: [1, "two", { three: 3 }] }, sampleRate: 44100 });
+    expect((await alice.connect.getVoiceModel({ modelId: model.id })).model).toEqual(model);
+    const updated = await alice.connect.updateVoiceModel({ modelId: model.id, metadata: { b: true } });
+    expect((await alice.grpc.getVoiceModel({ modelId: model.id })).message.model).toEqual(updated.model);
+  });
+
+  test("a gRPC deadline that has passed is DEADLINE_EXCEEDED", async () => {
+    const alice = await server().actor();
+    let error: any;
+    await alice.grpc.listVoiceModels({}, { deadlineMs: -1 }).catch((e) => (error = e));
+    expect(error?.code).toBe(grpc.status.DEADLINE_EXCEEDED);
+  });
+
+  test("a service token's caller works over both transports", async () => {
+    const training = await server().serviceActor();
+    const userId = "user-from-service";
+    await expectGrpcError(training.grpc.getActiveVoiceModel({}), { code: Code.InvalidArgument, reason: "INVALID_ARGUMENT", field: "userId" });
+    const created = await training.connect.createVoiceModel({ userId, provider: "openai-tts", modelPath: "s.pth" });
+    expect((await training.grpc.getActiveVoiceModel({ userId })).message.model!.id).toBe(created.model!.id);
+  });
+});
