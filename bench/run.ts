@@ -20,7 +20,7 @@ import { fromBinary, toBinary, create, type DescMessage, type MessageInitShape }
 import * as grpc from "@grpc/grpc-js";
 import { spawnSync } from "node:child_process";
 import { createHmac, randomBytes } from "node:crypto";
-import { mkdirSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import {
@@ -395,8 +395,10 @@ async function cpuBusy(ms: number): Promise<number> {
 
 async function main(procs: Processes, cleanups: Array<() => Promise<void>>) {
   checkTools();
-  const workDir = path.join(OUT, "tmp");
-  mkdirSync(workDir, { recursive: true });
+  // This run's own folder for body files and logs: two benches in one tree must not share them.
+  mkdirSync(path.join(OUT, "tmp"), { recursive: true });
+  const workDir = mkdtempSync(path.join(OUT, "tmp", "run-"));
+  cleanups.push(async () => rmSync(workDir, { recursive: true, force: true }));
   console.log(
     `bench: ${settings.runs} runs x ${settings.seconds} s per case (+${settings.warmupSeconds} s warm-up), ` +
       `${settings.concurrency} concurrent streams/connections, ${os.cpus().length} CPUs, node ${process.version}`,

@@ -56,9 +56,16 @@ const quoteIdent = (name: string) => {
   return `"${name}"`;
 };
 
-/** Drops (if left over) and creates the bench database; returns its URL. */
+/**
+ * Drops (if left over) and creates the bench database; returns its URL. Refuses when something is
+ * connected to it: that is another bench running, whose database this would pull away.
+ */
 export async function createBenchDatabase(adminUrl: string, name: string): Promise<string> {
   await admin(adminUrl, async (c) => {
+    const { rows } = await c.query<{ n: string }>(`SELECT count(*) AS n FROM pg_stat_activity WHERE datname = $1`, [name]);
+    if (Number(rows[0].n) > 0) {
+      throw new Error(`database ${name} is in use (${rows[0].n} connections): is another bench running? Set BENCH_DB to another name`);
+    }
     await c.query(`DROP DATABASE IF EXISTS ${quoteIdent(name)} WITH (FORCE)`);
     await c.query(`CREATE DATABASE ${quoteIdent(name)}`);
   });

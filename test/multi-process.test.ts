@@ -18,7 +18,7 @@ describeOnPostgres("several server processes on one database", () => {
     database = await createPostgresDatabase();
     // Started together on an empty database: all race to migrate it.
     servers = await Promise.all(
-      [1, 2, 3].map(() => spawnServer({ DATABASE_URL: database.url, JWT_SECRET, DB_POOL_MAX: "4", MIGRATE_ON_START: "true", RATE_LIMITS_ENABLED: "false" }, 180_000)),
+      [1, 2, 3].map(() => spawnServer({ DATABASE_URL: database.url, JWT_SECRET, MIGRATE_ON_START: "true", RATE_LIMITS_ENABLED: "false" }, 180_000)),
     );
     channels = servers.map((s) => connectGrpc(VoiceModelService, `127.0.0.1:${s.grpcPort}`));
   }, 200_000);
@@ -71,9 +71,16 @@ describeOnPostgres("several server processes on one database", () => {
         if (!(e instanceof GrpcCallError && e.errorInfo?.reason === "ALREADY_ACTIVE")) throw e;
       }));
     }
-    await Promise.all(calls);
-    reading = false;
-    await reader;
+    try {
+      await Promise.all(calls);
+    } catch (error) {
+      // Say why: the servers' error log lines.
+      const logs = servers.flatMap((s) => s.output().stdout.split("\n").filter((l) => l.includes('"level":50')));
+      throw new Error(`${(error as Error).message}\n${logs.slice(0, 5).join("\n")}`);
+    } finally {
+      reading = false;
+      await reader;
+    }
 
     expect(seen.length).toBeGreaterThan(0);
     expect(Math.max(...seen)).toBe(1);
