@@ -103,12 +103,11 @@ export class CleanupService {
     let batches = 0;
     try {
       for (;;) {
-        const ids = await this.cleanBatch(now, batchSize, actor);
+        const ids = await this.cleanBatch(now, batchSize, actor, runId);
         if (ids.length === 0) break;
         cleaned += ids.length;
         batches++;
         this.metrics?.modelsCleaned.inc(ids.length);
-        await this.knex("cleanup_runs").where("id", runId).update({ cleaned, batches });
         if (ids.length < batchSize) break;
         await options.afterBatch?.();
       }
@@ -130,9 +129,10 @@ export class CleanupService {
    * another writer holds (an activation, another cleaner) for a later batch; the condition is
    * re-checked on the locked row, so a model that changed meanwhile is not deleted. The
    * model-change listeners run in the same transaction: caches, file references, shares and
-   * audit follow the deletions as they do for DeleteVoiceModel.
+   * audit follow the deletions as they do for DeleteVoiceModel. The run's progress counts commit
+   * with the batch, so a run killed midway still reports exactly what it cleaned.
    */
-  private async cleanBatch(now: Date, limit: number, actor: Actor): Promise<string[]> {
+  private async cleanBatch(now: Date, limit: number, actor: Actor, runId: number): Promise<string[]> {
     const cond = eligibleCondition(this.rules, now);
     return inTransaction(this.knex, async (trx) => {
       const { rows } = await trx.raw(
@@ -147,6 +147,9 @@ export class CleanupService {
       const cleaned = (rows as VoiceModelRow[]).map(toRecord);
       const ids = cleaned.map((m) => m.id);
       await this.notify(trx, cleaned.map((model) => ({ kind: "deleted" as const, model })), actor);
+      if (ids.length > 0) {
+        await trx("cleanup_runs").where("id", runId).update({ cleaned: trx.raw("cleaned + ?", [ids.length]), batches: trx.raw("batches + 1") });
+      }
       return ids;
     });
   }
