@@ -52,7 +52,10 @@ export class CallGate {
       requestId,
       caller,
       clientAddress: call.clientAddress,
-      signal: call.signal,
+      // A getter: the transport may make the signal only when a handler asks for it.
+      get signal() {
+        return call.signal;
+      },
       method: call.method,
       // Every log line of the call carries its request id; the child logger is made on first use
       // (most calls never log).
