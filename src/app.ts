@@ -1,47 +1,47 @@
 import * as grpc from "@grpc/grpc-js";
 import { HealthImplementation } from "grpc-health-check";
+import { randomBytes } from "node:crypto";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
+import { hostname } from "node:os";
 import type { Logger } from "pino";
 import { VoiceModelService as VoiceModelServiceDesc } from "../gen/voicemodel/v1/voice_model_service_pb";
-import { createTokenVerifier } from "./auth/token-verifier";
+import { auditModelChanges } from "./audit/audit-log";
+import { startHousekeeping } from "./audit/housekeeping";
 import { makeCaller } from "./auth/caller";
+import { createTokenVerifier } from "./auth/token-verifier";
+import { BackupService } from "./backups/backup-service";
+import { Caches } from "./cache/caches";
+import { every } from "./cache/periodic";
+import { CleanupScheduler } from "./cleanup/cleanup-scheduler";
+import { CleanupService } from "./cleanup/cleanup-service";
 import type { Config } from "./config";
 import type { Database } from "./db/connection";
-import { Caches } from "./cache/caches";
+import { ServiceMetrics } from "./metrics/service-metrics";
+import { FileMover } from "./model-files/file-mover";
+import { ModelFileService } from "./model-files/model-file-service";
+import { Retention } from "./model-files/retention";
+import { PostgresRateLimiter } from "./rate-limit/rate-limiter";
+import { backupHandlers } from "./rpc/backup-handlers";
+import { governanceHandlers } from "./rpc/governance-handlers";
+import { modelFileHandlers } from "./rpc/model-file-handlers";
 import { usageHandlers } from "./rpc/usage-handlers";
 import { voiceModelHandlers, type VoiceModelHandlers } from "./rpc/voice-model-handlers";
 import { CallGate } from "./server/call-gate";
+import { CallGuard } from "./server/call-guard";
 import { registerConnectService } from "./server/connect-transport";
+import { fileRoutes } from "./server/file-routes";
 import { grpcService } from "./server/grpc-transport";
 import { createHttpHandler } from "./server/http-server";
 import { addReflection } from "./server/reflection";
-import { every } from "./cache/periodic";
-import { auditModelChanges } from "./audit/audit-log";
-import { startHousekeeping } from "./audit/housekeeping";
-import { CleanupScheduler } from "./cleanup/cleanup-scheduler";
-import { CleanupService } from "./cleanup/cleanup-service";
-import { ServiceMetrics } from "./metrics/service-metrics";
-import { PostgresRateLimiter } from "./rate-limit/rate-limiter";
-import { governanceHandlers } from "./rpc/governance-handlers";
-import { CallGuard } from "./server/call-guard";
 import { endSharesOfDeletedModels, SharingService } from "./sharing/sharing-service";
-import { hostname } from "node:os";
-import { randomBytes } from "node:crypto";
+import { openBlobStore, openKeyProvider } from "./storage/open-storage";
+import { rewrapDataKeys } from "./storage/rewrap";
+import { SealedStore } from "./storage/sealed-store";
 import { SelectionService } from "./usage/selection";
 import { UsageService } from "./usage/usage-service";
-import { VoiceModelService } from "./voice-models/voice-model-service";
-import { FileMover } from "./model-files/file-mover";
-import { ModelFileService } from "./model-files/model-file-service";
-import { modelFileHandlers } from "./rpc/model-file-handlers";
-import { fileRoutes } from "./server/file-routes";
-import { Retention } from "./model-files/retention";
-import { BackupService } from "./backups/backup-service";
-import { backupHandlers } from "./rpc/backup-handlers";
 import { UserErasure } from "./user-data/user-erasure";
-import { openBlobStore, openKeyProvider } from "./storage/open-storage";
-import { SealedStore } from "./storage/sealed-store";
-import { rewrapDataKeys } from "./storage/rewrap";
+import { VoiceModelService } from "./voice-models/voice-model-service";
 
 /** Who the background purge acts as (for listeners that record an actor). */
 const RETENTION_ACTOR = { caller: makeCaller("system:retention", ["admin"]), requestId: "retention", clientAddress: "internal" };
@@ -169,7 +169,7 @@ export function createApp(deps: AppDeps) {
 
   const httpHandler = createHttpHandler({
     routes: (router) => services.forEach((s) => registerConnectService(router, s, served, gate, log)),
-    plainRoutes: fileRoutes({ gate, files, backups, usageOf, log, rpc: served as unknown as VoiceModelHandlers }),
+    plainRoutes: fileRoutes({ gate, guard, files, backups, usageOf, log, rpc: served as unknown as VoiceModelHandlers }),
     corsOrigins: config.corsOrigins,
     isReady,
     metrics: async () => ({ contentType: metrics.registry.contentType, body: await metrics.registry.metrics() }),

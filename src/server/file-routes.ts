@@ -17,6 +17,7 @@ import type { ModelFileService } from "../model-files/model-file-service";
 import type { BackupService } from "../backups/backup-service";
 import { exportHeader, type UsageLookup } from "../rpc/model-file-handlers";
 import { requestIdFor, toAppError, type CallGate } from "./call-gate";
+import type { CallGuard } from "./call-guard";
 import { parseRange } from "./http-range";
 import type { RequestContext } from "./request-context";
 
@@ -43,10 +44,19 @@ export interface FileRoutesDeps {
    * limits, metrics and refusal audit apply exactly as over gRPC and Connect.
    */
   rpc: Pick<VoiceModelHandlers, "uploadModelFile" | "importVoiceModel">;
+  /** Metrics, rate limits and audit for the download routes, which call no RPC handler. */
+  guard: Pick<CallGuard, "guardCall">;
   log: Logger;
 }
 
 type Route = (req: http.IncomingMessage, res: http.ServerResponse, ctx: RequestContext, params: string[]) => Promise<void>;
+
+/**
+ * How a route is accounted for: uploads and imports run through the guarded RPC handlers
+ * already; downloads are guarded here under the name of the RPC they mirror.
+ */
+type Guarded = { as: string; request: (params: string[]) => object } | undefined;
+const viaRpcHandler: Guarded = undefined;
 
 /**
  * Plain HTTP for model files, where Connect JSON would base64 the bytes: download (with Range),
@@ -55,12 +65,13 @@ type Route = (req: http.IncomingMessage, res: http.ServerResponse, ctx: RequestC
  */
 export function fileRoutes(deps: FileRoutesDeps): (req: http.IncomingMessage, res: http.ServerResponse) => boolean {
   const { files } = deps;
-  const routes: Array<[method: string, pattern: RegExp, name: string, route: Route]> = [
-    ["PUT", /^\/v1\/voice-models\/([^/]+)\/file$/, "UploadModelFile", upload],
-    ["GET", /^\/v1\/voice-models\/([^/]+)\/file$/, "ReadModelFile", download],
-    ["GET", /^\/v1\/voice-models\/([^/]+)\/export$/, "ExportVoiceModel", exportFile],
-    ["POST", /^\/v1\/voice-models\/import$/, "ImportVoiceModel", importFile],
-    ["GET", /^\/v1\/backups\/([^/]+)$/, "DownloadBackup", downloadBackup],
+  const model = (params: string[]) => ({ modelId: params[0] });
+  const routes: Array<[method: string, pattern: RegExp, name: string, route: Route, guarded: Guarded]> = [
+    ["PUT", /^\/v1\/voice-models\/([^/]+)\/file$/, "UploadModelFile", upload, viaRpcHandler],
+    ["GET", /^\/v1\/voice-models\/([^/]+)\/file$/, "ReadModelFile", download, { as: "readModelFile", request: model }],
+    ["GET", /^\/v1\/voice-models\/([^/]+)\/export$/, "ExportVoiceModel", exportFile, { as: "exportVoiceModel", request: model }],
+    ["POST", /^\/v1\/voice-models\/import$/, "ImportVoiceModel", importFile, viaRpcHandler],
+    ["GET", /^\/v1\/backups\/([^/]+)$/, "DownloadBackup", downloadBackup, { as: "downloadBackup", request: () => ({}) }],
   ];
 
   async function downloadBackup(req: http.IncomingMessage, res: http.ServerResponse, ctx: RequestContext, [backupId]: string[]) {
@@ -144,11 +155,14 @@ export function fileRoutes(deps: FileRoutesDeps): (req: http.IncomingMessage, re
 
   return (req, res) => {
     const path = (req.url ?? "").split("?")[0];
-    for (const [method, pattern, name, route] of routes) {
+    for (const [method, pattern, name, route, guarded] of routes) {
       const match = pattern.exec(path);
       if (!match) continue;
       if (req.method !== method && !(method === "GET" && req.method === "HEAD")) continue;
-      void serve(req, res, `HTTP ${name}`, route, match.slice(1).map(decodeURIComponent));
+      const guardedRoute: Route = guarded
+        ? (rq, rs, ctx, params) => deps.guard.guardCall(guarded.as, guarded.request(params), ctx, () => route(rq, rs, ctx, params))
+        : route;
+      void serve(req, res, `HTTP ${name}`, guardedRoute, match.slice(1).map(decodeURIComponent));
       return true;
     }
     return false;

@@ -17,7 +17,8 @@ export interface HttpServerOptions {
 
 const ALLOWED_HEADERS = [...connectCors.allowedHeaders, "authorization", "x-request-id"].join(", ");
 const EXPOSED_HEADERS = [...connectCors.exposedHeaders, "x-request-id", "retry-after"].join(", ");
-const ALLOWED_METHODS = connectCors.allowedMethods.join(", ");
+// PUT: the large-file upload route (PUT /v1/voice-models/{id}/file).
+const ALLOWED_METHODS = [...connectCors.allowedMethods, "PUT"].join(", ");
 
 function applyCors(req: http.IncomingMessage, res: http.ServerResponse, origins: string[]): boolean {
   const origin = req.headers.origin;

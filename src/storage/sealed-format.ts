@@ -169,8 +169,8 @@ class ByteReader {
   private done = false;
   constructor(private readonly it: AsyncIterator<Uint8Array>) {}
 
-  /** n bytes as one or more slices (no copy), or fewer only when the stream ended. */
-  async readParts(n: number): Promise<Buffer[]> {
+  /** Pulls from the source until n bytes are held or it ends. */
+  private async fill(n: number): Promise<void> {
     while (this.held < n && !this.done) {
       const next = await this.it.next();
       if (next.done) this.done = true;
@@ -180,6 +180,11 @@ class ByteReader {
         this.held += b.length;
       }
     }
+  }
+
+  /** n bytes as one or more slices (no copy), or fewer only when the stream ended. */
+  async readParts(n: number): Promise<Buffer[]> {
+    await this.fill(n);
     const parts: Buffer[] = [];
     let want = Math.min(n, this.held);
     while (want > 0) {
@@ -201,15 +206,7 @@ class ByteReader {
 
   /** n bytes, or fewer only when the stream ended. */
   async read(n: number): Promise<Buffer> {
-    while (this.held < n && !this.done) {
-      const next = await this.it.next();
-      if (next.done) this.done = true;
-      else {
-        const b = Buffer.isBuffer(next.value) ? next.value : Buffer.from(next.value);
-        this.buffered.push(b);
-        this.held += b.length;
-      }
-    }
+    await this.fill(n);
     const all = this.buffered.length === 1 ? this.buffered[0] : Buffer.concat(this.buffered);
     const out = all.subarray(0, Math.min(n, all.length));
     const rest = all.subarray(out.length);

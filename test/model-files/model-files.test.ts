@@ -119,6 +119,24 @@ describe("upload and read", () => {
     expect(bad.status).toBe(416);
   });
 
+  test("HTTP downloads are audited and counted like ReadModelFile and ExportVoiceModel", async () => {
+    const dana = await server().actor();
+    const model = await createModel(dana);
+    expect((await http(`/v1/voice-models/${model.id}/file`, { method: "PUT", token: dana.token, body: modelBytes(50_000) })).status).toBe(200);
+    for (const route of ["file", "export"]) {
+      const response = await http(`/v1/voice-models/${model.id}/${route}`, { token: dana.token });
+      expect(response.status).toBe(200);
+      await response.arrayBuffer(); // the read is audited once the whole body has gone out
+    }
+    const admin = await server().adminActor();
+    const { message } = await admin.grpc.listAuditEvents({ modelId: model.id, limit: 100 });
+    const actions = message.events.map((e: { action: string }) => e.action);
+    expect(actions).toEqual(expect.arrayContaining(["file.read", "model.exported"]));
+    const metrics = await (await fetch(`${server().baseUrl}/metrics`)).text();
+    expect(metrics).toMatch(/method="readModelFile",code="OK"/);
+    expect(metrics).toMatch(/method="exportVoiceModel",code="OK"/);
+  });
+
   test("a refused upload (wrong checksum or size) leaves no file and no object", async () => {
     const carol = await server().actor();
     const model = await createModel(carol);
