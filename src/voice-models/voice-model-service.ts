@@ -124,6 +124,9 @@ export class VoiceModelService {
           field: "etag",
         });
       }
+      if (changes.model_path !== undefined && model.hasFile) {
+        throw invalidArgument("modelPath", `voice model ${modelId} has a stored file; its modelPath is the service's key and cannot be changed`);
+      }
       const leavesCompleted = changes.status !== undefined && model.status === "completed" && changes.status !== "completed";
       const becomesCompleted = changes.status === "completed" && model.status !== "completed";
       if (leavesCompleted && model.isActive) changes.is_active = false;

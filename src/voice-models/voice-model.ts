@@ -24,6 +24,8 @@ export interface VoiceModelRecord {
   /** Bumped by every change; the etag clients send back. */
   version: number;
   sizeBytes: number | undefined;
+  /** The service stores the model's file: modelPath is then its own key, not the caller's. */
+  hasFile: boolean;
   createdAt: Date;
   updatedAt: Date;
   deletedAt: Date | undefined;
@@ -55,6 +57,7 @@ export function toRecord(row: VoiceModelRow): VoiceModelRecord {
     trainingJobId: row.training_job_id ?? undefined,
     version: row.version,
     sizeBytes: row.size_bytes ?? undefined,
+    hasFile: row.file_id !== null && row.file_id !== undefined,
     createdAt: row.created_at,
     updatedAt: row.updated_at,
     deletedAt: row.deleted_at ?? undefined,

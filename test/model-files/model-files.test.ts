@@ -119,6 +119,18 @@ describe("upload and read", () => {
     expect(bad.status).toBe(416);
   });
 
+  test("once the service stores a model's file, its modelPath is the service's own and cannot be updated", async () => {
+    const erin = await server().actor();
+    const model = await createModel(erin);
+    expect((await server().call("grpc", "updateVoiceModel", { modelId: model.id, modelPath: "elsewhere.pth" }, erin.token)).code).toBe(0);
+    expect((await http(`/v1/voice-models/${model.id}/file`, { method: "PUT", token: erin.token, body: modelBytes(10_000) })).status).toBe(200);
+    const refused = await server().call("connect", "updateVoiceModel", { modelId: model.id, modelPath: "elsewhere-again.pth" }, erin.token);
+    expect(refused.code).toBe(Code.InvalidArgument);
+    expect(refused.errorInfo?.metadata.field).toBe("modelPath");
+    const after = await server().call("grpc", "getVoiceModel", { modelId: model.id }, erin.token);
+    expect(after.message.model.modelPath).not.toBe("elsewhere-again.pth");
+  });
+
   test("HTTP downloads are audited and counted like ReadModelFile and ExportVoiceModel", async () => {
     const dana = await server().actor();
     const model = await createModel(dana);

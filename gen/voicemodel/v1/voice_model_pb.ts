@@ -48,6 +48,8 @@ export type VoiceModel = Message<"voicemodel.v1.VoiceModel"> & {
 
   /**
    * Where the model file lives (object key or provider reference), at most 1024 characters.
+   * Once the service stores the model's file (ingest, upload, import), this is the service's own
+   * storage key: read-only from then on.
    *
    * @generated from field: string model_path = 4;
    */

@@ -313,7 +313,7 @@ export type UpdateVoiceModelRequest = Message<"voicemodel.v1.UpdateVoiceModelReq
   metadata?: JsonObject | undefined;
 
   /**
-   * New model path.
+   * New model path; refused (INVALID_ARGUMENT) once the service stores the model's file.
    *
    * @generated from field: optional string model_path = 6;
    */

@@ -21,6 +21,8 @@ export class VoiceModelRow extends Model {
   training_job_id!: string | null;
   version!: number;
   size_bytes!: number | null;
+  /** The stored file (model_files), once the service holds the model's file. */
+  file_id!: string | null;
   created_at!: Date;
   updated_at!: Date;
   deleted_at!: Date | null;
