@@ -91,6 +91,7 @@ function summarize(file: string, top: number, fromSeconds: number, callersOf?: s
   if (callersOf !== undefined) list(`heaviest paths into ${callersOf}`, paths, 5);
 }
 
+process.stdout.on("error", () => process.exit(0)); // e.g. piped into head
 const args = process.argv.slice(2);
 const topIndex = args.indexOf("--top");
 const top = topIndex >= 0 ? Number(args.splice(topIndex, 2)[1]) : 25;
