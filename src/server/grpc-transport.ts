@@ -9,7 +9,7 @@ import { unimplemented, type AnyClientStream, type AnyServerStream, type AnyUnar
 import type { RequestContext } from "./request-context";
 
 /** The part of a grpc-js call every kind shares. */
-type SurfaceCall = Pick<grpc.ServerUnaryCall<unknown, unknown>, "metadata" | "getPeer" | "sendMetadata"> & NodeJS.EventEmitter;
+type SurfaceCall = Pick<grpc.ServerUnaryCall<unknown, unknown>, "metadata" | "getPeer"> & NodeJS.EventEmitter;
 
 const asBuffer = (bytes: Uint8Array) => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 
@@ -76,10 +76,14 @@ function incomingCall(call: SurfaceCall & { cancelled: boolean }, method: string
   };
 }
 
-function sendRequestId(call: SurfaceCall, requestId: string) {
+/**
+ * x-request-id travels in the trailers: sending it as an early header (sendMetadata) cost an
+ * eighth of a cheap call's CPU in profiles. Errors carry it in their trailers too.
+ */
+function requestIdTrailer(requestId: string): grpc.Metadata {
   const metadata = new grpc.Metadata();
   metadata.set("x-request-id", requestId);
-  call.sendMetadata(metadata);
+  return metadata;
 }
 
 function drainedOrCancelled(call: grpc.ServerWritableStream<unknown, unknown>): Promise<void> {
@@ -128,7 +132,6 @@ export function grpcService(
     const admit = (call: SurfaceCall & { cancelled: boolean }): [Promise<RequestContext>, string] => {
       const incoming = incomingCall(call, name);
       const requestId = requestIdFor(incoming.requestIdHeader);
-      sendRequestId(call, requestId);
       return [gate.admit(incoming, requestId), requestId];
     };
     switch (method.methodKind) {
@@ -138,7 +141,7 @@ export function grpcService(
           ctx
             .then((c) => (handler as AnyUnary)(call.request, c))
             .then(
-              (reply) => callback(null, reply),
+              (reply) => callback(null, reply, requestIdTrailer(requestId)),
               (error) => callback(grpcError(error, requestId, log)),
             );
         };
@@ -152,7 +155,7 @@ export function grpcService(
               // Respect back-pressure so large streams keep memory flat.
               if (!call.write(reply)) await drainedOrCancelled(call);
             }
-            call.end();
+            call.end(requestIdTrailer(requestId));
           })().catch((error) => call.emit("error", grpcError(error, requestId, log)));
         };
         break;
@@ -162,7 +165,7 @@ export function grpcService(
           ctx
             .then((c) => (handler as AnyClientStream)(readStream(call), c))
             .then(
-              (reply) => callback(null, reply),
+              (reply) => callback(null, reply, requestIdTrailer(requestId)),
               (error) => callback(grpcError(error, requestId, log)),
             );
         };
