@@ -41,6 +41,7 @@ import { SealedStore } from "./storage/sealed-store";
 import { SelectionService } from "./usage/selection";
 import { UsageService } from "./usage/usage-service";
 import { UserErasure } from "./user-data/user-erasure";
+import { SharedAccess } from "./voice-models/access";
 import { VoiceModelService } from "./voice-models/voice-model-service";
 
 /** Who the background purge acts as (for listeners that record an actor). */
@@ -79,7 +80,7 @@ export function createApp(deps: AppDeps) {
   const gate = new CallGate(verifier, log, guard);
   // Cache tables + in-process active-model cache; caches.stats holds the hit/miss counters.
   const caches = new Caches({ knex: db.knex, kind: db.kind, databaseUrl: config.databaseUrl, config: config.cache, log });
-  const models = new VoiceModelService(db.knex, caches.modelReads);
+  const models = new VoiceModelService(db.knex, caches.modelReads, new SharedAccess(governance.sharingEnabled));
   models.onChange(caches.onModelChange);
   models.onChange(auditModelChanges);
   models.onChange(endSharesOfDeletedModels);
@@ -94,7 +95,7 @@ export function createApp(deps: AppDeps) {
     holder: instanceId,
     log,
   });
-  const usage = new UsageService(db.knex, caches, { ...config.usage, ...config.cache });
+  const usage = new UsageService(db.knex, caches, { ...config.usage, ...config.cache }, models.access);
   // Model files (issue 4): sealed (encrypted, compressed) objects in the configured blob store.
   const blobs = openBlobStore(config.files);
   const mover = new FileMover(db.knex, blobs, log);

@@ -7,7 +7,7 @@ import { AppError, invalidArgument, accessDenied, modelNotFound } from "../error
 import { BlobNotFoundError, checkKey, InvalidBlobKeyError } from "../storage/blob-store";
 import { CorruptObjectError } from "../storage/sealed-format";
 import type { ByteRange, SealedObject, SealedStore } from "../storage/sealed-store";
-import { assertCanUse, assertCanWrite } from "../voice-models/access";
+import { assertCanWrite } from "../voice-models/access";
 import type { Actor } from "../voice-models/model-events";
 import * as modelRepo from "../voice-models/repository";
 import * as valid from "../voice-models/validation";
@@ -256,7 +256,7 @@ export class ModelFileService {
     const id = valid.modelId(modelId);
     const model = await modelRepo.findModel(this.deps.knex, id);
     if (!model) throw modelNotFound(id);
-    await assertCanUse(this.deps.knex, actor.caller, model);
+    await this.deps.models.access.assertCanUse(this.deps.knex, actor.caller, model);
     if (model.deletedAt) throw modelNotFound(id);
     const file = await files.findFileOfModel(this.deps.knex, id);
     if (!file) throw new AppError("MODEL_FILE_MISSING", `voice model ${id} has no stored file`, { modelId: id });

@@ -60,7 +60,7 @@ export class SelectionService {
     // Each id must exist and be readable by the caller (own, shared, or privileged): the first
     // that is not fails the call with its id.
     const models: VoiceModelRecord[] = [];
-    for (const [i, id] of normalized.entries()) models.push(await usableModel(this.knex, this.reads, actor, id, `modelIds[${i}]`));
+    for (const [i, id] of normalized.entries()) models.push(await usableModel(this.knex, this.reads, this.models.access, actor, id, `modelIds[${i}]`));
 
     const candidates = await withLatency(this.knex, models);
     const sums = await lifetimeSums(this.knex, normalized);

@@ -1,6 +1,6 @@
 import type { Knex } from "knex";
 import { modelNotFound } from "../errors";
-import { assertCanUse } from "../voice-models/access";
+import type { SharedAccess } from "../voice-models/access";
 import type { Actor } from "../voice-models/model-events";
 import type { ModelReadCache } from "../voice-models/read-cache";
 import * as repo from "../voice-models/repository";
@@ -14,6 +14,7 @@ import type { VoiceModelRecord } from "../voice-models/voice-model";
 export async function usableModel(
   knex: Knex,
   reads: ModelReadCache,
+  access: SharedAccess,
   actor: Actor,
   id: string,
   field = "modelId",
@@ -21,7 +22,7 @@ export async function usableModel(
   const modelId = valid.modelId(id, field);
   const model = await reads.model(modelId, () => repo.findModel(knex, modelId));
   if (!model) throw modelNotFound(modelId);
-  await assertCanUse(knex, actor.caller, model);
+  await access.assertCanUse(knex, actor.caller, model);
   if (model.deletedAt) throw modelNotFound(modelId);
   return model;
 }

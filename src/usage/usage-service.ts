@@ -11,7 +11,7 @@ import type { UsageConfig } from "../config";
 import { inTransaction } from "../db/transaction";
 import { accessDenied, AppError, invalidArgument, modelNotFound } from "../errors";
 import type { Actor } from "../voice-models/model-events";
-import { userCanUse } from "../voice-models/access";
+import type { SharedAccess } from "../voice-models/access";
 import { usableModel } from "./usable-model";
 import { toUsageEvent, USAGE_LIMITS, type UsageEvent } from "./usage-event";
 import * as usageRepo from "./usage-repository";
@@ -67,6 +67,7 @@ export class UsageService {
     private readonly knex: Knex,
     private readonly caches: Caches,
     private readonly config: Readonly<UsageConfig> & { statsTtlSeconds: number; analyticsTtlSeconds: number },
+    private readonly access: SharedAccess,
   ) {}
 
   async record(actor: Actor, req: RecordUsageRequest): Promise<{ duplicate: boolean }> {
@@ -124,7 +125,7 @@ export class UsageService {
         const pair = `${e.modelId} ${e.userId}`;
         if (checked.has(pair)) continue;
         checked.add(pair);
-        if (!(await userCanUse(trx, e.userId, { id: e.modelId, userId: owners.get(e.modelId)! }))) {
+        if (!(await this.access.userCanUse(trx, e.userId, { id: e.modelId, userId: owners.get(e.modelId)! }))) {
           throw accessDenied(`user ${e.userId} may not use voice model ${e.modelId}`, { field: `${prefixOf.get(e)}userId`, modelId: e.modelId });
         }
       }
@@ -155,7 +156,7 @@ export class UsageService {
   /** Stats of a model the caller can read, lifetime (usage_totals) or by UTC days (usage_daily). */
   async stats(actor: Actor, req: GetVoiceModelUsageStatsRequest): Promise<UsageStats> {
     const range = dayRange(req);
-    const model = await usableModel(this.knex, this.caches.modelReads, actor, req.modelId);
+    const model = await usableModel(this.knex, this.caches.modelReads, this.access, actor, req.modelId);
     const key = range ? `voice_stats:${model.id}:${range.from}:${range.to}` : `voice_stats:${model.id}`;
     const load = async () => {
       const sums = range

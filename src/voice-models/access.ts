@@ -25,35 +25,47 @@ export function assertCanWrite(caller: Caller, model: Pick<VoiceModelRecord, "us
 type Owned = Pick<VoiceModelRecord, "userId" | "id">;
 
 /**
- * Who may view a model (GetVoiceModel, ListSharedVoiceModels): the owner, service and admin
- * callers, and users it is shared with ("view" or "use"). Asks the database only for strangers.
+ * Access that shares can grant. With sharing switched off (SHARING_ENABLED=false) shares are not
+ * consulted at all, so shares made earlier stop granting access too.
  */
-export async function canView(db: Db, caller: Caller, model: Owned): Promise<boolean> {
-  if (canRead(caller, model)) return true;
-  return (await findPermission(db, model.id, caller.userId)) !== undefined;
-}
+export class SharedAccess {
+  constructor(private readonly sharingEnabled: boolean) {}
 
-/**
- * Who may use a model (usage stats, compare, synthesis by the TTS service on their behalf): the
- * owner, service and admin callers, and users it is shared with "use".
- */
-export async function canUse(db: Db, caller: Caller, model: Owned): Promise<boolean> {
-  if (canRead(caller, model)) return true;
-  return (await findPermission(db, model.id, caller.userId)) === "use";
-}
+  private permission(db: Db, modelId: string, userId: string) {
+    return this.sharingEnabled ? findPermission(db, modelId, userId) : Promise.resolve(undefined);
+  }
 
-/** Whether a user (not a caller: e.g. the user a service synthesizes for) may use a model. */
-export async function userCanUse(db: Db, userId: string, model: Owned): Promise<boolean> {
-  if (userId === model.userId) return true;
-  return (await findPermission(db, model.id, userId)) === "use";
-}
+  /**
+   * Who may view a model (GetVoiceModel, ListSharedVoiceModels): the owner, service and admin
+   * callers, and users it is shared with ("view" or "use"). Asks the database only for strangers.
+   */
+  async canView(db: Db, caller: Caller, model: Owned): Promise<boolean> {
+    if (canRead(caller, model)) return true;
+    return (await this.permission(db, model.id, caller.userId)) !== undefined;
+  }
 
-export async function assertCanView(db: Db, caller: Caller, model: Owned): Promise<void> {
-  if (!(await canView(db, caller, model))) throw accessDenied(`voice model ${model.id} belongs to another user`, { modelId: model.id });
-}
+  /**
+   * Who may use a model (usage stats, compare, synthesis by the TTS service on their behalf): the
+   * owner, service and admin callers, and users it is shared with "use".
+   */
+  async canUse(db: Db, caller: Caller, model: Owned): Promise<boolean> {
+    if (canRead(caller, model)) return true;
+    return (await this.permission(db, model.id, caller.userId)) === "use";
+  }
 
-export async function assertCanUse(db: Db, caller: Caller, model: Owned): Promise<void> {
-  if (!(await canUse(db, caller, model))) {
-    throw accessDenied(`voice model ${model.id} is not shared with ${caller.userId} for use`, { modelId: model.id });
+  /** Whether a user (not a caller: e.g. the user a service synthesizes for) may use a model. */
+  async userCanUse(db: Db, userId: string, model: Owned): Promise<boolean> {
+    if (userId === model.userId) return true;
+    return (await this.permission(db, model.id, userId)) === "use";
+  }
+
+  async assertCanView(db: Db, caller: Caller, model: Owned): Promise<void> {
+    if (!(await this.canView(db, caller, model))) throw accessDenied(`voice model ${model.id} belongs to another user`, { modelId: model.id });
+  }
+
+  async assertCanUse(db: Db, caller: Caller, model: Owned): Promise<void> {
+    if (!(await this.canUse(db, caller, model))) {
+      throw accessDenied(`voice model ${model.id} is not shared with ${caller.userId} for use`, { modelId: model.id });
+    }
   }
 }

@@ -8,7 +8,7 @@ import { hasRole, resolveTargetUser, type Caller } from "../auth/caller";
 import type { VoiceModelRow } from "../db/models/voice-model-row";
 import { inTransaction, type Tx } from "../db/transaction";
 import { accessDenied, AppError, invalidArgument, modelNotFound } from "../errors";
-import { assertCanView, assertCanWrite } from "./access";
+import { assertCanWrite, SharedAccess } from "./access";
 import * as activation from "./activation";
 import { DEFAULT_SAMPLE_RATE } from "./constants";
 import { decodePageToken, encodePageToken, filtersHash } from "./paging";
@@ -44,6 +44,8 @@ export class VoiceModelService {
     private readonly knex: Knex,
     /** Read-through cache for get, list and getActive (src/cache); none by default. */
     private readonly reads: ModelReadCache = noReadCache,
+    /** What shares grant; every room checks view/use access through this one object. */
+    readonly access: SharedAccess = new SharedAccess(true),
   ) {}
 
   /** Adds a listener that runs in every writing transaction (see ModelChangeListener). */
@@ -79,7 +81,7 @@ export class VoiceModelService {
     const modelId = valid.modelId(id);
     const model = await this.reads.model(modelId, () => repo.findModel(this.knex, modelId));
     if (!model) throw modelNotFound(modelId);
-    await assertCanView(this.knex, actor.caller, model);
+    await this.access.assertCanView(this.knex, actor.caller, model);
     if (model.deletedAt) throw modelNotFound(modelId);
     return model;
   }

@@ -154,8 +154,17 @@ describe("sharing", () => {
 });
 
 test("sharing switched off by config", async () => {
-  const off = await startTestServer({ env: { SHARING_ENABLED: "false" } });
+  // A share made while sharing was on stops granting access once it is switched off.
+  const owner0 = await server().actor();
+  const reader = await server().actor();
+  const shared = (await createModel(owner0)).id;
+  await owner0.grpc.shareVoiceModel({ modelId: shared, targetUserIds: [reader.userId], permissions: ["view"] });
+  expect((await server().call("grpc", "getVoiceModel", { modelId: shared }, reader.token)).code).toBe(0);
+  const off = await startTestServer({ env: { SHARING_ENABLED: "false" }, database: server().db });
   try {
+    for (const t of TRANSPORTS) {
+      expectRpcError(await off.call(t, "getVoiceModel", { modelId: shared }, reader.token), { code: Code.PermissionDenied, reason: "ACCESS_DENIED" });
+    }
     const owner = await off.actor();
     const m = (await createModel(owner)).id;
     for (const t of TRANSPORTS) {
