@@ -245,13 +245,15 @@ describe("x-request-id", () => {
     expect(long.requestId).toMatch(/^[0-9a-f-]{36}$/);
   });
 
-  test("gRPC errors carry it in the headers and the trailers", async () => {
+  test("gRPC replies and errors carry it in the trailers, matching the ErrorInfo", async () => {
     const alice = await server().actor();
     let error: any;
     await alice.grpc.getVoiceModel({ modelId: MISSING }).catch((e) => (error = e));
-    const header = error.headers.get("x-request-id")[0];
-    expect(header).toBeTruthy();
-    expect(error.trailers.get("x-request-id")[0]).toBe(header);
+    const trailer = error.trailers.get("x-request-id")[0];
+    expect(trailer).toMatch(/^[0-9a-f-]{36}$/);
+    expect(error.errorInfo.metadata.requestId).toBe(trailer);
+    const ok = await server().call("grpc", "whoAmI", {}, alice.token);
+    expect(ok.requestId).toMatch(/^[0-9a-f-]{36}$/);
   });
 });
 

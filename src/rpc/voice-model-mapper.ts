@@ -1,11 +1,21 @@
-import type { MessageInitShape } from "@bufbuild/protobuf";
+import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import type { VoiceModelSchema } from "../../gen/voicemodel/v1/voice_model_pb";
+import { VoiceModelSchema, type VoiceModel } from "../../gen/voicemodel/v1/voice_model_pb";
 import { etagOf, type VoiceModelRecord } from "../voice-models/voice-model";
 
-/** A domain model as its proto message. */
-export function toProto(model: VoiceModelRecord): MessageInitShape<typeof VoiceModelSchema> {
-  return {
+const MEMO_MAX = 10_000;
+const memo = new Map<string, VoiceModel>();
+
+/**
+ * A domain model as its proto message. The same content always yields the same (never mutated)
+ * message object, so the gRPC transport encodes it once (see grpc-transport's reply encoder):
+ * encoding a VoiceModel with its Struct and timestamps costs more than the rest of a cached read.
+ */
+export function toProto(model: VoiceModelRecord): VoiceModel {
+  const key = JSON.stringify(model);
+  const hit = memo.get(key);
+  if (hit) return hit;
+  const message = create(VoiceModelSchema, {
     id: model.id,
     userId: model.userId,
     provider: model.provider,
@@ -21,5 +31,9 @@ export function toProto(model: VoiceModelRecord): MessageInitShape<typeof VoiceM
     qualityComponents: model.qualityComponents,
     trainingJobId: model.trainingJobId,
     etag: etagOf(model),
-  };
+  });
+  // Map order is insertion order: dropping the first key evicts the oldest entry.
+  if (memo.size >= MEMO_MAX) memo.delete(memo.keys().next().value!);
+  memo.set(key, message);
+  return message;
 }

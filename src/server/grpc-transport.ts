@@ -1,4 +1,5 @@
-import { create, fromBinary, toBinary, type DescMessage, type DescService } from "@bufbuild/protobuf";
+import { create, fromBinary, toBinary, type DescMessage, type DescService, type Message } from "@bufbuild/protobuf";
+import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import { anyPack } from "@bufbuild/protobuf/wkt";
 import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
@@ -13,8 +14,46 @@ type SurfaceCall = Pick<grpc.ServerUnaryCall<unknown, unknown>, "metadata" | "ge
 
 const asBuffer = (bytes: Uint8Array) => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 
+/** Encoded bytes of message objects already sent; the objects are never mutated once replied. */
+const encodedMessages = new WeakMap<object, Uint8Array>();
+
+function encodeOnce(schema: DescMessage, message: Message): Uint8Array {
+  let bytes = encodedMessages.get(message);
+  if (!bytes) encodedMessages.set(message, (bytes = toBinary(schema, message)));
+  return bytes;
+}
+
+/**
+ * Encodes replies with protobuf-es, except that the messages in a reply's top-level message
+ * fields are encoded once per object: handlers that hand out the same message object again (a
+ * cached model) skip its encoding. A field may appear anywhere in the wire form, so the reply is
+ * the rest of the message followed by those fields.
+ */
 function serializer(schema: DescMessage) {
-  return (message: unknown) => asBuffer(toBinary(schema, create(schema, message as never)));
+  const messageFields = schema.fields.filter(
+    (f) => f.oneof === undefined && (f.fieldKind === "message" || (f.fieldKind === "list" && f.listKind === "message")),
+  );
+  if (messageFields.length === 0) return (message: unknown) => asBuffer(toBinary(schema, create(schema, message as never)));
+  return (reply: unknown) => {
+    const message = create(schema, reply as never) as Message & Record<string, unknown>;
+    const rest: Record<string, unknown> = { ...message };
+    const writer = new BinaryWriter();
+    const tail: Array<[number, Uint8Array]> = [];
+    for (const field of messageFields) {
+      const value = message[field.localName];
+      const sub = field.message!;
+      if (field.fieldKind === "list") {
+        for (const item of value as Message[]) tail.push([field.number, encodeOnce(sub, item)]);
+        rest[field.localName] = [];
+      } else if (value !== undefined) {
+        tail.push([field.number, encodeOnce(sub, value as Message)]);
+        rest[field.localName] = undefined;
+      }
+    }
+    writer.raw(toBinary(schema, rest as Message));
+    for (const [number, bytes] of tail) writer.tag(number, WireType.LengthDelimited).bytes(bytes);
+    return asBuffer(writer.finish());
+  };
 }
 
 function deserializer(schema: DescMessage) {
