@@ -15,13 +15,11 @@ import type { RequestContext } from "./request-context";
 const NOT_COUNTED = new Set(["INVALID_ARGUMENT", "ACCESS_DENIED", "VOICE_MODEL_NOT_FOUND", "UNAUTHENTICATED", "SHARING_DISABLED"]);
 
 /**
- * Calls audited here, after they succeed, because no model-change listener sees them: usage
- * recording (one event per call, however many records) and reads of model files and backups.
- * These events are written right after the call's own transaction, not inside it.
+ * Calls audited here, after they succeed, because no model-change listener sees them: reads of
+ * model files and backups (no transaction to join), and the backup calls. (RecordUsage writes
+ * its event inside its own transaction.)
  */
 const AUDITED_CALLS: Readonly<Record<string, string>> = {
-  recordUsage: "usage.recorded",
-  recordUsageBatch: "usage.recorded",
   readModelFile: "file.read",
   exportVoiceModel: "model.exported",
   createBackup: "backup.created",

@@ -8,6 +8,7 @@ import { hasRole, resolveTargetUser } from "../auth/caller";
 import type { Caches } from "../cache/caches";
 import { scopes, type Codec } from "../cache/cache-tables";
 import type { UsageConfig } from "../config";
+import { recordAudit } from "../audit/audit-log";
 import { inTransaction } from "../db/transaction";
 import { accessDenied, AppError, invalidArgument, modelNotFound } from "../errors";
 import type { Actor } from "../voice-models/model-events";
@@ -149,6 +150,18 @@ export class UsageService {
           touched.map((id) => ({ id, userId: owners.get(id)! })),
         );
       }
+      // One audit event per call, however many records, committed with the usage itself.
+      const only = (values: string[]) => (new Set(values).size === 1 ? values[0] : undefined);
+      await recordAudit(trx, {
+        actorId: actor.caller.userId,
+        actorRoles: actor.caller.roles,
+        requestId: actor.requestId,
+        clientAddress: actor.clientAddress,
+        action: "usage.recorded",
+        targetUserId: only(events.map((e) => e.userId)),
+        modelId: only(events.map((e) => e.modelId)),
+        details: { records: events.length, duplicates: batchDuplicates },
+      });
       return { recorded: fresh.length, duplicates: batchDuplicates };
     });
   }

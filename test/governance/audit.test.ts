@@ -131,4 +131,9 @@ test("RecordUsage and RecordUsageBatch are one event per call", async () => {
   expect(events[0]).toMatchObject({ actorId: tts.userId, actorRoles: ["service"], targetUserId: alice.userId });
   expect((events[0].details as any).records).toBe(3);
   expect(events[1].modelId).toBe(m.id);
+  // The event commits with the usage: a batch refused inside its transaction (a reused key with
+  // another payload) leaves no event behind.
+  const refused = await server().call("grpc", "recordUsageBatch", { events: [usage("k5"), { ...usage("k1"), latencyMs: 999 }] }, tts.token);
+  expect(refused.errorInfo?.reason).toBe("IDEMPOTENCY_KEY_REUSED");
+  expect(await eventsOf(admin, { action: "usage.recorded", userId: alice.userId })).toHaveLength(2);
 });
