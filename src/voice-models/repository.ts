@@ -57,21 +57,6 @@ export async function patchModel(trx: Tx, id: string, changes: Partial<VoiceMode
   return toRecord(row);
 }
 
-/** The best completed, live model of a user (highest score, newest on ties), excluding some ids. */
-export async function findNextBest(trx: Tx, userId: string, excludeIds: string[]): Promise<VoiceModelRecord | undefined> {
-  const row = await VoiceModelRow.query(trx)
-    .where({ user_id: userId, status: "completed" })
-    .whereNull("deleted_at")
-    .whereNotIn("id", excludeIds)
-    .orderBy([
-      { column: "quality_score", order: "desc" },
-      { column: "created_at", order: "desc" },
-      { column: "id", order: "desc" },
-    ])
-    .first();
-  return row ? toRecord(row) : undefined;
-}
-
 export interface ListFilters {
   userId: string;
   provider?: string;
