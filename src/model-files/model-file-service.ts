@@ -276,6 +276,26 @@ export class ModelFileService {
   }
 
   /**
+   * The object of a file that was not at its recorded key: the mover moves the object first and
+   * records the new key after, so look where the row now says, or else at the file's other
+   * location (live or deleted/) the move is heading to.
+   */
+  private async relocated(file: ModelFileRecord, range?: ByteRange): Promise<AsyncIterable<Buffer>> {
+    const again = await files.findFile(this.deps.knex, file.id);
+    if (again) {
+      const keys = again.storageKey !== file.storageKey ? [again.storageKey] : [again.liveKey, again.deletedKey].filter((k) => k !== file.storageKey);
+      for (const key of keys) {
+        try {
+          return await this.deps.sealed.read({ ...files.sealedRefOf(again), key }, range);
+        } catch (error) {
+          if (!(error instanceof BlobNotFoundError)) throw corrupt(error, file);
+        }
+      }
+    }
+    throw new AppError("FILE_CORRUPT", `the stored file of ${file.id} is missing`);
+  }
+
+  /**
    * The plaintext of a file, or a range of it. Integrity failures become FILE_CORRUPT; an object
    * the mover relocated between our row read and the open is looked up once more.
    */
@@ -285,9 +305,7 @@ export class ModelFileService {
       stream = await this.deps.sealed.read(files.sealedRefOf(file), range);
     } catch (error) {
       if (!(error instanceof BlobNotFoundError)) throw corrupt(error, file);
-      const again = await files.findFile(this.deps.knex, file.id);
-      if (!again || again.storageKey === file.storageKey) throw new AppError("FILE_CORRUPT", `the stored file of ${file.id} is missing`);
-      stream = await this.deps.sealed.read(files.sealedRefOf(again), range);
+      stream = await this.relocated(file, range);
     }
     try {
       yield* stream;
