@@ -140,13 +140,30 @@ export class ModelFileService {
     if (!found || found.deletedAt) throw modelNotFound(id);
     assertCanWrite(actor.caller, found);
     const { fileId, sealed } = await this.store(found.userId, id, bytes, expect);
-    let attached: { file: ModelFileRecord; deduplicated: boolean } | undefined;
-    try {
-      const model = await this.deps.models.writeForUser(actor, found.userId, async (trx, log) => {
+    return this.commitSealed(fileId, sealed, (attachTo) =>
+      this.deps.models.writeForUser(actor, found.userId, async (trx, log) => {
         const current = await modelRepo.findModelForUpdate(trx, id);
         if (!current || current.deletedAt) throw modelNotFound(id);
-        attached = await this.attach(trx, current, fileId, sealed);
-        return log.add("updated", (await modelRepo.findModel(trx, id))!);
+        return log.add("updated", await attachTo(trx, current));
+      }),
+    );
+  }
+
+  /**
+   * Commits the rows that point a model at a freshly sealed object (`commit` calls `attachTo`
+   * inside its transaction). Whatever the outcome, the object stays only if a committed row
+   * refers to it, and the mover is woken.
+   */
+  private async commitSealed(
+    fileId: string,
+    sealed: SealedObject,
+    commit: (attachTo: (trx: Tx, model: VoiceModelRecord) => Promise<VoiceModelRecord>) => Promise<VoiceModelRecord>,
+  ): Promise<{ model: VoiceModelRecord; file: StoredFile }> {
+    let attached: { file: ModelFileRecord; deduplicated: boolean } | undefined;
+    try {
+      const model = await commit(async (trx, model) => {
+        attached = await this.attach(trx, model, fileId, sealed);
+        return (await modelRepo.findModel(trx, model.id))!;
       });
       return { model, file: fileView(attached!.file, attached!.deduplicated) };
     } catch (error) {
@@ -229,26 +246,13 @@ export class ModelFileService {
       await this.discard(sealed.key);
       throw refused;
     }
-    let attached: { file: ModelFileRecord; deduplicated: boolean } | undefined;
-    try {
-      const model = await this.deps.models.create(
+    return this.commitSealed(fileId, sealed, (attachTo) =>
+      this.deps.models.create(
         actor,
         { ...req, userId, modelPath: sealed.key, sizeBytes: BigInt(sealed.size), trainingJobId: undefined },
-        {
-          id: modelId,
-          attach: async (trx, created) => {
-            attached = await this.attach(trx, created, fileId, sealed);
-            return (await modelRepo.findModel(trx, created.id))!;
-          },
-        },
-      );
-      return { model, file: fileView(attached!.file, attached!.deduplicated) };
-    } catch (error) {
-      attached = undefined;
-      throw error;
-    } finally {
-      await this.settle(sealed, attached?.file);
-    }
+        { id: modelId, attach: attachTo },
+      ),
+    );
   }
 
   /** A live model the caller may use, with its file. */
