@@ -1,12 +1,12 @@
-import { Code, ConnectError } from "@connectrpc/connect";
+import { Code } from "@connectrpc/connect";
 import { createHash, randomBytes } from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb";
 import type { CreateBackupResponse } from "../../gen/voicemodel/v1/backups_pb";
 import { createModel, sleep, useTestServer, type Actor } from "../helpers/harness";
 import { grpcStreamingClient } from "../helpers/streaming-client";
+import { rpcError } from "../helpers/expect-error";
 
 const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "vm-backups-"));
 const blobRoot = path.join(dataDir, "blobs");
@@ -46,16 +46,6 @@ async function backup(actor: Actor, includeDeleted = false): Promise<CreateBacku
   const out: CreateBackupResponse[] = [];
   for await (const m of client(actor).createBackup({ includeDeleted })) out.push(m);
   return out;
-}
-
-async function rpcError(promise: Promise<unknown>): Promise<{ code: Code; reason?: string }> {
-  try {
-    await promise;
-  } catch (error) {
-    if (!(error instanceof ConnectError)) throw error;
-    return { code: error.code, reason: error.findDetails(ErrorInfoSchema)[0]?.reason };
-  }
-  throw new Error("expected the call to fail");
 }
 
 async function purged(actor: Actor) {

@@ -75,3 +75,14 @@ export async function expectConnectError(promise: Promise<unknown>, expected: Ex
   );
   return error;
 }
+
+/** How a Connect call failed (code and ErrorInfo reason); fails the test when it succeeds. */
+export async function rpcError(promise: Promise<unknown>): Promise<{ code: Code; reason?: string }> {
+  try {
+    await promise;
+  } catch (error) {
+    if (!(error instanceof ConnectError)) throw error;
+    return { code: error.code, reason: error.findDetails(ErrorInfoSchema)[0]?.reason };
+  }
+  throw new Error("expected the call to fail");
+}

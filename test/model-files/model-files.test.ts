@@ -1,12 +1,12 @@
-import { Code, ConnectError } from "@connectrpc/connect";
+import { Code } from "@connectrpc/connect";
 import { createHash, randomBytes } from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb";
 import type { ExportVoiceModelResponse } from "../../gen/voicemodel/v1/model_files_pb";
 import { createModel, useTestServer, type Actor } from "../helpers/harness";
 import { grpcStreamingClient } from "../helpers/streaming-client";
+import { rpcError } from "../helpers/expect-error";
 
 const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "vm-files-"));
 const blobRoot = path.join(dataDir, "blobs");
@@ -39,16 +39,6 @@ async function readFile(actor: Pick<Actor, "token">, modelId: string, offset?: b
   const parts: Buffer[] = [];
   for await (const m of streaming(actor).readModelFile({ modelId, offset, length })) parts.push(Buffer.from(m.chunk));
   return Buffer.concat(parts);
-}
-
-async function rpcError(promise: Promise<unknown>): Promise<{ code: Code; reason?: string }> {
-  try {
-    await promise;
-  } catch (error) {
-    if (!(error instanceof ConnectError)) throw error;
-    return { code: error.code, reason: error.findDetails(ErrorInfoSchema)[0]?.reason };
-  }
-  throw new Error("expected the call to fail");
 }
 
 async function drain(stream: AsyncIterable<unknown>) {
