@@ -1,5 +1,6 @@
 import { fromBinary, toBinary, toJson, create } from "@bufbuild/protobuf";
 import { Code } from "@connectrpc/connect";
+import { codeToHttpStatus } from "@connectrpc/connect/protocol-connect";
 import type http from "node:http";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -20,19 +21,6 @@ import { requestIdFor, toAppError, type CallGate } from "./call-gate";
 import type { CallGuard } from "./call-guard";
 import { parseRange } from "./http-range";
 import type { RequestContext } from "./request-context";
-
-const HTTP_STATUS: Partial<Record<Code, number>> = {
-  [Code.InvalidArgument]: 400,
-  [Code.FailedPrecondition]: 400,
-  [Code.Unauthenticated]: 401,
-  [Code.PermissionDenied]: 403,
-  [Code.NotFound]: 404,
-  [Code.AlreadyExists]: 409,
-  [Code.Aborted]: 409,
-  [Code.ResourceExhausted]: 429,
-  [Code.Unimplemented]: 501,
-  [Code.Unavailable]: 503,
-};
 
 export interface FileRoutesDeps {
   gate: CallGate;
@@ -195,7 +183,8 @@ export function fileRoutes(deps: FileRoutesDeps): (req: http.IncomingMessage, re
         return;
       }
       req.resume();
-      const status = HTTP_STATUS[appError.rpcCode] ?? 500;
+      // The same code -> status mapping as Connect JSON replies.
+      const status = codeToHttpStatus(appError.rpcCode);
       res.writeHead(status, { "content-type": "application/json", connection: "close" }).end(
         JSON.stringify({ code: Code[appError.rpcCode], message: appError.message, reason: appError.code, requestId }),
       );
