@@ -50,7 +50,8 @@ function main() {
     throw new Error(`BASELINE_MODE must be noop or select, got ${mode}`);
   }
 
-  const server = new grpc.Server();
+  // The service's own server options (channelz off), so the ratios compare our code, not settings.
+  const server = new grpc.Server({ "grpc.enable_channelz": 0 });
   server.addService(definition, { Call: call });
   server.bindAsync(`127.0.0.1:${port}`, grpc.ServerCredentials.createInsecure(), (error) => {
     if (error) {

@@ -22,7 +22,7 @@ import { ExportVoiceModelRequestSchema, ExportVoiceModelResponseSchema } from ".
 import { VoiceModelService } from "../gen/voicemodel/v1/voice_model_service_pb";
 import { LocalKeyProvider } from "../src/storage/key-provider";
 import { HEADER_BYTES, unseal } from "../src/storage/sealed-format";
-import { freePort, Processes, waitUntilReady } from "./processes";
+import { freePort, Processes, serviceArgs, waitUntilReady } from "./processes";
 
 const ROOT = path.resolve(__dirname, "..");
 const MB = 1024 * 1024;
@@ -75,7 +75,7 @@ export async function runExportBench(options: ExportBenchOptions): Promise<Expor
     const [httpPort, grpcPort] = [await freePort(), await freePort()];
     // BENCH_EXPORT_PROFILE=1: a CPU profile of the service in .bench/profile-export.
     const profile = process.env.BENCH_EXPORT_PROFILE === "1" ? ["--cpu-prof", `--cpu-prof-dir=${path.join(ROOT, ".bench", "profile-export")}`] : [];
-    const server = processes.start("service", process.execPath, [...profile, "--import", "tsx", "src/main.ts"], {
+    const server = processes.start("service", process.execPath, [...profile, ...serviceArgs(ROOT)], {
       cwd: ROOT,
       env: {
         ...process.env,

@@ -2,7 +2,8 @@
  * npm run bench: the throughput benchmark of issue 2 ("Benchmark").
  *
  * Creates and seeds a PostgreSQL database (100,000 models of 10,000 users), starts our service
- * (src/main.ts) and two bare @grpc/grpc-js baselines as separate processes, drives each with
+ * (compiled, as the Dockerfile runs it: dist/src/main.js) and two bare @grpc/grpc-js baselines
+ * as separate processes, drives each with
  * h2load (gRPC, 50 streams) or autocannon (Connect JSON, 50 connections) in their own processes,
  * checks every case with a real client before and after each run, prints medians and ratios,
  * writes .bench/results.json, and stops everything it started and drops the database.
@@ -35,7 +36,7 @@ import {
 import { BASELINE_PATH } from "./baseline-server";
 import { autocannon, grpcFrame, h2load, median, type LoadResult } from "./load";
 import { cpuSnapshot, cpuUse, type CpuUse } from "./cpu";
-import { freePort, Processes, waitUntilReady, type Child } from "./processes";
+import { baselineArgs, freePort, Processes, serviceArgs, waitUntilReady, type Child } from "./processes";
 import { createBenchDatabase, dropBenchDatabase, expectedFor, migrateAndSeed, SEED, userName } from "./seed";
 import { runUsageBench } from "./usage-cases";
 import { printExportBench, runExportBench } from "./export-bench";
@@ -431,9 +432,8 @@ async function main(procs: Processes, cleanups: Array<() => Promise<void>>) {
   const token = hs256Token(secret, { sub: SERVICE_SUBJECT, roles: ["service"], exp: Math.floor(Date.now() / 1000) + 24 * 3600 });
   const [grpcPort, httpPort, noopPort, selectPort] = [await freePort(), await freePort(), await freePort(), await freePort()];
 
-  const tsx = ["--import", "tsx"];
   const profileArgs = settings.profile ? ["--cpu-prof", `--cpu-prof-dir=${path.join(OUT, "profile")}`] : [];
-  const service = procs.start("service (src/main.ts)", process.execPath, [...profileArgs, ...tsx, "src/main.ts"], {
+  const service = procs.start("service (dist/src/main.js)", process.execPath, [...profileArgs, ...serviceArgs(ROOT)], {
     cwd: ROOT,
     env: {
       ...process.env,
@@ -446,7 +446,7 @@ async function main(procs: Processes, cleanups: Array<() => Promise<void>>) {
     },
   });
   const baseline = (mode: string, port: number) =>
-    procs.start(`baseline ${mode}`, process.execPath, [...tsx, "bench/baseline-server.ts"], {
+    procs.start(`baseline ${mode}`, process.execPath, baselineArgs(ROOT), {
       cwd: ROOT,
       env: { ...process.env, BASELINE_MODE: mode, PORT: String(port), DATABASE_URL: dbUrl },
     });

@@ -78,14 +78,14 @@ export function createApp(deps: AppDeps) {
     log,
   });
   const gate = new CallGate(verifier, log, guard);
-  // Cache tables + in-process active-model cache; caches.stats holds the hit/miss counters.
+  // Cache tables + the in-process cache (active models, list pages); caches.stats holds the hit/miss counters.
   const caches = new Caches({ knex: db.knex, kind: db.kind, databaseUrl: config.databaseUrl, config: config.cache, log });
   const models = new VoiceModelService(db.knex, caches.modelReads, new SharedAccess(governance.sharingEnabled));
   models.onChange(caches.onModelChange);
   models.onChange(auditModelChanges);
   models.onChange(endSharesOfDeletedModels);
   models.onChange(metrics.onModelChanges);
-  metrics.setCacheStatsSource(() => ({ ...caches.stats.tables, active_model: caches.stats.activeModel }));
+  metrics.setCacheStatsSource(() => ({ ...caches.stats.tables, in_process: caches.stats.inProcess }));
   const cleanup = new CleanupService(db.knex, governance.cleanup, metrics, (trx, changes, actor) => models.notifyChanges(trx, changes, actor));
   const scheduler = new CleanupScheduler({
     knex: db.knex,
@@ -157,7 +157,8 @@ export function createApp(deps: AppDeps) {
   };
 
   function buildGrpcServer(): { server: grpc.Server; health: HealthImplementation } {
-    const server = new grpc.Server();
+    // Channelz (per-call bookkeeping for grpc's debug service) is not served here: it only costs.
+    const server = new grpc.Server({ "grpc.enable_channelz": 0 });
     for (const service of services) {
       const { definition, implementation } = grpcService(service, served, gate, log);
       server.addService(definition, implementation);

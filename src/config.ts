@@ -43,8 +43,8 @@ export interface CacheConfig {
   sweepBatchSize: number;
   /** How often in-memory hit counts and last access times are written to the cache tables. */
   hitFlushIntervalMs: number;
-  /** Entries of the in-process GetActiveVoiceModel cache; 0 turns it off. */
-  activeModelEntries: number;
+  /** Models the in-process cache holds (an active model counts 1, a list page its models); 0 turns it off. */
+  inProcessEntries: number;
 }
 
 /** A sliding-window limit: at most `limit` calls per `windowSeconds`. */
@@ -221,7 +221,7 @@ export function parseConfig(env: Env = process.env): Readonly<Config> {
       sweepIntervalMs: integer(env, "CACHE_SWEEP_INTERVAL_MS", 60_000, 100, 86_400_000),
       sweepBatchSize: integer(env, "CACHE_SWEEP_BATCH_SIZE", 1000, 1, 100_000),
       hitFlushIntervalMs: integer(env, "CACHE_HIT_FLUSH_INTERVAL_MS", 5_000, 10, 3_600_000),
-      activeModelEntries: integer(env, "ACTIVE_MODEL_CACHE_ENTRIES", 100_000, 0, 10_000_000),
+      inProcessEntries: integer(env, "IN_PROCESS_CACHE_ENTRIES", 100_000, 0, 10_000_000),
     }),
     governance: parseGovernance(env),
     files: parseFiles(env),

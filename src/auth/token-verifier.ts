@@ -4,8 +4,11 @@ import { AppError } from "../errors";
 import { makeCaller, ROLES, type Caller, type Role } from "./caller";
 
 export interface TokenVerifier {
-  /** The caller a bearer token proves, or UNAUTHENTICATED. */
-  verify(token: string): Promise<Caller>;
+  /**
+   * The caller a bearer token proves, or UNAUTHENTICATED (thrown, or as the rejection). A token
+   * verified before answers synchronously.
+   */
+  verify(token: string): Caller | Promise<Caller>;
 }
 
 const unauthenticated = (message: string) => new AppError("UNAUTHENTICATED", message);
@@ -43,18 +46,18 @@ export function createTokenVerifier(config: JwtConfig, secret: string | undefine
   }
 
   return {
-    async verify(token) {
-      const now = Date.now();
+    verify(token) {
       const hit = cache.get(token);
-      if (hit && hit.expiresAtMs > now) return hit.caller;
+      if (hit && hit.expiresAtMs > Date.now()) return hit.caller;
       if (hit) cache.delete(token);
-      const verified = await verifyUncached(token);
-      if (config.cacheSize > 0) {
-        // Map keeps insertion order: dropping the first key evicts the oldest entry.
-        if (cache.size >= config.cacheSize) cache.delete(cache.keys().next().value!);
-        cache.set(token, verified);
-      }
-      return verified.caller;
+      return verifyUncached(token).then((verified) => {
+        if (config.cacheSize > 0) {
+          // Map keeps insertion order: dropping the first key evicts the oldest entry.
+          if (cache.size >= config.cacheSize) cache.delete(cache.keys().next().value!);
+          cache.set(token, verified);
+        }
+        return verified.caller;
+      });
     },
   };
 }

@@ -7,9 +7,9 @@ export interface CacheCounters {
 export interface CacheStats {
   /** The PostgreSQL cache tables, by table. */
   readonly tables: Record<"cache_voice_models" | "cache_voice_stats" | "cache_voice_analytics", CacheCounters>;
-  /** The in-process GetActiveVoiceModel cache. */
-  readonly activeModel: CacheCounters & {
-    /** Entries dropped because a model of their user changed (locally or by NOTIFY). */
+  /** The in-process cache of active models and list pages (user-read-cache.ts). */
+  readonly inProcess: CacheCounters & {
+    /** Users whose entries were dropped because one of their models changed (locally or by NOTIFY). */
     invalidations: number;
     /** Whole-cache drops after the LISTEN connection was lost. */
     resets: number;
@@ -22,6 +22,6 @@ export function createCacheStats(): CacheStats {
   const counters = () => ({ hits: 0, misses: 0 });
   return {
     tables: { cache_voice_models: counters(), cache_voice_stats: counters(), cache_voice_analytics: counters() },
-    activeModel: { ...counters(), invalidations: 0, resets: 0, live: false },
+    inProcess: { ...counters(), invalidations: 0, resets: 0, live: false },
   };
 }

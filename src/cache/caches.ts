@@ -6,11 +6,11 @@ import type { Tx } from "../db/transaction";
 import type { ModelChangeListener } from "../voice-models/model-events";
 import type { ModelReadCache } from "../voice-models/read-cache";
 import type { VoiceModelRecord } from "../voice-models/voice-model";
-import { ActiveModelCache } from "./active-model-cache";
 import { createCacheStats, type CacheStats } from "./cache-stats";
 import { CacheTables, invalidateInTransaction, scopes, type Codec } from "./cache-tables";
 import { CHANGES_CHANNEL, ChangeListener } from "./change-listener";
 import { every, type Periodic } from "./periodic";
+import { UserReadCache } from "./user-read-cache";
 
 export interface CachesOptions {
   knex: Knex;
@@ -38,7 +38,9 @@ function reviveModel(json: Record<string, unknown>): VoiceModelRecord {
   };
 }
 
-const listCodec: Codec<{ models: VoiceModelRecord[]; total: number }> = {
+type ListPage = { models: VoiceModelRecord[]; total: number };
+
+const listCodec: Codec<ListPage> = {
   encode: (page) => page,
   decode: (json) => {
     const page = json as { models: Record<string, unknown>[]; total: number };
@@ -49,23 +51,24 @@ const listCodec: Codec<{ models: VoiceModelRecord[]; total: number }> = {
 const hash = (text: string) => createHash("sha256").update(text).digest("hex").slice(0, 32);
 
 /**
- * Every cache of the service: the PostgreSQL cache tables, the in-process active-model cache
+ * Every cache of the service: the PostgreSQL cache tables, the in-process cache of active models
+ * and list pages
  * with its LISTEN connection, their invalidation, and the periodic hit flush and expiry sweep.
  */
 export class Caches {
   readonly stats: CacheStats = createCacheStats();
   readonly tables: CacheTables;
-  readonly active: ActiveModelCache;
+  readonly inProcess: UserReadCache;
   private readonly listener: ChangeListener | undefined;
   private readonly periodic: Periodic[] = [];
 
   constructor(private readonly options: CachesOptions) {
     this.tables = new CacheTables(options.knex, this.stats);
     const pglite = options.kind === "pglite";
-    const entries = pglite || options.databaseUrl ? options.config.activeModelEntries : 0;
+    const entries = pglite || options.databaseUrl ? options.config.inProcessEntries : 0;
     // On PGlite the cache is live at once; on PostgreSQL only once LISTEN is up.
-    this.active = new ActiveModelCache(entries, this.stats, pglite);
-    this.listener = !pglite && options.databaseUrl ? new ChangeListener(options.databaseUrl, this.active, options.log) : undefined;
+    this.inProcess = new UserReadCache(entries, this.stats, pglite);
+    this.listener = !pglite && options.databaseUrl ? new ChangeListener(options.databaseUrl, this.inProcess, options.log) : undefined;
   }
 
   /** The read-through cache VoiceModelService consults for get, list and getActive. */
@@ -77,26 +80,28 @@ export class Caches {
         modelCodec,
         (model) => model.userId,
       ),
-    list: async (userId, key, load) =>
-      (await this.tables.getOrLoad(
-        {
-          table: "cache_voice_models",
-          key: `voice_models:user:${userId}:${hash(key)}`,
-          scope: scopes.user(userId),
-          userId,
-          ttlSeconds: this.options.config.modelTtlSeconds,
-        },
-        load,
-        listCodec,
-      ))!,
-    active: (userId, load) => this.active.get(userId, load),
+    // A user's list pages: in process first, then the cache table, then the database.
+    list: (userId, key, load) =>
+      this.inProcess.get(userId, `list:${key}`, () => this.listFromTable(userId, key, load), (page) => page.models.length),
+    active: (userId, load) => this.inProcess.get(userId, "active", load),
   };
+
+  private async listFromTable(userId: string, key: string, load: () => Promise<ListPage>): Promise<ListPage> {
+    const entry = {
+      table: "cache_voice_models" as const,
+      key: `voice_models:user:${userId}:${hash(key)}`,
+      scope: scopes.user(userId),
+      userId,
+      ttlSeconds: this.options.config.modelTtlSeconds,
+    };
+    return (await this.tables.getOrLoad(entry, load, listCodec))!;
+  }
 
   /** Model writes: runs in the writing transaction (see VoiceModelService.onChange). */
   readonly onModelChange: ModelChangeListener = async (trx, changes) => {
     const users = new Set(changes.map((c) => c.model.userId));
     const models = new Set(changes.map((c) => c.model.id));
-    this.active.beginWrite(users, trx.executionPromise);
+    this.inProcess.beginWrite(users, trx.executionPromise);
     await invalidateInTransaction(trx, {
       scopes: [...[...users].map(scopes.user), ...[...models].map(scopes.model)],
       modelUsers: users,

@@ -1,6 +1,6 @@
 import pg from "pg";
 import type { Logger } from "pino";
-import type { ActiveModelCache } from "./active-model-cache";
+import type { UserReadCache } from "./user-read-cache";
 
 /** The NOTIFY channel writers announce changed users on (payload: the user id). */
 export const CHANGES_CHANNEL = "voice_model_changes";
@@ -21,7 +21,7 @@ export class ChangeListener {
 
   constructor(
     private readonly databaseUrl: string,
-    private readonly cache: ActiveModelCache,
+    private readonly cache: UserReadCache,
     private readonly log: Logger,
   ) {}
 

@@ -1,6 +1,7 @@
 import type { Knex } from "knex";
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { ModelChangeListener } from "../voice-models/model-events";
+import { RpcStats } from "./rpc-stats";
 import { storedBytes } from "./storage";
 
 /** Server-side failures count towards the error-rate alert; client mistakes (4xx) do not. */
@@ -22,24 +23,15 @@ export class ServiceMetrics {
   /** Calls and server errors since the last flush to metric_samples (see flushTo). */
   private pending = { calls: 0, errors: 0 };
 
-  readonly rpcRequests = new Counter({
-    name: "voice_model_rpc_requests_total",
-    help: "RPCs handled, by method and status code (OK or the gRPC code name).",
-    labelNames: ["method", "code"] as const,
-    registers: [this.registry],
-  });
   readonly rpcErrors = new Counter({
     name: "voice_model_rpc_errors_total",
     help: "RPCs that ended in an error, by method and status code.",
     labelNames: ["method", "code"] as const,
     registers: [this.registry],
   });
-  readonly rpcDuration = new Histogram({
-    name: "voice_model_rpc_duration_seconds",
-    help: "RPC latency from admission to reply, by method and status code.",
-    labelNames: ["method", "code"] as const,
-    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
-    registers: [this.registry],
+  private readonly rpcStats = new RpcStats(this.registry, {
+    requests: "voice_model_rpc_requests_total",
+    duration: "voice_model_rpc_duration_seconds",
   });
   readonly modelsCreated = new Counter({
     name: "voice_model_models_created_total",
@@ -153,18 +145,8 @@ export class ServiceMetrics {
   }
 
   /** One finished RPC. `code` is "OK" or a gRPC code name such as "NOT_FOUND". */
-  /** Each (method, code) series' children, looked up once: label hashing on every call shows in profiles. */
-  private readonly rpcSeries = new Map<string, { requests: { inc(): void }; duration: { observe(seconds: number): void } }>();
-
   observeRpc(method: string, code: string, seconds: number): void {
-    const key = `${method} ${code}`;
-    let series = this.rpcSeries.get(key);
-    if (!series) {
-      series = { requests: this.rpcRequests.labels({ method, code }), duration: this.rpcDuration.labels({ method, code }) };
-      this.rpcSeries.set(key, series);
-    }
-    series.requests.inc();
-    series.duration.observe(seconds);
+    this.rpcStats.observe(method, code, seconds);
     this.pending.calls++;
     if (code !== "OK") this.rpcErrors.inc({ method, code });
     if (SERVER_ERROR_CODES.has(code)) this.pending.errors++;

@@ -1,4 +1,10 @@
-import type { VoiceModelService as VoiceModelServiceDesc } from "../../gen/voicemodel/v1/voice_model_service_pb";
+import { create } from "@bufbuild/protobuf";
+import {
+  WhoAmIResponseSchema,
+  type VoiceModelService as VoiceModelServiceDesc,
+  type WhoAmIResponse,
+} from "../../gen/voicemodel/v1/voice_model_service_pb";
+import type { Caller } from "../auth/caller";
 import type { ServiceHandlers } from "../server/handlers";
 import type { VoiceModelService } from "../voice-models/voice-model-service";
 import { toProto } from "./voice-model-mapper";
@@ -48,7 +54,19 @@ export function voiceModelHandlers(models: VoiceModelService): Pick<VoiceModelHa
       return { model: model ? toProto(model) : undefined };
     },
     async whoAmI(_req, { caller }) {
-      return { userId: caller.userId, roles: [...caller.roles] };
+      return whoAmIReply(caller);
     },
   };
+}
+
+/**
+ * One reply message per verified caller (callers are immutable and cached with their token), so
+ * the gRPC transport encodes it once: this RPC is the service's cheapest call.
+ */
+const whoAmIReplies = new WeakMap<Caller, WhoAmIResponse>();
+
+function whoAmIReply(caller: Caller): WhoAmIResponse {
+  let reply = whoAmIReplies.get(caller);
+  if (!reply) whoAmIReplies.set(caller, (reply = create(WhoAmIResponseSchema, { userId: caller.userId, roles: [...caller.roles] })));
+  return reply;
 }

@@ -5,6 +5,8 @@ import { etagOf, type VoiceModelRecord } from "../voice-models/voice-model";
 
 const MEMO_MAX = 10_000;
 const memo = new Map<string, VoiceModel>();
+/** Records are never mutated, so the same record object (a cached read) maps to its message without a key. */
+const byRecord = new WeakMap<VoiceModelRecord, VoiceModel>();
 
 /**
  * A domain model as its proto message. The same content always yields the same (never mutated)
@@ -12,9 +14,14 @@ const memo = new Map<string, VoiceModel>();
  * encoding a VoiceModel with its Struct and timestamps costs more than the rest of a cached read.
  */
 export function toProto(model: VoiceModelRecord): VoiceModel {
+  const same = byRecord.get(model);
+  if (same) return same;
   const key = JSON.stringify(model);
   const hit = memo.get(key);
-  if (hit) return hit;
+  if (hit) {
+    byRecord.set(model, hit);
+    return hit;
+  }
   const message = create(VoiceModelSchema, {
     id: model.id,
     userId: model.userId,
@@ -35,5 +42,6 @@ export function toProto(model: VoiceModelRecord): VoiceModel {
   // Map order is insertion order: dropping the first key evicts the oldest entry.
   if (memo.size >= MEMO_MAX) memo.delete(memo.keys().next().value!);
   memo.set(key, message);
+  byRecord.set(model, message);
   return message;
 }

@@ -1,5 +1,6 @@
 import { randomUUID } from "node:crypto";
 import type { Logger } from "pino";
+import type { Caller } from "../auth/caller";
 import type { TokenVerifier } from "../auth/token-verifier";
 import { AppError } from "../errors";
 import type { RequestContext } from "./request-context";
@@ -37,39 +38,65 @@ export class CallGate {
     private readonly observer?: RefusalObserver,
   ) {}
 
-  async admit(call: IncomingCall, requestId: string): Promise<RequestContext> {
+  /**
+   * The handler's context, or UNAUTHENTICATED. Synchronous when the token was verified before
+   * (the common case): a cheap RPC should not pay promise hops for a Map lookup.
+   */
+  admit(call: IncomingCall, requestId: string): RequestContext | Promise<RequestContext> {
     const startedAt = process.hrtime.bigint();
-    let caller;
+    let caller: Caller | Promise<Caller>;
     try {
-      caller = await this.authenticate(call.authorization);
+      caller = this.authenticate(call.authorization);
     } catch (error) {
-      await this.observer?.refused(call, requestId, error, startedAt);
-      throw error;
+      return this.refuse(call, requestId, error, startedAt);
     }
-    const base = this.log;
-    let log: Logger | undefined;
-    return {
-      requestId,
-      caller,
-      clientAddress: call.clientAddress,
-      // A getter: the transport may make the signal only when a handler asks for it.
-      get signal() {
-        return call.signal;
-      },
-      method: call.method,
-      // Every log line of the call carries its request id; the child logger is made on first use
-      // (most calls never log).
-      get log() {
-        return (log ??= base.child({ requestId }));
-      },
-    };
+    if (!(caller instanceof Promise)) return new CallContext(call, requestId, caller, this.log);
+    return caller.then(
+      (verified) => new CallContext(call, requestId, verified, this.log),
+      (error) => this.refuse(call, requestId, error, startedAt),
+    );
   }
 
-  private async authenticate(header: string | undefined) {
+  private async refuse(call: IncomingCall, requestId: string, error: unknown, startedAt: bigint): Promise<never> {
+    await this.observer?.refused(call, requestId, error, startedAt);
+    throw error;
+  }
+
+  private authenticate(header: string | undefined): Caller | Promise<Caller> {
     if (!header) throw new AppError("UNAUTHENTICATED", "missing authorization: Bearer <token>");
     const match = /^Bearer\s+(\S+)$/i.exec(header);
     if (!match) throw new AppError("UNAUTHENTICATED", "authorization must be: Bearer <token>");
     return this.verifier.verify(match[1]);
+  }
+}
+
+/** A class rather than an object literal with getters: one is made per call. */
+class CallContext implements RequestContext {
+  private childLog: Logger | undefined;
+
+  constructor(
+    private readonly call: IncomingCall,
+    readonly requestId: string,
+    readonly caller: Caller,
+    private readonly baseLog: Logger,
+  ) {}
+
+  get method() {
+    return this.call.method;
+  }
+
+  // Getters: the transport may work these out only when something asks.
+  get clientAddress() {
+    return this.call.clientAddress;
+  }
+
+  get signal() {
+    return this.call.signal;
+  }
+
+  /** Every log line of the call carries its request id; made on first use (most calls never log). */
+  get log() {
+    return (this.childLog ??= this.baseLog.child({ requestId: this.requestId }));
   }
 }
 

@@ -99,10 +99,11 @@ export class CallGuard {
     const startedAt = process.hrtime.bigint();
     let reservation: Reservation | undefined;
     try {
-      reservation = await this.reserve(method, requestedUser(request), ctx);
+      // The awaits are conditional: most calls are neither rate limited nor audited here.
+      if (OPERATION_OF_METHOD[method]) reservation = await this.reserve(method, requestedUser(request), ctx);
       const reply = await run();
       this.options.metrics.observeRpc(method, "OK", elapsed(startedAt));
-      await this.audited(method, request, ctx);
+      if (AUDITED_CALLS[method]) await this.audited(method, request, ctx);
       return reply;
     } catch (error) {
       await this.failed(method, ctx, error, startedAt, reservation);

@@ -37,7 +37,7 @@ export function registerConnectService(
   for (const method of service.methods) {
     const name = `${service.typeName}/${method.name}`;
     const handler = handlers[method.localName] ?? unimplemented(name);
-    const admit = (hctx: HandlerContext): [Promise<RequestContext>, string] => {
+    const admit = (hctx: HandlerContext): [RequestContext | Promise<RequestContext>, string] => {
       const requestId = requestIdFor(hctx.requestHeader.get("x-request-id") ?? undefined);
       hctx.responseHeader.set("x-request-id", requestId);
       const ctx = gate.admit(

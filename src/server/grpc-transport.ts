@@ -15,27 +15,25 @@ type SurfaceCall = Pick<grpc.ServerUnaryCall<unknown, unknown>, "metadata" | "ge
 const asBuffer = (bytes: Uint8Array) => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 
 /** Encoded bytes of message objects already sent; the objects are never mutated once replied. */
-const encodedMessages = new WeakMap<object, Uint8Array>();
+const encodedMessages = new WeakMap<object, Buffer>();
 
-function encodeOnce(schema: DescMessage, message: Message): Uint8Array {
+function encodeOnce(schema: DescMessage, message: Message): Buffer {
   let bytes = encodedMessages.get(message);
-  if (!bytes) encodedMessages.set(message, (bytes = toBinary(schema, message)));
+  if (!bytes) encodedMessages.set(message, (bytes = asBuffer(toBinary(schema, message))));
   return bytes;
 }
 
 /**
- * Encodes replies with protobuf-es, except that the messages in a reply's top-level message
- * fields are encoded once per object: handlers that hand out the same message object again (a
- * cached model) skip its encoding. A field may appear anywhere in the wire form, so the reply is
- * the rest of the message followed by those fields.
+ * Encodes replies with protobuf-es, once per message object: a handler that hands out the same
+ * message again (WhoAmI's reply for a caller, a cached model inside a reply's top-level message
+ * fields) skips its encoding. A field may appear anywhere in the wire form, so a reply with such
+ * fields is the rest of the message followed by those fields.
  */
 function serializer(schema: DescMessage) {
   const messageFields = schema.fields.filter(
     (f) => f.oneof === undefined && (f.fieldKind === "message" || (f.fieldKind === "list" && f.listKind === "message")),
   );
-  if (messageFields.length === 0) return (message: unknown) => asBuffer(toBinary(schema, create(schema, message as never)));
-  return (reply: unknown) => {
-    const message = create(schema, reply as never) as Message & Record<string, unknown>;
+  const encodeFields = (message: Message & Record<string, unknown>) => {
     const rest: Record<string, unknown> = { ...message };
     const writer = new BinaryWriter();
     const tail: Array<[number, Uint8Array]> = [];
@@ -53,6 +51,11 @@ function serializer(schema: DescMessage) {
     writer.raw(toBinary(schema, rest as Message));
     for (const [number, bytes] of tail) writer.tag(number, WireType.LengthDelimited).bytes(bytes);
     return asBuffer(writer.finish());
+  };
+  return (reply: unknown): Buffer => {
+    if ((reply as Partial<Message>).$typeName === schema.typeName) return encodeOnce(schema, reply as Message);
+    const message = create(schema, reply as never) as Message & Record<string, unknown>;
+    return messageFields.length === 0 ? asBuffer(toBinary(schema, message)) : encodeFields(message);
   };
 }
 
@@ -82,37 +85,41 @@ function grpcError(error: unknown, requestId: string, log: Logger): grpc.ServerE
 }
 
 /**
- * The call's AbortSignal, made on first use: most handlers never look at it, and an
- * AbortController per call is a measurable share of a cheap RPC's cost.
+ * What the gate needs of a grpc-js call. The peer address and the AbortSignal are worked out on
+ * first use: most calls never ask, and both (a Proxy-wrapped socket read, an AbortController per
+ * call) are a measurable share of a cheap RPC's cost.
  */
-function lazySignal(call: SurfaceCall & { cancelled: boolean }): () => AbortSignal {
-  let controller: AbortController | undefined;
-  return () => {
-    if (!controller) {
-      controller = new AbortController();
+class GrpcIncomingCall implements IncomingCall {
+  readonly authorization: string | undefined;
+  readonly requestIdHeader: string | undefined;
+  private controller: AbortController | undefined;
+
+  constructor(
+    private readonly call: SurfaceCall & { cancelled: boolean },
+    readonly method: string,
+  ) {
+    this.authorization = firstText(call.metadata, "authorization");
+    this.requestIdHeader = firstText(call.metadata, "x-request-id");
+  }
+
+  get clientAddress() {
+    return this.call.getPeer();
+  }
+
+  get signal() {
+    if (!this.controller) {
+      const controller = (this.controller = new AbortController());
       // grpc-js emits "cancelled" on client cancel and on an expired deadline.
-      if (call.cancelled) controller.abort();
-      else call.once("cancelled", () => controller!.abort());
+      if (this.call.cancelled) controller.abort();
+      else this.call.once("cancelled", () => controller.abort());
     }
-    return controller.signal;
-  };
+    return this.controller.signal;
+  }
 }
 
-function incomingCall(call: SurfaceCall & { cancelled: boolean }, method: string): IncomingCall {
-  const first = (key: string) => {
-    const value = call.metadata.get(key)[0];
-    return typeof value === "string" ? value : undefined;
-  };
-  const signal = lazySignal(call);
-  return {
-    method,
-    authorization: first("authorization"),
-    requestIdHeader: first("x-request-id"),
-    clientAddress: call.getPeer(),
-    get signal() {
-      return signal();
-    },
-  };
+function firstText(metadata: grpc.Metadata, key: string): string | undefined {
+  const value = metadata.get(key)[0];
+  return typeof value === "string" ? value : undefined;
 }
 
 /**
@@ -168,8 +175,8 @@ export function grpcService(
       responseDeserialize: deserializer(method.output),
       originalName: method.localName,
     };
-    const admit = (call: SurfaceCall & { cancelled: boolean }): [Promise<RequestContext>, string] => {
-      const incoming = incomingCall(call, name);
+    const admit = (call: SurfaceCall & { cancelled: boolean }): [RequestContext | Promise<RequestContext>, string] => {
+      const incoming = new GrpcIncomingCall(call, name);
       const requestId = requestIdFor(incoming.requestIdHeader);
       return [gate.admit(incoming, requestId), requestId];
     };
@@ -177,9 +184,13 @@ export function grpcService(
       case "unary":
         implementation[method.name] = (call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
           const [ctx, requestId] = admit(call);
-          ctx
-            .then((c) => (handler as AnyUnary)(call.request, c))
-            .then(
+          let replied: Promise<unknown>;
+          try {
+            replied = ctx instanceof Promise ? ctx.then((c) => (handler as AnyUnary)(call.request, c)) : (handler as AnyUnary)(call.request, ctx);
+          } catch (error) {
+            replied = Promise.reject(error);
+          }
+          replied.then(
               (reply) => callback(null, reply, requestIdTrailer(requestId)),
               (error) => callback(grpcError(error, requestId, log)),
             );
@@ -201,7 +212,7 @@ export function grpcService(
       case "client_streaming":
         implementation[method.name] = (call: grpc.ServerReadableStream<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
           const [ctx, requestId] = admit(call);
-          ctx
+          Promise.resolve(ctx)
             .then((c) => (handler as AnyClientStream)(readStream(call), c))
             .then(
               (reply) => callback(null, reply, requestIdTrailer(requestId)),

@@ -95,23 +95,32 @@ describeOnPostgres("caches across two instances", () => {
     for (const client of [c.a, c.b]) expect((await client.getVoiceModel({ modelId: model.id })).message.model!.qualityScore).toBeCloseTo(0.25, 3);
   });
 
-  test("the in-process active-model cache: the writer is never stale, the other drops the entry within 100 ms", async () => {
+  test("the in-process cache (active model, list pages): the writer is never stale, the other drops it within 100 ms", async () => {
     const userId = uniqueUser();
     const c = await clientsFor(await userToken(userId));
     const first = (await c.a.createVoiceModel(modelInput({ qualityScore: 0.5 }))).message.model!;
     const second = (await c.a.createVoiceModel(modelInput({ qualityScore: 0.6 }))).message.model!;
+    // What each read answers: the active model's id, and the id the list puts first (the active one).
+    const reads = {
+      active: async (client: Client) => (await client.getActiveVoiceModel({})).message.model?.id,
+      listed: async (client: Client) => (await client.listVoiceModels({ limit: 1 })).message.models[0]?.id,
+    };
     for (let round = 0; round < 6; round++) {
       const [writer, other] = round % 2 === 0 ? [c.a, c.b] : [c.b, c.a];
       const target = round % 2 === 0 ? second : first;
-      // Both instances have the current active model cached.
-      await writer.getActiveVoiceModel({});
-      await other.getActiveVoiceModel({});
+      // Both instances have the current answers cached.
+      for (const read of Object.values(reads)) {
+        await read(writer);
+        await read(other);
+      }
       await writer.activateVoiceModel({ modelId: target.id });
-      expect((await writer.getActiveVoiceModel({})).message.model!.id).toBe(target.id);
+      for (const read of Object.values(reads)) expect(await read(writer)).toBe(target.id);
       const started = Date.now();
-      while ((await other.getActiveVoiceModel({})).message.model?.id !== target.id) {
-        expect(Date.now() - started).toBeLessThan(100);
-        await sleep(5);
+      for (const read of Object.values(reads)) {
+        while ((await read(other)) !== target.id) {
+          expect(Date.now() - started).toBeLessThan(100);
+          await sleep(5);
+        }
       }
     }
   });

@@ -46,7 +46,7 @@ test("/metrics reports RPCs by method and code, creations, quality, storage and 
   expect(diff('voice_model_storage_used_bytes{kind="declared"}')).toBe(3500);
   expect(after.has('voice_model_storage_used_bytes{kind="backups"}')).toBe(true);
   expect(after.has("voice_model_usage_events")).toBe(true);
-  expect(after.has('voice_model_cache_hits{cache="active_model"}')).toBe(true);
+  expect(after.has('voice_model_cache_hits{cache="in_process"}')).toBe(true);
   expect(after.has('voice_model_cache_misses{cache="cache_voice_models"}')).toBe(true);
   expect(after.has("voice_model_cleanup_eligible_models")).toBe(true);
 });
