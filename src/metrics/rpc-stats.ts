@@ -17,10 +17,11 @@ interface Series {
  * lookup and a few additions. The exposition is what prom-client's Counter and Histogram print.
  */
 export class RpcStats {
-  private readonly series = new Map<string, Series>();
+  /** By method, then code: no key string is built per call. */
+  private readonly series = new Map<string, Map<string, Series>>();
 
   constructor(registry: Registry, names: { requests: string; duration: string }) {
-    const all = () => this.series.values();
+    const all = () => [...this.series.values()].flatMap((byCode) => [...byCode.values()]);
     new Counter({
       name: names.requests,
       help: "RPCs handled, by method and status code (OK or the gRPC code name).",
@@ -41,16 +42,17 @@ export class RpcStats {
         help: "RPC latency from admission to reply, by method and status code.",
         type: "histogram",
         aggregator: "sum",
-        values: [...all()].flatMap((s) => histogramLines(names.duration, s)),
+        values: all().flatMap((s) => histogramLines(names.duration, s)),
       }),
       reset: () => this.series.clear(),
     } as never);
   }
 
   observe(method: string, code: string, seconds: number): void {
-    const key = `${method} ${code}`;
-    let s = this.series.get(key);
-    if (!s) this.series.set(key, (s = { labels: { method, code }, count: 0, sum: 0, buckets: new Array(DURATION_BUCKETS.length + 1).fill(0) }));
+    let byCode = this.series.get(method);
+    if (!byCode) this.series.set(method, (byCode = new Map()));
+    let s = byCode.get(code);
+    if (!s) byCode.set(code, (s = { labels: { method, code }, count: 0, sum: 0, buckets: new Array(DURATION_BUCKETS.length + 1).fill(0) }));
     s.count++;
     s.sum += seconds;
     let i = 0;

@@ -7,7 +7,7 @@ import type { RequestContext } from "./request-context";
 
 /** Told about calls the gate refuses before any handler runs (metrics, audit). */
 export interface RefusalObserver {
-  refused(call: IncomingCall, requestId: string, error: unknown, startedAt: bigint): Promise<void>;
+  refused(call: IncomingCall, requestId: string, error: unknown, startedAtMs: number): Promise<void>;
 }
 
 /** What a transport hands over about an incoming call before any handler runs. */
@@ -43,22 +43,22 @@ export class CallGate {
    * (the common case): a cheap RPC should not pay promise hops for a Map lookup.
    */
   admit(call: IncomingCall, requestId: string): RequestContext | Promise<RequestContext> {
-    const startedAt = process.hrtime.bigint();
+    const startedAtMs = performance.now();
     let caller: Caller | Promise<Caller>;
     try {
       caller = this.authenticate(call.authorization);
     } catch (error) {
-      return this.refuse(call, requestId, error, startedAt);
+      return this.refuse(call, requestId, error, startedAtMs);
     }
     if (!(caller instanceof Promise)) return new CallContext(call, requestId, caller, this.log);
     return caller.then(
       (verified) => new CallContext(call, requestId, verified, this.log),
-      (error) => this.refuse(call, requestId, error, startedAt),
+      (error) => this.refuse(call, requestId, error, startedAtMs),
     );
   }
 
-  private async refuse(call: IncomingCall, requestId: string, error: unknown, startedAt: bigint): Promise<never> {
-    await this.observer?.refused(call, requestId, error, startedAt);
+  private async refuse(call: IncomingCall, requestId: string, error: unknown, startedAtMs: number): Promise<never> {
+    await this.observer?.refused(call, requestId, error, startedAtMs);
     throw error;
   }
 

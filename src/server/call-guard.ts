@@ -73,9 +73,9 @@ export class CallGuard {
   }
 
   /** An unauthenticated call: counted in the metrics and audited (aggregated per address and minute). */
-  async refused(call: IncomingCall, requestId: string, error: unknown, startedAt: bigint): Promise<void> {
+  async refused(call: IncomingCall, requestId: string, error: unknown, startedAtMs: number): Promise<void> {
     const appError = toAppError(error);
-    this.options.metrics.observeRpc(localName(call.method), codeName(appError.rpcCode), elapsed(startedAt));
+    this.options.metrics.observeRpc(localName(call.method), codeName(appError.rpcCode), elapsed(startedAtMs));
     if (appError.code !== "UNAUTHENTICATED") return;
     // Awaited (the refusal is answered after it is recorded); a database outage only logs.
     await recordUnauthenticated(this.options.knex, {
@@ -96,31 +96,31 @@ export class CallGuard {
   }
 
   private async around<T>(method: string, request: unknown, ctx: RequestContext, run: () => Promise<T>): Promise<T> {
-    const startedAt = process.hrtime.bigint();
+    const startedAtMs = performance.now();
     let reservation: Reservation | undefined;
     try {
       // The awaits are conditional: most calls are neither rate limited nor audited here.
       if (OPERATION_OF_METHOD[method]) reservation = await this.reserve(method, requestedUser(request), ctx);
       const reply = await run();
-      this.options.metrics.observeRpc(method, "OK", elapsed(startedAt));
+      this.options.metrics.observeRpc(method, "OK", elapsed(startedAtMs));
       if (AUDITED_CALLS[method]) await this.audited(method, request, ctx);
       return reply;
     } catch (error) {
-      await this.failed(method, ctx, error, startedAt, reservation);
+      await this.failed(method, ctx, error, startedAtMs, reservation);
       throw error;
     }
   }
 
   private async *stream(method: string, request: unknown, ctx: RequestContext, handler: AnyServerStream): AsyncIterable<unknown> {
-    const startedAt = process.hrtime.bigint();
+    const startedAtMs = performance.now();
     let reservation: Reservation | undefined;
     try {
       reservation = await this.reserve(method, requestedUser(request), ctx);
       yield* handler(request, ctx);
-      this.options.metrics.observeRpc(method, "OK", elapsed(startedAt));
+      this.options.metrics.observeRpc(method, "OK", elapsed(startedAtMs));
       await this.audited(method, request, ctx);
     } catch (error) {
-      await this.failed(method, ctx, error, startedAt, reservation);
+      await this.failed(method, ctx, error, startedAtMs, reservation);
       throw error;
     }
   }
@@ -168,9 +168,9 @@ export class CallGuard {
     return reservation;
   }
 
-  private async failed(method: string, ctx: RequestContext, error: unknown, startedAt: bigint, reservation: Reservation | undefined) {
+  private async failed(method: string, ctx: RequestContext, error: unknown, startedAtMs: number, reservation: Reservation | undefined) {
     const appError = toAppError(error);
-    this.options.metrics.observeRpc(method, codeName(appError.rpcCode), elapsed(startedAt));
+    this.options.metrics.observeRpc(method, codeName(appError.rpcCode), elapsed(startedAtMs));
     if (reservation?.granted && NOT_COUNTED.has(appError.code)) {
       await reservation.release().catch((err) => ctx.log.warn({ err }, "could not release a rate-limit slot"));
     }
@@ -206,4 +206,5 @@ const localName = (method: string) => {
   return name.charAt(0).toLowerCase() + name.slice(1);
 };
 
-const elapsed = (startedAt: bigint) => Number(process.hrtime.bigint() - startedAt) / 1e9;
+/** Seconds since a performance.now() reading (a number: no BigInt per call). */
+const elapsed = (startedAtMs: number) => (performance.now() - startedAtMs) / 1000;

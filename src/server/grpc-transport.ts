@@ -1,5 +1,5 @@
 import { create, fromBinary, toBinary, type DescMessage, type DescService, type Message } from "@bufbuild/protobuf";
-import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
+import { WireType } from "@bufbuild/protobuf/wire";
 import { anyPack } from "@bufbuild/protobuf/wkt";
 import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
@@ -25,38 +25,62 @@ function encodeOnce(schema: DescMessage, message: Message): Buffer {
 
 /**
  * Encodes replies with protobuf-es, once per message object: a handler that hands out the same
- * message again (WhoAmI's reply for a caller, a cached model inside a reply's top-level message
+ * message again (WhoAmI's reply for a caller, a cached model in a reply's top-level message
  * fields) skips its encoding. A field may appear anywhere in the wire form, so a reply with such
- * fields is the rest of the message followed by those fields.
+ * fields is its other fields (if any) followed by them, written into one buffer.
  */
 function serializer(schema: DescMessage) {
   const messageFields = schema.fields.filter(
     (f) => f.oneof === undefined && (f.fieldKind === "message" || (f.fieldKind === "list" && f.listKind === "message")),
   );
-  const encodeFields = (message: Message & Record<string, unknown>) => {
-    const rest: Record<string, unknown> = { ...message };
-    const writer = new BinaryWriter();
-    const tail: Array<[number, Uint8Array]> = [];
-    for (const field of messageFields) {
-      const value = message[field.localName];
-      const sub = field.message!;
-      if (field.fieldKind === "list") {
-        for (const item of value as Message[]) tail.push([field.number, encodeOnce(sub, item)]);
-        rest[field.localName] = [];
-      } else if (value !== undefined) {
-        tail.push([field.number, encodeOnce(sub, value as Message)]);
-        rest[field.localName] = undefined;
-      }
-    }
-    writer.raw(toBinary(schema, rest as Message));
-    for (const [number, bytes] of tail) writer.tag(number, WireType.LengthDelimited).bytes(bytes);
-    return asBuffer(writer.finish());
-  };
+  const messageFieldNames = new Set(messageFields.map((f) => f.localName));
+  const asMessage = (sub: DescMessage, value: unknown) =>
+    (value as Partial<Message>).$typeName === sub.typeName ? (value as Message) : create(sub, value as never);
   return (reply: unknown): Buffer => {
-    if ((reply as Partial<Message>).$typeName === schema.typeName) return encodeOnce(schema, reply as Message);
-    const message = create(schema, reply as never) as Message & Record<string, unknown>;
-    return messageFields.length === 0 ? asBuffer(toBinary(schema, message)) : encodeFields(message);
+    const r = reply as Record<string, unknown>;
+    if (r.$typeName === schema.typeName) return encodeOnce(schema, r as unknown as Message);
+    if (messageFields.length === 0) return asBuffer(toBinary(schema, create(schema, r as never)));
+    let rest: Record<string, unknown> | undefined;
+    for (const key in r) if (!messageFieldNames.has(key) && r[key] !== undefined) (rest ??= {})[key] = r[key];
+    const head = rest ? toBinary(schema, create(schema, rest as never)) : undefined;
+    const tail: Array<[number, Buffer]> = [];
+    for (const field of messageFields) {
+      const value = r[field.localName];
+      if (value === undefined) continue;
+      const items = field.fieldKind === "list" ? (value as unknown[]) : [value];
+      for (const item of items) tail.push([field.number, encodeOnce(field.message!, asMessage(field.message!, item))]);
+    }
+    return concatFields(head, tail);
   };
+}
+
+/** `head` then each (field number, bytes) as a length-delimited field, in one buffer. */
+function concatFields(head: Uint8Array | undefined, tail: Array<[number, Buffer]>): Buffer {
+  let size = head?.byteLength ?? 0;
+  for (const [number, bytes] of tail) size += varintSize((number << 3) | WireType.LengthDelimited) + varintSize(bytes.byteLength) + bytes.byteLength;
+  const out = Buffer.allocUnsafe(size);
+  let at = 0;
+  if (head) {
+    out.set(head);
+    at = head.byteLength;
+  }
+  for (const [number, bytes] of tail) {
+    at = writeVarint(out, at, (number << 3) | WireType.LengthDelimited);
+    at = writeVarint(out, at, bytes.byteLength);
+    at += bytes.copy(out, at);
+  }
+  return out;
+}
+
+const varintSize = (n: number) => (n < 0x80 ? 1 : n < 0x4000 ? 2 : n < 0x200000 ? 3 : n < 0x10000000 ? 4 : 5);
+
+function writeVarint(out: Buffer, at: number, n: number): number {
+  while (n >= 0x80) {
+    out[at++] = (n & 0x7f) | 0x80;
+    n >>>= 7;
+  }
+  out[at++] = n;
+  return at;
 }
 
 function deserializer(schema: DescMessage) {
