@@ -18,7 +18,7 @@ function statFields(pid: number | "self"): string[] | undefined {
 }
 
 /** utime + stime of one process (ms); with children, also its waited-for children's. */
-function processCpuMs(pid: number | "self", withChildren = false): number {
+export function processCpuMs(pid: number | "self", withChildren = false): number {
   const f = statFields(pid);
   if (!f) return 0;
   // after the slice, index 0 is field 3: utime is field 14 -> 11, stime 12, cutime 13, cstime 14

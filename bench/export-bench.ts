@@ -6,7 +6,8 @@
  * peak server RSS growth under 100 MB. The service runs as its own process on PostgreSQL.
  *
  * Run alone: `npx tsx bench/export-bench.ts`; env BENCH_EXPORT_MB (1024), BENCH_EXPORT_RUNS (3),
- * BENCH_PG_URL, BENCH_EXPORT_DB (vm_export_bench), BENCH_EXPORT_PROFILE=1 (CPU profile of the service).
+ * BENCH_PG_URL, BENCH_EXPORT_DB (vm_export_bench), BENCH_EXPORT_PROFILE=1 (CPU profile of the service),
+ * BENCH_EXPORT_ONLY=grpc|http (one transport), BENCH_EXPORT_VERBOSE=1 (each run, with the server's CPU use).
  */
 import { fromBinary, toBinary, create } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
@@ -22,6 +23,7 @@ import { ExportVoiceModelRequestSchema, ExportVoiceModelResponseSchema } from ".
 import { VoiceModelService } from "../gen/voicemodel/v1/voice_model_service_pb";
 import { LocalKeyProvider } from "../src/storage/key-provider";
 import { HEADER_BYTES, unseal } from "../src/storage/sealed-format";
+import { processCpuMs } from "./cpu";
 import { freePort, Processes, serviceArgs, waitUntilReady } from "./processes";
 
 const ROOT = path.resolve(__dirname, "..");
@@ -44,11 +46,16 @@ export interface ExportBenchResult {
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
-async function timed(fn: () => Promise<number>, bytes: number): Promise<number> {
+/** MB/s of one transfer; with `server`, also that process's CPU share of the wall time. */
+async function timed(fn: () => Promise<number>, bytes: number, server?: number): Promise<number> {
   const start = process.hrtime.bigint();
+  const cpuBefore = server ? processCpuMs(server) : 0;
   const got = await fn();
   const seconds = Number(process.hrtime.bigint() - start) / 1e9;
   if (got !== bytes) throw new Error(`read ${got} bytes, expected ${bytes}`);
+  if (server && process.env.BENCH_EXPORT_VERBOSE === "1") {
+    console.log(`    ${(bytes / MB / seconds).toFixed(0)} MB/s, server busy ${(((processCpuMs(server) - cpuBefore) / 1000 / seconds) * 100).toFixed(0)}%`);
+  }
   return bytes / MB / seconds;
 }
 
@@ -176,6 +183,9 @@ export async function runExportBench(options: ExportBenchOptions): Promise<Expor
     );
     const client = new Client(`127.0.0.1:${grpcPort}`, grpc.credentials.createInsecure(), {
       "grpc.max_receive_message_length": 8 * MB,
+      // A bulk-transfer client's receive window (README, "Large files over gRPC"): with HTTP/2's
+      // default 64 KiB the client's window, not the server, sets the pace (about 130 MB/s here).
+      "grpc-node.flow_control_window": 16 * MB,
     }) as unknown as { exportVoiceModel(req: object, md: grpc.Metadata): grpc.ClientReadableStream<{ part: { case: string; value: Uint8Array } }> } & grpc.Client;
     const metadata = new grpc.Metadata();
     metadata.set("authorization", auth.authorization);
@@ -219,12 +229,14 @@ export async function runExportBench(options: ExportBenchOptions): Promise<Expor
         // the process ended
       }
     }, 50);
+    // BENCH_EXPORT_ONLY=grpc|http: one transport (to profile it alone).
+    const only = process.env.BENCH_EXPORT_ONLY;
     const results = { rawRead: [] as number[], pipeline: [] as number[], grpc: [] as number[], http: [] as number[] };
     for (let run = 0; run < options.runs; run++) {
       results.rawRead.push(await timed(rawRead, storedSize));
       results.pipeline.push(await timed(pipelineRef, size));
-      results.grpc.push(await timed(grpcExport, size));
-      results.http.push(await timed(httpExport, exportTotal));
+      if (only !== "http") results.grpc.push(await timed(grpcExport, size, server.proc.pid));
+      if (only !== "grpc") results.http.push(await timed(httpExport, exportTotal, server.proc.pid));
     }
     clearInterval(sampler);
     client.close();
