@@ -50,11 +50,14 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
 async function timed(fn: () => Promise<number>, bytes: number, server?: number): Promise<number> {
   const start = process.hrtime.bigint();
   const cpuBefore = server ? processCpuMs(server) : 0;
+  const selfBefore = processCpuMs("self");
   const got = await fn();
   const seconds = Number(process.hrtime.bigint() - start) / 1e9;
   if (got !== bytes) throw new Error(`read ${got} bytes, expected ${bytes}`);
-  if (server && process.env.BENCH_EXPORT_VERBOSE === "1") {
-    console.log(`    ${(bytes / MB / seconds).toFixed(0)} MB/s, server busy ${(((processCpuMs(server) - cpuBefore) / 1000 / seconds) * 100).toFixed(0)}%`);
+  if (process.env.BENCH_EXPORT_VERBOSE === "1") {
+    // CPU per GiB: of the server process, or (references) of this process; steadier than MB/s.
+    const cpuMs = server ? processCpuMs(server) - cpuBefore : processCpuMs("self") - selfBefore;
+    console.log(`    ${server ? "server" : "in-process"}: ${(bytes / MB / seconds).toFixed(0)} MB/s, ${((cpuMs / 1000) * (1024 * MB / bytes)).toFixed(2)} CPU s per GiB`);
   }
   return bytes / MB / seconds;
 }

@@ -5,6 +5,7 @@ import { resolveTargetUser } from "../auth/caller";
 import type { Tx } from "../db/transaction";
 import { AppError, invalidArgument, accessDenied, modelNotFound } from "../errors";
 import { BlobNotFoundError, checkKey, InvalidBlobKeyError } from "../storage/blob-store";
+import { readAhead } from "../storage/read-ahead";
 import { CorruptObjectError } from "../storage/sealed-format";
 import type { ByteRange, SealedObject, SealedStore } from "../storage/sealed-store";
 import { assertCanWrite } from "../voice-models/access";
@@ -312,12 +313,15 @@ export class ModelFileService {
       stream = await this.relocated(file, range);
     }
     try {
-      yield* stream;
+      yield* readAhead(stream, READ_AHEAD_CHUNKS);
     } catch (error) {
       throw corrupt(error, file);
     }
   }
 }
+
+/** Decrypted chunks (1 MiB each) prepared ahead of the one being sent. */
+const READ_AHEAD_CHUNKS = 2;
 
 function corrupt(error: unknown, file: ModelFileRecord): unknown {
   if (error instanceof CorruptObjectError) {
