@@ -52,8 +52,8 @@ const hash = (text: string) => createHash("sha256").update(text).digest("hex").s
 
 /**
  * Every cache of the service: the PostgreSQL cache tables, the in-process cache of active models
- * and list pages
- * with its LISTEN connection, their invalidation, and the periodic hit flush and expiry sweep.
+ * and list pages with its LISTEN connection, their invalidation, and the periodic hit flush and
+ * expiry sweep.
  */
 export class Caches {
   readonly stats: CacheStats = createCacheStats();
