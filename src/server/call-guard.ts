@@ -5,7 +5,7 @@ import type { Logger } from "pino";
 import { recordAudit, recordUnauthenticated } from "../audit/audit-log";
 import { AppError } from "../errors";
 import type { ServiceMetrics } from "../metrics/service-metrics";
-import { OPERATION_OF_METHOD, type RateLimiter, type Reservation } from "../rate-limit/rate-limiter";
+import { OPERATION_OF_METHOD, type RateLimitedOperation, type RateLimiter, type Reservation } from "../rate-limit/rate-limiter";
 import { toAppError, type IncomingCall } from "./call-gate";
 import { unimplemented, type AnyClientStream, type AnyServerStream, type AnyUnary } from "./handlers";
 import type { RequestContext } from "./request-context";
@@ -98,12 +98,14 @@ export class CallGuard {
   private async around<T>(method: string, request: unknown, ctx: RequestContext, run: () => Promise<T>): Promise<T> {
     const startedAtMs = performance.now();
     let reservation: Reservation | undefined;
+    // Most calls are neither rate limited nor audited: they skip both awaits.
+    const operation = OPERATION_OF_METHOD[method];
+    const auditAction = AUDITED_CALLS[method];
     try {
-      // The awaits are conditional: most calls are neither rate limited nor audited here.
-      if (OPERATION_OF_METHOD[method]) reservation = await this.reserve(method, requestedUser(request), ctx);
+      if (operation) reservation = await this.reserve(operation, requestedUser(request), ctx);
       const reply = await run();
       this.options.metrics.observeRpc(method, "OK", elapsed(startedAtMs));
-      if (AUDITED_CALLS[method]) await this.audited(method, request, ctx);
+      if (auditAction) await this.audited(auditAction, request, ctx);
       return reply;
     } catch (error) {
       await this.failed(method, ctx, error, startedAtMs, reservation);
@@ -114,20 +116,21 @@ export class CallGuard {
   private async *stream(method: string, request: unknown, ctx: RequestContext, handler: AnyServerStream): AsyncIterable<unknown> {
     const startedAtMs = performance.now();
     let reservation: Reservation | undefined;
+    const operation = OPERATION_OF_METHOD[method];
+    const auditAction = AUDITED_CALLS[method];
     try {
-      reservation = await this.reserve(method, requestedUser(request), ctx);
+      if (operation) reservation = await this.reserve(operation, requestedUser(request), ctx);
       yield* handler(request, ctx);
       this.options.metrics.observeRpc(method, "OK", elapsed(startedAtMs));
-      await this.audited(method, request, ctx);
+      if (auditAction) await this.audited(auditAction, request, ctx);
     } catch (error) {
       await this.failed(method, ctx, error, startedAtMs, reservation);
       throw error;
     }
   }
 
-  private async audited(method: string, request: unknown, ctx: RequestContext): Promise<void> {
-    const action = AUDITED_CALLS[method];
-    if (!action) return;
+  /** The audit event of a call in AUDITED_CALLS, after it succeeded. */
+  private async audited(action: string, request: unknown, ctx: RequestContext): Promise<void> {
     type Subject = { userId?: unknown; modelId?: unknown };
     const r = (request ?? {}) as Subject & { events?: Subject[] };
     // A batch names its users and models per record: the event names them when there is one.
@@ -149,11 +152,10 @@ export class CallGuard {
     }).catch((err) => ctx.log.warn({ err }, "could not audit a call"));
   }
 
-  /** Takes a rate-limit slot for limited methods; throws RATE_LIMITED (changing nothing) when none is left. */
-  private async reserve(method: string, targetUser: string | undefined, ctx: RequestContext): Promise<Reservation | undefined> {
-    const operation = OPERATION_OF_METHOD[method];
+  /** Takes a slot of the operation's rate limit; throws RATE_LIMITED (changing nothing) when none is left. */
+  private async reserve(operation: RateLimitedOperation, targetUser: string | undefined, ctx: RequestContext): Promise<Reservation | undefined> {
     const { enabled, exemptRoles } = this.options.rateLimits;
-    if (!operation || !enabled || ctx.caller.roles.some((r) => exemptRoles.includes(r))) return undefined;
+    if (!enabled || ctx.caller.roles.some((r) => exemptRoles.includes(r))) return undefined;
     // A user acts only for themselves (naming anyone else is refused later as ACCESS_DENIED).
     const userId = ctx.caller.privileged && targetUser ? targetUser : ctx.caller.userId;
     const reservation = await this.options.rateLimiter.reserve(userId, operation);
