@@ -1,6 +1,5 @@
 import { createCipheriv, createDecipheriv, createHash, randomBytes } from "node:crypto";
-import fs from "node:fs";
-import path from "node:path";
+import { readOrCreateSecretFile } from "../data-dir-secret";
 
 /** A data key wrapped by a master key, as stored in the database next to the object it opens. */
 export interface WrappedKey {
@@ -70,18 +69,10 @@ export class LocalKeyProvider implements KeyProvider {
   }
 }
 
-const KEY_FILE = "master-key";
-
 /** The embedded mode's master key: created on first start in the data folder (mode 0600). */
 export function loadOrCreateMasterKeyFile(dataDir: string): Buffer {
-  const file = path.join(dataDir, KEY_FILE);
-  fs.mkdirSync(dataDir, { recursive: true });
-  try {
-    fs.writeFileSync(file, randomBytes(32).toString("base64") + "\n", { flag: "wx", mode: 0o600 });
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
-  }
-  const key = Buffer.from(fs.readFileSync(file, "utf8").trim(), "base64");
+  const { file, value } = readOrCreateSecretFile(dataDir, "master-key", () => randomBytes(32).toString("base64"));
+  const key = Buffer.from(value, "base64");
   if (key.length !== 32) throw new Error(`${file} does not hold a base64 32-byte key`);
   return key;
 }
