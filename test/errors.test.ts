@@ -266,7 +266,6 @@ test("the closed list of error codes maps each code to one status", () => {
     MODEL_NOT_COMPLETED: Code.FailedPrecondition,
     ALREADY_ACTIVE: Code.AlreadyExists,
     ETAG_MISMATCH: Code.Aborted,
-    // No RPC of the foundation is rate limited yet; the code and its status are reserved.
     RATE_LIMITED: Code.ResourceExhausted,
     SERVICE_UNAVAILABLE: Code.Unavailable,
   });

@@ -23,6 +23,13 @@ function encodeOnce(schema: DescMessage, message: Message): Buffer {
   return bytes;
 }
 
+/** A message object is encoded once (encodeOnce); a plain init object, afresh. */
+function encode(schema: DescMessage, value: unknown): Buffer {
+  return (value as Partial<Message>).$typeName === schema.typeName
+    ? encodeOnce(schema, value as Message)
+    : asBuffer(toBinary(schema, create(schema, value as never)));
+}
+
 /**
  * Encodes replies with protobuf-es, once per message object: a handler that hands out the same
  * message again (WhoAmI's reply for a caller, a cached model in a reply's top-level message
@@ -34,12 +41,9 @@ function serializer(schema: DescMessage) {
     (f) => f.oneof === undefined && (f.fieldKind === "message" || (f.fieldKind === "list" && f.listKind === "message")),
   );
   const messageFieldNames = new Set(messageFields.map((f) => f.localName));
-  const asMessage = (sub: DescMessage, value: unknown) =>
-    (value as Partial<Message>).$typeName === sub.typeName ? (value as Message) : create(sub, value as never);
   return (reply: unknown): Buffer => {
     const r = reply as Record<string, unknown>;
-    if (r.$typeName === schema.typeName) return encodeOnce(schema, r as unknown as Message);
-    if (messageFields.length === 0) return asBuffer(toBinary(schema, create(schema, r as never)));
+    if (messageFields.length === 0 || r.$typeName === schema.typeName) return encode(schema, r);
     let rest: Record<string, unknown> | undefined;
     for (const key in r) if (!messageFieldNames.has(key) && r[key] !== undefined) (rest ??= {})[key] = r[key];
     const head = rest ? toBinary(schema, create(schema, rest as never)) : undefined;
@@ -48,7 +52,7 @@ function serializer(schema: DescMessage) {
       const value = r[field.localName];
       if (value === undefined) continue;
       const items = field.fieldKind === "list" ? (value as unknown[]) : [value];
-      for (const item of items) tail.push([field.number, encodeOnce(field.message!, asMessage(field.message!, item))]);
+      for (const item of items) tail.push([field.number, encode(field.message!, item)]);
     }
     return concatFields(head, tail);
   };
