@@ -245,17 +245,20 @@ export async function runExportBench(options: ExportBenchOptions): Promise<Expor
     // BENCH_EXPORT_ONLY=grpc|http: one transport (to profile it alone).
     const only = process.env.BENCH_EXPORT_ONLY;
     const results = { rawRead: [] as number[], pipeline: [] as number[], grpc: [] as number[], http: [] as number[] };
-    // One untimed round first: the first pass over 1 GiB pays for JIT warm-up and first-touch
-    // memory (on these VMs, up to twice the CPU of later passes) on both sides.
-    await rawRead();
-    await pipelineRef();
-    if (only !== "http") await grpcExport();
-    if (only !== "grpc") await httpExport();
-    for (let run = 0; run < options.runs; run++) {
-      results.rawRead.push(await timed(rawRead, storedSize));
-      results.pipeline.push(await timed(pipelineRef, size));
-      if (only !== "http") results.grpc.push(await timed(grpcExport, size, server.proc.pid));
-      if (only !== "grpc") results.http.push(await timed(httpExport, exportTotal, server.proc.pid));
+    const transfers: Array<{ name: keyof typeof results; run: () => Promise<number>; bytes: number; server?: number }> = [
+      { name: "rawRead", run: rawRead, bytes: storedSize },
+      { name: "pipeline", run: pipelineRef, bytes: size },
+      { name: "grpc", run: grpcExport, bytes: size, server: server.proc.pid },
+      { name: "http", run: httpExport, bytes: exportTotal, server: server.proc.pid },
+    ];
+    const chosen = transfers.filter((t) => !only || !["grpc", "http"].includes(t.name) || t.name === only);
+    // Round 0 is untimed: the first pass over 1 GiB pays for JIT warm-up and first-touch memory
+    // (on these VMs, up to twice the CPU of later passes) on both sides.
+    for (let round = 0; round <= options.runs; round++) {
+      for (const t of chosen) {
+        if (round === 0) await t.run();
+        else results[t.name].push(await timed(t.run, t.bytes, t.server));
+      }
     }
     clearInterval(sampler);
     client.close();
