@@ -48,6 +48,9 @@ const listCodec: Codec<ListPage> = {
   },
 };
 
+/** A list page's weight in the in-process cache: the models it holds. */
+const modelsIn = (page: ListPage) => page.models.length;
+
 const hash = (text: string) => createHash("sha256").update(text).digest("hex").slice(0, 32);
 
 /**
@@ -82,7 +85,7 @@ export class Caches {
       ),
     // A user's list pages: in process first, then the cache table, then the database.
     list: (userId, key, load) =>
-      this.inProcess.get(userId, `list:${key}`, () => this.listFromTable(userId, key, load), (page) => page.models.length),
+      this.inProcess.get(userId, `list:${key}`, () => this.listFromTable(userId, key, load), modelsIn),
     active: (userId, load) => this.inProcess.get(userId, "active", load),
   };
 

@@ -4,6 +4,8 @@ interface Load {
   stale: boolean;
 }
 
+const weighOne = () => 1;
+
 /** A user's list pages kept at most; a client paging through thousands of offsets drops its oldest. */
 const SLOTS_PER_USER = 32;
 
@@ -38,7 +40,7 @@ export class UserReadCache {
     stats.inProcess.live = this.live;
   }
 
-  async get<T>(userId: string, slot: string, load: () => Promise<T>, weigh: (value: T) => number = () => 1): Promise<T> {
+  async get<T>(userId: string, slot: string, load: () => Promise<T>, weigh: (value: T) => number = weighOne): Promise<T> {
     const counters = this.stats.inProcess;
     if (!this.live || this.writing.has(userId)) {
       counters.misses++;
