@@ -1,10 +1,13 @@
 import * as grpc from "@grpc/grpc-js";
-import { Code } from "@connectrpc/connect";
+import { Code, createClient } from "@connectrpc/connect";
+import { compressionGzip, createConnectTransport } from "@connectrpc/connect-node";
+import { randomBytes } from "node:crypto";
 import { service as healthService } from "grpc-health-check";
 import { VoiceModelService } from "../gen/voicemodel/v1/voice_model_service_pb";
 import { expectConnectError, expectGrpcError } from "./helpers/expect-error";
 import { grpcWebClient } from "./helpers/connect-client";
 import { createModel, useTestServer } from "./helpers/harness";
+import { grpcStreamingClient } from "./helpers/streaming-client";
 
 const ORIGIN = "https://app.example.com";
 const server = useTestServer({ env: { CORS_ORIGINS: `${ORIGIN},https://other.example.com` } });
@@ -118,5 +121,92 @@ describe("one implementation, two transports", () => {
     await expectGrpcError(training.grpc.getActiveVoiceModel({}), { code: Code.InvalidArgument, reason: "INVALID_ARGUMENT", field: "userId" });
     const created = await training.connect.createVoiceModel({ userId, provider: "openai-tts", modelPath: "s.pth" });
     expect((await training.grpc.getActiveVoiceModel({ userId })).message.model!.id).toBe(created.model!.id);
+  });
+});
+
+describe("Connect on the HTTP/1.1 listener (src/server/connect-adapter.ts)", () => {
+  test("a JSON body that does not parse is invalid_argument and creates nothing", async () => {
+    const alice = await server().actor();
+    const response = await server().fetch(`/${VoiceModelService.typeName}/CreateVoiceModel`, {
+      method: "POST",
+      token: alice.token,
+      body: '{"provider": "xtts-v2", "modelPath": "x.pth"',
+    });
+    expect(response.status).toBe(400);
+    expect(response.body).toMatchObject({ code: "invalid_argument" });
+    expect((await alice.connect.listVoiceModels({})).total).toBe(0);
+  });
+
+  test("a JSON body with an unknown field is refused with the field named", async () => {
+    const alice = await server().actor();
+    const response = await server().rpcJson("CreateVoiceModel", { provider: "xtts-v2", modelPath: "x.pth", colour: "blue" }, alice.token);
+    expect(response.status).toBe(400);
+    expect(response.body.message).toContain("colour");
+    expect((await alice.connect.listVoiceModels({})).total).toBe(0);
+  });
+
+  test("gzip-compressed requests, in JSON and in the binary format, are served", async () => {
+    const alice = await server().actor();
+    for (const useBinaryFormat of [false, true]) {
+      const transport = createConnectTransport({
+        baseUrl: server().baseUrl,
+        httpVersion: "1.1",
+        useBinaryFormat,
+        sendCompression: compressionGzip,
+        compressMinBytes: 0,
+        interceptors: [(next) => (req) => (req.header.set("authorization", `Bearer ${alice.token}`), next(req))],
+      });
+      const created = await createClient(VoiceModelService, transport).createVoiceModel({ provider: "openai-tts", modelPath: `gz-${useBinaryFormat}.pth` });
+      expect(created.model!.userId).toBe(alice.userId);
+    }
+    expect((await alice.connect.listVoiceModels({})).total).toBe(2);
+  });
+
+  test("a unary request over 4 MiB is resource_exhausted and changes nothing; the connection goes on", async () => {
+    const alice = await server().actor();
+    const huge = { provider: "xtts-v2", modelPath: "big.pth", metadata: { notes: "x".repeat(5 * 1024 * 1024) } };
+    const response = await server().rpcJson("CreateVoiceModel", huge, alice.token);
+    expect(response.status).toBe(429);
+    expect(response.body).toMatchObject({ code: "resource_exhausted" });
+    expect(response.body.message).toMatch(/readMaxBytes/);
+    expect((await alice.connect.listVoiceModels({})).total).toBe(0);
+  });
+
+  test("a path that names no RPC is 404", async () => {
+    const alice = await server().actor();
+    const response = await server().rpcJson("NoSuchMethod", {}, alice.token);
+    expect(response.status).toBe(404);
+  });
+
+  test("a client that leaves in the middle of a server stream cancels it, over either transport; the server goes on serving", async () => {
+    const alice = await server().actor();
+    const model = await createModel(alice);
+    const put = await fetch(`${server().baseUrl}/v1/voice-models/${model.id}/file`, {
+      method: "PUT",
+      headers: { authorization: `Bearer ${alice.token}` },
+      body: randomBytes(8 * 1024 * 1024),
+    });
+    expect(put.status).toBe(200);
+    const cancelledCount = async () => {
+      const text = (await server().fetch("/metrics")).text;
+      return Number(/voice_model_rpc_requests_total\{method="readModelFile",code="CANCELLED"\} (\d+)/.exec(text)?.[1] ?? 0);
+    };
+    for (const [n, client] of [alice.connect, grpcStreamingClient(server().grpcPort, alice.token)].entries()) {
+      const leaving = new AbortController();
+      let messages = 0;
+      await expect(
+        (async () => {
+          for await (const _ of client.readModelFile({ modelId: model.id }, { signal: leaving.signal })) {
+            if (++messages === 1) leaving.abort();
+          }
+        })(),
+      ).rejects.toMatchObject({ code: Code.Canceled });
+      expect(messages).toBe(1);
+      // The server saw the stream end early: a cancelled call, not a server error.
+      for (let i = 0; i < 100 && (await cancelledCount()) < n + 1; i++) await new Promise((r) => setTimeout(r, 50));
+      expect(await cancelledCount()).toBe(n + 1);
+    }
+    expect((await server().fetch("/metrics")).text).not.toMatch(/method="readModelFile",code="(INTERNAL|UNKNOWN)"/);
+    expect((await alice.connect.getVoiceModel({ modelId: model.id })).model!.id).toBe(model.id);
   });
 });

@@ -118,14 +118,20 @@ export class CallGuard {
     let reservation: Reservation | undefined;
     const operation = OPERATION_OF_METHOD[method];
     const auditAction = AUDITED_CALLS[method];
+    let ended = false;
     try {
       if (operation) reservation = await this.reserve(operation, requestedUser(request), ctx);
       yield* handler(request, ctx);
+      ended = true;
       this.options.metrics.observeRpc(method, "OK", elapsed(startedAtMs));
       if (auditAction) await this.audited(auditAction, request, ctx);
     } catch (error) {
+      ended = true;
       await this.failed(method, ctx, error, startedAtMs, reservation);
       throw error;
+    } finally {
+      // The transport closed the stream before its end: the client went away.
+      if (!ended) this.options.metrics.observeRpc(method, "CANCELLED", elapsed(startedAtMs));
     }
   }
 

@@ -1,7 +1,7 @@
 import { createContextValues, cors as connectCors } from "@connectrpc/connect";
-import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { ConnectRouter } from "@connectrpc/connect";
 import http from "node:http";
+import { createConnectAdapter } from "./connect-adapter";
 import { clientAddressKey } from "./connect-transport";
 
 export interface HttpServerOptions {
@@ -38,10 +38,12 @@ function sendJson(res: http.ServerResponse, status: number, body: object) {
  * app, CORS for configured origins, and the /healthz and /readyz probes (no token needed).
  */
 export function createHttpHandler(options: HttpServerOptions): http.RequestListener {
-  const connect = connectNodeAdapter({
+  const connect = createConnectAdapter({
     routes: options.routes,
-    // JSON replies show fields at their defaults (isActive: false, total: 0).
-    jsonOptions: { alwaysEmitImplicit: true },
+    // JSON replies show fields at their defaults (isActive: false, total: 0). A request field the
+    // contract does not have is refused, naming it, as the proto3 JSON mapping says (connect would
+    // drop it silently: a misspelt field must not turn into a default).
+    jsonOptions: { alwaysEmitImplicit: true, ignoreUnknownFields: false },
     grpc: false,
     contextValues: (req) => createContextValues().set(clientAddressKey, req.socket.remoteAddress ?? "unknown"),
   });

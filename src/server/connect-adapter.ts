@@ -1,0 +1,159 @@
+import { Code, ConnectError, createConnectRouter, type ConnectRouter, type ConnectRouterOptions, type ContextValues } from "@connectrpc/connect";
+import type { UniversalServerRequest, UniversalServerResponse } from "@connectrpc/connect/protocol";
+import { compressionBrotli, compressionGzip } from "@connectrpc/connect-node";
+import type http from "node:http";
+
+export interface ConnectAdapterOptions extends ConnectRouterOptions {
+  routes: (router: ConnectRouter) => void;
+  contextValues?: (req: http.IncomingMessage) => ContextValues;
+}
+
+/**
+ * Serves a ConnectRouter's handlers on node:http: the job of connect-node's `connectNodeAdapter`,
+ * which measured about 330 µs of CPU per unary Connect JSON call here against 40 µs for a bare
+ * node:http JSON reply. The protocol stays connect's own (its router and handlers); this glue
+ * only does less work per call:
+ * - a unary call's body is collected with plain 'data' events and handed to connect as one chunk
+ *   (connect-node wraps every body, chunk by chunk, in a down-levelled async generator); connect
+ *   still reads, decompresses, limits and parses it;
+ * - the request's abort signal fires only if the client leaves before the reply is written, and
+ *   with a ConnectError: Node builds a DOMException with a stack trace for each reason-less abort,
+ *   and connect-node aborted every request when its response closed;
+ * - a reply whose single chunk is the whole body goes out in one writeHead + end.
+ */
+export function createConnectAdapter(options: ConnectAdapterOptions): http.RequestListener {
+  // 4 MiB per message, as grpc-js's default on the gRPC port (connect's own is 4 GiB).
+  const readMaxBytes = options.readMaxBytes ?? 4 * 1024 * 1024;
+  const router = createConnectRouter({ acceptCompression: [compressionGzip, compressionBrotli], ...options, readMaxBytes });
+  options.routes(router);
+  const handlers = new Map(router.handlers.map((h) => [h.requestPath, h]));
+  return (req, res) => {
+    const url = req.url ?? "";
+    const query = url.indexOf("?");
+    const handler = handlers.get(query < 0 ? url : url.slice(0, query));
+    if (!handler) {
+      res.writeHead(404).end();
+      return;
+    }
+    const controller = new AbortController();
+    const onGone = (error?: Error) => {
+      if (res.writableFinished) return;
+      controller.abort(error ? ConnectError.from(error, Code.Aborted) : new ConnectError("the client closed the connection", Code.Canceled));
+    };
+    req.once("error", onGone);
+    res.once("close", () => onGone());
+    const request = (body: UniversalServerRequest["body"]): UniversalServerRequest => ({
+      httpVersion: req.httpVersion,
+      method: req.method ?? "",
+      url: `http://${req.headers.host ?? "localhost"}${url}`,
+      header: webHeaders(req.headers),
+      body,
+      signal: controller.signal,
+      contextValues: options.contextValues?.(req),
+    });
+    const serve = (body: UniversalServerRequest["body"]) =>
+      handler(request(body))
+        .then((reply) => writeReply(reply, res))
+        .catch((error: unknown) => {
+          if (ConnectError.from(error).code !== Code.Aborted) console.error(`handler for rpc ${handler.method.name} failed`, error);
+          if (!res.headersSent) res.writeHead(500);
+          res.end();
+        });
+    if (handler.method.methodKind !== "unary") return serve(req);
+    collect(req, readMaxBytes).then(
+      (bytes) => serve(oneChunk(bytes)),
+      (error: Error) => {
+        onGone(error);
+        res.destroy();
+      },
+    );
+  };
+}
+
+/**
+ * The request body, or its first bytes past `limit`: connect then refuses the call as too large
+ * (RESOURCE_EXHAUSTED) and node:http discards the rest once the reply is sent.
+ */
+function collect(req: http.IncomingMessage, limit: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const pieces: Buffer[] = [];
+    let length = 0;
+    const done = () => {
+      req.off("data", onData).off("end", done);
+      resolve(pieces.length === 1 ? pieces[0] : Buffer.concat(pieces));
+    };
+    const onData = (piece: Buffer) => {
+      pieces.push(piece);
+      length += piece.length;
+      if (length > limit) done();
+    };
+    req.on("data", onData);
+    req.once("end", done);
+    req.once("error", reject);
+  });
+}
+
+async function* oneChunk(bytes: Uint8Array): AsyncIterable<Uint8Array> {
+  yield bytes;
+}
+
+function webHeaders(incoming: http.IncomingHttpHeaders): Headers {
+  const header = new Headers();
+  for (const key in incoming) {
+    const value = incoming[key];
+    if (typeof value === "string") header.append(key, value);
+    else if (value) for (const v of value) header.append(key, v);
+  }
+  return header;
+}
+
+function nodeHeaders(header: Headers | undefined): http.OutgoingHttpHeaders {
+  const out: http.OutgoingHttpHeaders = {};
+  header?.forEach((value, key) => (out[key] = key === "set-cookie" ? header.getSetCookie() : value));
+  return out;
+}
+
+async function writeReply(reply: UniversalServerResponse, res: http.ServerResponse): Promise<void> {
+  const chunks = reply.body?.[Symbol.asyncIterator]();
+  const headers = nodeHeaders(reply.header);
+  let chunk = await chunks?.next();
+  // Headers go out after the first chunk, so the implementation could still set some.
+  if (!chunks || !chunk || chunk.done) {
+    res.writeHead(reply.status, headers).end();
+    return;
+  }
+  if (Number(headers["content-length"]) === chunk.value.byteLength) {
+    res.writeHead(reply.status, headers).end(chunk.value);
+    await chunks.return?.();
+    return;
+  }
+  res.writeHead(reply.status, headers);
+  try {
+    for (; !chunk.done; chunk = await chunks.next()) {
+      if (!res.write(chunk.value) || res.destroyed) await drained(res);
+    }
+    if (reply.trailer) res.addTrailers(nodeHeaders(reply.trailer));
+    res.end();
+  } catch (error) {
+    throw ConnectError.from(error, Code.Aborted);
+  } finally {
+    // Ends the implementation's stream (its finally blocks run) if the client left before the end.
+    chunks.return?.().catch(() => undefined);
+  }
+}
+
+function drained(res: http.ServerResponse): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (res.destroyed) return reject(new ConnectError("the client closed the connection", Code.Aborted));
+    const onDrain = () => {
+      res.off("close", onClose);
+      resolve();
+    };
+    const onClose = () => {
+      res.off("drain", onDrain);
+      reject(new ConnectError("the client closed the connection", Code.Aborted));
+    };
+    res.once("drain", onDrain);
+    res.once("close", onClose);
+  });
+}
