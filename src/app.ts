@@ -12,7 +12,7 @@ import { makeCaller } from "./auth/caller";
 import { createTokenVerifier } from "./auth/token-verifier";
 import { BackupService } from "./backups/backup-service";
 import { Caches } from "./cache/caches";
-import { every } from "./cache/periodic";
+import { everyOnOneInstance } from "./cache/periodic";
 import { CleanupScheduler } from "./cleanup/cleanup-scheduler";
 import { CleanupService } from "./cleanup/cleanup-service";
 import type { Config } from "./config";
@@ -180,11 +180,18 @@ export function createApp(deps: AppDeps) {
   /** Binds both listeners (port 0 picks free ports). */
   async function listen(): Promise<RunningApp> {
     await caches.start();
-    const usagePurge = every(config.usage.purgeIntervalMs, () => usage.purgeExpired(), log, "usage event purge");
+    // Fleet-wide jobs run on one instance at a time (a lease in job_leases).
+    const usagePurge = everyOnOneInstance(db.knex, { name: "usage-purge", holder: instanceId }, config.usage.purgeIntervalMs, () => usage.purgeExpired(), log);
     const stopHousekeeping = startHousekeeping({ knex: db.knex, metrics, config: governance, log });
     scheduler.start();
     mover.start(60_000);
-    const fileRetention = every(config.files.purgeIntervalMs, () => retention.runOnce().then(() => erasure.resumeAll()), log, "model file retention");
+    const fileRetention = everyOnOneInstance(
+      db.knex,
+      { name: "file-retention", holder: instanceId },
+      config.files.purgeIntervalMs,
+      () => retention.runOnce().then(() => erasure.resumeAll()),
+      log,
+    );
     // Account deletions a crash interrupted carry on now.
     erasure.resumeAll().catch((error) => log.error({ err: error }, "resuming user data purges failed"));
     // After a master key rotation (MASTER_KEYS_PREVIOUS set), move every data key to the new key.
