@@ -263,8 +263,9 @@ function buildCases(procs: Processes, t: Targets, workDir: string): Case[] {
   };
 
   // Interleaved within each round, so drift over the minutes hits baselines and ours alike; each
-  // of ours runs next to, or one case away from, the baselines it is compared with.
-  const all = [noop, whoAmI, getActive, select, list, connectJson];
+  // of ours runs next to, or one case away from, the baselines it is compared with ((d), with
+  // the widest margin, is the one a case away from (f)).
+  const all = [noop, whoAmI, getActive, select, connectJson, list];
   return settings.only ? all.filter((c) => settings.only!.includes(c.key)) : all;
 }
 
