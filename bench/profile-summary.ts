@@ -1,8 +1,9 @@
 /**
  * Summarizes V8 .cpuprofile files (from BENCH_PROFILE=1 npm run bench): self time by package,
  * and the functions with the most self and inclusive time.
- *   npx tsx bench/profile-summary.ts .bench/profile/*.cpuprofile [--top 25] [--from S] [--callers NAME]
- * --from S skips the first S seconds (start-up); --callers NAME also prints the heaviest call
+ *   npx tsx bench/profile-summary.ts .bench/profile/*.cpuprofile [--top 25] [--from S] [--to S] [--callers NAME]
+ * --from S skips the first S seconds (start-up), --to S the rest after S seconds (one round of
+ * a run, say); --callers NAME also prints the heaviest call
  * paths into functions named NAME.
  */
 import { readFileSync } from "node:fs";
@@ -39,7 +40,7 @@ function category(node: ProfileNode): string {
   return w.split("/")[0] + "/";
 }
 
-function summarize(file: string, top: number, fromSeconds: number, callersOf?: string) {
+function summarize(file: string, top: number, fromSeconds: number, toSeconds: number, callersOf?: string) {
   const p = JSON.parse(readFileSync(file, "utf8")) as Profile;
   const byId = new Map(p.nodes.map((n) => [n.id, n]));
   const parent = new Map<number, number>();
@@ -56,7 +57,7 @@ function summarize(file: string, top: number, fromSeconds: number, callersOf?: s
   p.samples.forEach((id, i) => {
     const dt = p.timeDeltas[i] ?? 0;
     elapsed += dt;
-    if (elapsed < fromSeconds * 1e6) return;
+    if (elapsed < fromSeconds * 1e6 || elapsed > toSeconds * 1e6) return;
     const node = byId.get(id)!;
     if (node.callFrame.functionName === "(idle)") {
       idle += dt;
@@ -97,6 +98,8 @@ const topIndex = args.indexOf("--top");
 const top = topIndex >= 0 ? Number(args.splice(topIndex, 2)[1]) : 25;
 const fromIndex = args.indexOf("--from");
 const from = fromIndex >= 0 ? Number(args.splice(fromIndex, 2)[1]) : 0;
+const toIndex = args.indexOf("--to");
+const to = toIndex >= 0 ? Number(args.splice(toIndex, 2)[1]) : Infinity;
 const callersIndex = args.indexOf("--callers");
 const callersOf = callersIndex >= 0 ? args.splice(callersIndex, 2)[1] : undefined;
-for (const file of args) summarize(file, top, from, callersOf);
+for (const file of args) summarize(file, top, from, to, callersOf);
