@@ -45,7 +45,11 @@ export function everyOnOneInstance(
   return {
     async stop() {
       await periodic.stop();
-      await knex("job_leases").where({ name: job.name, holder: job.holder }).update({ expires_at: knex.raw("'-infinity'") });
+      // If the database cannot be reached now, the lease simply lapses.
+      await knex("job_leases")
+        .where({ name: job.name, holder: job.holder })
+        .update({ expires_at: knex.raw("'-infinity'") })
+        .catch((err: Error) => log.warn({ err: err.message }, `${job.name}: could not hand the lease back`));
     },
   };
 }
