@@ -5,9 +5,9 @@ import { createTestDatabase, type TestDatabase } from "../helpers/database";
 const log = pino({ level: "silent" });
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-let test_db: TestDatabase;
-beforeAll(async () => (test_db = await createTestDatabase()));
-afterAll(() => test_db.dispose());
+let database: TestDatabase;
+beforeAll(async () => (database = await createTestDatabase()));
+afterAll(() => database.dispose());
 
 /** Polls until check() is true, for up to ms. */
 async function eventually(check: () => boolean, ms = 5_000): Promise<void> {
@@ -16,7 +16,7 @@ async function eventually(check: () => boolean, ms = 5_000): Promise<void> {
 
 describe("everyOnOneInstance (job_leases)", () => {
   test("two instances with the same job: only one runs it; when it stops, the other takes over", async () => {
-    const knex = test_db.db.knex;
+    const knex = database.db.knex;
     const runs = { a: 0, b: 0 };
     const job = (holder: "a" | "b") => everyOnOneInstance(knex, { name: "test-job", holder }, 50, async () => void runs[holder]++, log);
     const a = job("a");
@@ -35,7 +35,7 @@ describe("everyOnOneInstance (job_leases)", () => {
   });
 
   test("a holder that died (stopped renewing) loses the job once its lease lapses", async () => {
-    const knex = test_db.db.knex;
+    const knex = database.db.knex;
     expect(await holdLease(knex, "lapsing-job", "dead-instance", 300)).toBe(true);
     expect(await holdLease(knex, "lapsing-job", "live-instance", 300)).toBe(false);
     let runs = 0;
