@@ -4,7 +4,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import type { ExportVoiceModelResponse } from "../../gen/voicemodel/v1/model_files_pb";
-import { createModel, useTestServer, type Actor } from "../helpers/harness";
+import { createModel, sleep, useTestServer, type Actor } from "../helpers/harness";
 import { grpcStreamingClient } from "../helpers/streaming-client";
 import { rpcError } from "../helpers/expect-error";
 
@@ -128,11 +128,17 @@ describe("upload and read", () => {
     for (const route of ["file", "export"]) {
       const response = await http(`/v1/voice-models/${model.id}/${route}`, { token: dana.token });
       expect(response.status).toBe(200);
-      await response.arrayBuffer(); // the read is audited once the whole body has gone out
+      await response.arrayBuffer();
     }
+    // A download is audited once its whole body has gone out, so the client can have it all a
+    // moment before the audit row commits.
     const admin = await server().adminActor();
-    const { message } = await admin.grpc.listAuditEvents({ modelId: model.id, limit: 100 });
-    const actions = message.events.map((e: { action: string }) => e.action);
+    let actions: string[] = [];
+    for (let i = 0; i < 100 && !["file.read", "model.exported"].every((a) => actions.includes(a)); i++) {
+      if (i > 0) await sleep(20);
+      const { message } = await admin.grpc.listAuditEvents({ modelId: model.id, limit: 100 });
+      actions = message.events.map((e: { action: string }) => e.action);
+    }
     expect(actions).toEqual(expect.arrayContaining(["file.read", "model.exported"]));
     const metrics = await (await fetch(`${server().baseUrl}/metrics`)).text();
     expect(metrics).toMatch(/method="readModelFile",code="OK"/);
