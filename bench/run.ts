@@ -4,13 +4,14 @@
  * Creates and seeds a PostgreSQL database (100,000 models of 10,000 users), starts our service
  * (compiled, as the Dockerfile runs it: dist/src/main.js) and two bare @grpc/grpc-js baselines
  * as separate processes, drives each with
- * h2load (gRPC, 50 streams) or autocannon (Connect JSON, 50 connections) in their own processes,
+ * h2load (gRPC, 50 streams; Connect JSON over HTTP/1.1, 50 connections) in its own processes,
  * checks every case with a real client before and after each run, prints medians and ratios,
  * writes .bench/results.json, and stops everything it started and drops the database.
  *
  * Env: BENCH_SECONDS (10) per run, BENCH_RUNS (3), BENCH_WARMUP_SECONDS (2), BENCH_PG_URL
  * (postgres://postgres@127.0.0.1:5432/postgres), BENCH_DB (vm_bench), BENCH_KEEP_DB=1 keeps the
- * database, BENCH_ONLY=a,b,... runs some cases (x: the 1 GiB export of issue 4, BENCH_EXPORT_MB), BENCH_HTTP_TOOL=autocannon|h2load for (e),
+ * database, BENCH_ONLY=a,b,... runs some cases (x: the 1 GiB export of issue 4, BENCH_EXPORT_MB), BENCH_HTTP_TOOL=h2load|autocannon for (e)
+ * (h2load by default: the same instrument as its baseline's; autocannon's own event loop adds to the tail it reports),
  * BENCH_H2_CLIENTS (5; streams per client = 50 / clients), BENCH_PROFILE=1 runs our service with
  * --cpu-prof (profiles in .bench/profile; summarize with bench/profile-summary.ts).
  * On a shared machine: before each run the bench waits (up to BENCH_QUIET_WAIT s, 20) for other
@@ -61,7 +62,7 @@ const settings = {
   dbName: process.env.BENCH_DB ?? "vm_bench",
   keepDb: process.env.BENCH_KEEP_DB === "1",
   only: process.env.BENCH_ONLY ? process.env.BENCH_ONLY.split(",").map((s) => s.trim()) : undefined,
-  httpTool: (process.env.BENCH_HTTP_TOOL ?? "autocannon") as "autocannon" | "h2load",
+  httpTool: (process.env.BENCH_HTTP_TOOL ?? "h2load") as "autocannon" | "h2load",
   concurrency: 50,
   h2Clients: envInt("BENCH_H2_CLIENTS", 5),
   profile: process.env.BENCH_PROFILE === "1",
