@@ -175,6 +175,7 @@ export function createApp(deps: AppDeps) {
     corsOrigins: config.corsOrigins,
     isReady,
     metrics: async () => ({ contentType: metrics.registry.contentType, body: await metrics.registry.metrics() }),
+    log,
   });
 
   /** Binds both listeners (port 0 picks free ports). */

@@ -32,18 +32,15 @@ export class RpcStats {
         for (const s of all()) this.inc(s.labels, s.count);
       },
     });
-    registry.registerMetric({
+    const duration = {
       name: names.duration,
       help: "RPC latency from admission to reply, by method and status code.",
       type: "histogram",
       aggregator: "sum",
-      get: async () => ({
-        name: names.duration,
-        help: "RPC latency from admission to reply, by method and status code.",
-        type: "histogram",
-        aggregator: "sum",
-        values: all().flatMap((s) => histogramLines(names.duration, s)),
-      }),
+    } as const;
+    registry.registerMetric({
+      ...duration,
+      get: async () => ({ ...duration, values: all().flatMap((s) => histogramLines(names.duration, s)) }),
       reset: () => this.series.clear(),
     } as never);
   }

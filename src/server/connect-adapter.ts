@@ -2,10 +2,12 @@ import { Code, ConnectError, createConnectRouter, type ConnectRouter, type Conne
 import type { UniversalServerRequest, UniversalServerResponse } from "@connectrpc/connect/protocol";
 import { compressionBrotli, compressionGzip } from "@connectrpc/connect-node";
 import type http from "node:http";
+import type { Logger } from "pino";
 
 export interface ConnectAdapterOptions extends ConnectRouterOptions {
   routes: (router: ConnectRouter) => void;
   contextValues?: (req: http.IncomingMessage) => ContextValues;
+  log: Logger;
 }
 
 /**
@@ -56,7 +58,7 @@ export function createConnectAdapter(options: ConnectAdapterOptions): http.Reque
       handler(request(body))
         .then((reply) => writeReply(reply, res))
         .catch((error: unknown) => {
-          if (ConnectError.from(error).code !== Code.Aborted) console.error(`handler for rpc ${handler.method.name} failed`, error);
+          if (ConnectError.from(error).code !== Code.Aborted) options.log.error({ err: error, rpc: handler.method.name }, "Connect handler failed");
           if (!res.headersSent) res.writeHead(500);
           res.end();
         });

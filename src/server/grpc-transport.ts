@@ -219,9 +219,9 @@ export function grpcService(
             replied = Promise.reject(error);
           }
           replied.then(
-              (reply) => callback(null, reply, requestIdTrailer(requestId)),
-              (error) => callback(grpcError(error, requestId, log)),
-            );
+            (reply) => callback(null, reply, requestIdTrailer(requestId)),
+            (error) => callback(grpcError(error, requestId, log)),
+          );
         };
         break;
       case "server_streaming":

@@ -1,6 +1,7 @@
 import { createContextValues, cors as connectCors } from "@connectrpc/connect";
 import type { ConnectRouter } from "@connectrpc/connect";
 import http from "node:http";
+import type { Logger } from "pino";
 import { createConnectAdapter } from "./connect-adapter";
 import { clientAddressKey } from "./connect-transport";
 
@@ -13,6 +14,7 @@ export interface HttpServerOptions {
   metrics?: () => Promise<{ contentType: string; body: string }>;
   /** Plain HTTP routes (model file downloads, uploads, backups); returns true when it took the request. */
   plainRoutes?: (req: http.IncomingMessage, res: http.ServerResponse) => boolean;
+  log: Logger;
 }
 
 const ALLOWED_HEADERS = [...connectCors.allowedHeaders, "authorization", "x-request-id"].join(", ");
@@ -46,6 +48,7 @@ export function createHttpHandler(options: HttpServerOptions): http.RequestListe
     jsonOptions: { alwaysEmitImplicit: true, ignoreUnknownFields: false },
     grpc: false,
     contextValues: (req) => createContextValues().set(clientAddressKey, req.socket.remoteAddress ?? "unknown"),
+    log: options.log,
   });
   return (req, res) => {
     const corsAllowed = applyCors(req, res, options.corsOrigins);
