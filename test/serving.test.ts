@@ -5,7 +5,7 @@ import { randomBytes } from "node:crypto";
 import { service as healthService } from "grpc-health-check";
 import { VoiceModelService } from "../gen/voicemodel/v1/voice_model_service_pb";
 import { expectConnectError, expectGrpcError } from "./helpers/expect-error";
-import { grpcWebClient } from "./helpers/connect-client";
+import { bearer, grpcWebClient } from "./helpers/connect-client";
 import { createModel, useTestServer } from "./helpers/harness";
 import { grpcStreamingClient } from "./helpers/streaming-client";
 
@@ -154,7 +154,7 @@ describe("Connect on the HTTP/1.1 listener (src/server/connect-adapter.ts)", () 
         useBinaryFormat,
         sendCompression: compressionGzip,
         compressMinBytes: 0,
-        interceptors: [(next) => (req) => (req.header.set("authorization", `Bearer ${alice.token}`), next(req))],
+        interceptors: [bearer(alice.token)],
       });
       const created = await createClient(VoiceModelService, transport).createVoiceModel({ provider: "openai-tts", modelPath: `gz-${useBinaryFormat}.pth` });
       expect(created.model!.userId).toBe(alice.userId);

@@ -2,7 +2,8 @@ import { createClient, type Client, type Interceptor } from "@connectrpc/connect
 import { createConnectTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
 import type { DescService } from "@bufbuild/protobuf";
 
-const bearer =
+/** Sends `authorization: Bearer <token>` (nothing when the token is undefined). */
+export const bearer =
   (token: string | undefined): Interceptor =>
   (next) =>
   (req) => {
