@@ -17,16 +17,50 @@ export interface HttpServerOptions {
   log: Logger;
 }
 
-const ALLOWED_HEADERS = [...connectCors.allowedHeaders, "authorization", "x-request-id"].join(", ");
-const EXPOSED_HEADERS = [...connectCors.exposedHeaders, "x-request-id", "retry-after"].join(", ");
+// Request headers a page may send: Connect and gRPC-Web (Connect's list, plus the gRPC-Web
+// compression pair it leaves out), the bearer token and request id, and what the file routes
+// read: Range/If-Range for resumable downloads, x-content-sha256 for checksummed uploads,
+// If-Match/If-None-Match for conditional requests.
+const ALLOWED_HEADERS = [
+  ...connectCors.allowedHeaders,
+  "Grpc-Encoding",
+  "Grpc-Accept-Encoding",
+  "Authorization",
+  "X-Request-Id",
+  "Range",
+  "If-Range",
+  "If-Match",
+  "If-None-Match",
+  "X-Content-Sha256",
+].join(", ");
+// Response headers a page's script may read (beyond the CORS-safelisted ones): Connect and
+// gRPC-Web status, request id and rate-limit wait, and what a resumable downloader needs.
+const EXPOSED_HEADERS = [
+  ...connectCors.exposedHeaders,
+  "Grpc-Encoding",
+  "X-Request-Id",
+  "Retry-After",
+  "ETag",
+  "Content-Range",
+  "Accept-Ranges",
+  "Content-Disposition",
+  "Content-Length",
+].join(", ");
 // PUT: the large-file upload route (PUT /v1/voice-models/{id}/file).
 const ALLOWED_METHODS = [...connectCors.allowedMethods, "PUT"].join(", ");
 
+/**
+ * Sets the CORS headers with setHeader, before any route runs, so every reply to an allowed
+ * origin carries them: RPC replies, file routes, probes and error replies alike.
+ */
 function applyCors(req: http.IncomingMessage, res: http.ServerResponse, origins: string[]): boolean {
+  if (origins.length === 0) return false;
+  // The reply depends on the Origin header (it is echoed, even for "*"), allowed or not: shared
+  // caches must not hand one origin's reply to another.
+  res.setHeader("vary", "origin");
   const origin = req.headers.origin;
   if (!origin || !(origins.includes("*") || origins.includes(origin))) return false;
   res.setHeader("access-control-allow-origin", origin);
-  res.setHeader("vary", "origin");
   res.setHeader("access-control-expose-headers", EXPOSED_HEADERS);
   return true;
 }
