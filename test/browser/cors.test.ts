@@ -116,4 +116,11 @@ describe("replies to an allowed origin expose what scripts read", () => {
     expect(response.status).toBe(404);
     expectCorsReply(response.headers);
   });
+
+  test("a Connect JSON body refused before any handler runs", async () => {
+    const alice = await server().actor();
+    const response = await server().rpcJson("GetVoiceModel", "{not json", alice.token, { origin: ORIGIN });
+    expect(response.status).toBe(400);
+    expectCorsReply(response.headers);
+  });
 });
