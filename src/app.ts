@@ -32,7 +32,7 @@ import { CallGuard } from "./server/call-guard";
 import { registerConnectService } from "./server/connect-transport";
 import { fileRoutes } from "./server/file-routes";
 import { grpcService } from "./server/grpc-transport";
-import { createHttpHandler } from "./server/http-server";
+import { answerClientError, createHttpHandler } from "./server/http-server";
 import { addReflection } from "./server/reflection";
 import { endSharesOfDeletedModels, SharingService } from "./sharing/sharing-service";
 import { openBlobStore, openKeyProvider } from "./storage/open-storage";
@@ -209,6 +209,7 @@ export function createApp(deps: AppDeps) {
       ),
     );
     const httpServer = http.createServer({ keepAliveTimeout: 65_000, headersTimeout: 30_000, requestTimeout: 0 }, httpHandler);
+    httpServer.on("clientError", (error, socket) => answerClientError(error, socket, log));
     await new Promise<void>((resolve, reject) => {
       httpServer.once("error", reject);
       httpServer.listen(config.httpPort, config.host, resolve);

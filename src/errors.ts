@@ -23,6 +23,10 @@ export const ErrorCodes = {
   /** A stored file or backup failed its integrity check (tampered or damaged storage). */
   FILE_CORRUPT: Code.DataLoss,
   RATE_LIMITED: Code.ResourceExhausted,
+  /** A request message or body over the size limit. */
+  REQUEST_TOO_LARGE: Code.ResourceExhausted,
+  /** No route or RPC at that path. */
+  ROUTE_NOT_FOUND: Code.NotFound,
   SERVICE_UNAVAILABLE: Code.Unavailable,
   UNIMPLEMENTED: Code.Unimplemented,
   INTERNAL: Code.Internal,

@@ -6,7 +6,7 @@ import { Code } from "@connectrpc/connect";
 import type { VoiceModel } from "../gen/voicemodel/v1/voice_model_pb";
 import { VoiceModelService } from "../gen/voicemodel/v1/voice_model_service_pb";
 import { expectRpcError } from "./helpers/expect-error";
-import { createModel, sleep, startTestServer, TRANSPORTS, uniqueUser, useTestServer, type Actor, type MethodName } from "./helpers/harness";
+import { createModel, modelInput, sleep, startTestServer, TRANSPORTS, uniqueUser, useTestServer, type Actor, type MethodName } from "./helpers/harness";
 import { badlySignedToken, expiredToken, mintToken } from "./helpers/tokens";
 
 const server = useTestServer();
@@ -373,6 +373,38 @@ describe("token checks", () => {
       }
     } finally {
       await strict.close();
+    }
+  });
+
+  test("a token without exp, or whose sub is not a user id, is UNAUTHENTICATED saying why", async () => {
+    const cases: Array<[string, Promise<string>, RegExp]> = [
+      ["no exp", mintToken(uniqueUser(), { noExpiry: true }), /no exp/],
+      ["long sub", mintToken("u".repeat(129)), /129 characters/],
+      ["NUL in sub", mintToken("a\u0000b"), /character a user id may not have/],
+      ["space in sub", mintToken("a b"), /character a user id may not have/],
+      ["non-ASCII sub", mintToken("ünï"), /character a user id may not have/],
+      ["lone surrogate in sub", mintToken("a\ud800"), /character a user id may not have/],
+    ];
+    for (const [name, minted, message] of cases) {
+      const token = await minted;
+      for (const transport of TRANSPORTS) {
+        for (const [method, request] of [
+          ["whoAmI", {}],
+          ["createVoiceModel", modelInput()],
+          ["listVoiceModels", {}],
+          ["getVoiceModel", { modelId: "0b9ad2c4-2c38-4c7e-9d55-5e0f6d0b8a11" }],
+        ] as const) {
+          const outcome = await server().call(transport, method, request, token);
+          expect({ name, transport, method, code: outcome.code, reason: outcome.errorInfo?.reason }).toEqual({
+            name,
+            transport,
+            method,
+            code: Code.Unauthenticated,
+            reason: "UNAUTHENTICATED",
+          });
+          expect(outcome.errorMessage).toMatch(message);
+        }
+      }
     }
   });
 

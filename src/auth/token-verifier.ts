@@ -1,6 +1,7 @@
 import { createRemoteJWKSet, errors as joseErrors, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from "jose";
 import type { JwtConfig } from "../config";
 import { AppError } from "../errors";
+import { LIMITS } from "../voice-models/constants";
 import { makeCaller, ROLES, type Caller, type Role } from "./caller";
 
 export interface TokenVerifier {
@@ -38,11 +39,18 @@ export function createTokenVerifier(config: JwtConfig, secret: string | undefine
       throw error;
     }
     if (typeof payload.sub !== "string" || payload.sub === "") throw unauthenticated("token has no sub");
+    // The sub becomes the user id stored in rows, audit events and rate-limit keys.
+    if (!LIMITS.userIdPattern.test(payload.sub)) {
+      throw unauthenticated(
+        payload.sub.length > 128
+          ? `token sub is ${payload.sub.length} characters long; a user id has at most 128`
+          : "token sub holds a character a user id may not have (allowed: A-Z a-z 0-9 . _ : @ | -)",
+      );
+    }
+    // A verified token is remembered until it expires: one that never expires would be trusted forever.
+    if (typeof payload.exp !== "number") throw unauthenticated("token has no exp: tokens must expire");
     const roles = parseRoles(payload.roles);
-    return {
-      caller: makeCaller(payload.sub, roles),
-      expiresAtMs: payload.exp === undefined ? Number.POSITIVE_INFINITY : payload.exp * 1000,
-    };
+    return { caller: makeCaller(payload.sub, roles), expiresAtMs: payload.exp * 1000 };
   }
 
   return {

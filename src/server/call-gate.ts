@@ -3,6 +3,7 @@ import type { Logger } from "pino";
 import type { Caller } from "../auth/caller";
 import type { TokenVerifier } from "../auth/token-verifier";
 import { AppError } from "../errors";
+import { fromProtocolError } from "./protocol-errors";
 import type { RequestContext } from "./request-context";
 
 /** Told about calls the gate refuses before any handler runs (metrics, audit). */
@@ -105,11 +106,13 @@ const UNAVAILABLE_CODES = new Set(["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "E
 /** Every failure as one of our error codes: database outages become SERVICE_UNAVAILABLE. */
 export function toAppError(error: unknown): AppError {
   if (error instanceof AppError) return error;
+  const protocol = fromProtocolError(error);
+  if (protocol) return protocol;
   const e = error as { code?: string; name?: string; message?: string };
   // Raised by the database for writes about a user whose data was deleted (DeleteUserData).
   if (e?.code === "VM001") return new AppError("ACCESS_DENIED", "this user's data was deleted; nothing can be stored for them");
   const unavailable =
-    (e?.code !== undefined && (UNAVAILABLE_CODES.has(e.code) || e.code.startsWith("08"))) ||
+    (typeof e?.code === "string" && (UNAVAILABLE_CODES.has(e.code) || e.code.startsWith("08"))) ||
     e?.name === "KnexTimeoutError" ||
     /Connection terminated|connect ECONNREFUSED|Client has encountered a connection error/i.test(e?.message ?? "");
   if (unavailable) return new AppError("SERVICE_UNAVAILABLE", "the database is unreachable; retry later");

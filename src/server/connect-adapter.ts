@@ -1,8 +1,13 @@
 import { Code, ConnectError, createConnectRouter, type ConnectRouter, type ConnectRouterOptions, type ContextValues } from "@connectrpc/connect";
 import type { UniversalServerRequest, UniversalServerResponse } from "@connectrpc/connect/protocol";
+import { codeToHttpStatus, errorFromJsonBytes, errorToJsonBytes } from "@connectrpc/connect/protocol-connect";
 import { compressionBrotli, compressionGzip } from "@connectrpc/connect-node";
 import type http from "node:http";
 import type { Logger } from "pino";
+import { AppError } from "../errors";
+import { requestIdFor } from "./call-gate";
+import { connectError } from "./connect-transport";
+import { sendHttpError } from "./http-error";
 
 export interface ConnectAdapterOptions extends ConnectRouterOptions {
   routes: (router: ConnectRouter) => void;
@@ -34,8 +39,10 @@ export function createConnectAdapter(options: ConnectAdapterOptions): http.Reque
     const url = req.url ?? "";
     const query = url.indexOf("?");
     const handler = handlers.get(query < 0 ? url : url.slice(0, query));
+    const requestId = requestIdFor(firstHeader(req.headers["x-request-id"]));
     if (!handler) {
-      res.writeHead(404).end();
+      req.resume();
+      sendHttpError(res, new AppError("ROUTE_NOT_FOUND", `no RPC or route at ${JSON.stringify(url.slice(0, 200))}`), requestId, options.log);
       return;
     }
     const controller = new AbortController();
@@ -56,11 +63,11 @@ export function createConnectAdapter(options: ConnectAdapterOptions): http.Reque
     });
     const serve = (body: UniversalServerRequest["body"]) =>
       handler(request(body))
+        .then((reply) => withErrorInfo(reply, requestId, options.log))
         .then((reply) => writeReply(reply, res))
         .catch((error: unknown) => {
-          if (ConnectError.from(error).code !== Code.Aborted) options.log.error({ err: error, rpc: handler.method.name }, "Connect handler failed");
-          if (!res.headersSent) res.writeHead(500);
-          res.end();
+          if (ConnectError.from(error).code === Code.Aborted) res.destroy();
+          else sendHttpError(res, error, requestId, options.log);
         });
     if (handler.method.methodKind !== "unary") return serve(req);
     collect(req, readMaxBytes).then(
@@ -95,6 +102,41 @@ function collect(req: http.IncomingMessage, limit: number): Promise<Buffer> {
     req.once("error", reject);
   });
 }
+
+/**
+ * Connect answers a body it cannot decode (bad JSON, an unknown field, too large) itself, before
+ * any of our code runs: such an error is rendered again by our renderer, so it carries the same
+ * ErrorInfo (reason, requestId, timestamp) as every other error.
+ */
+async function withErrorInfo(reply: UniversalServerResponse, requestId: string, log: Logger): Promise<UniversalServerResponse> {
+  if (reply.status < 400) return reply;
+  const type = reply.header?.get("content-type") ?? "";
+  let status = reply.status;
+  let error: unknown;
+  if (reply.body && type.startsWith("application/json")) {
+    const pieces: Uint8Array[] = [];
+    for await (const piece of reply.body) pieces.push(piece);
+    const bytes = Buffer.concat(pieces);
+    const parsed = errorFromJsonBytes(bytes, undefined, new ConnectError("undecodable error reply", Code.Internal));
+    if (parsed.details.length > 0) return { ...reply, body: oneChunk(bytes) };
+    error = parsed;
+    status = 0;
+  } else if (reply.status === 405 || reply.status === 415) {
+    // No body at all: the method or content type is not one of the protocol's.
+    const what = reply.status === 405 ? "this method is not allowed for an RPC (use POST)" : "unsupported content-type for an RPC";
+    error = new AppError("INVALID_ARGUMENT", what, { field: reply.status === 405 ? "method" : "content-type" });
+  } else {
+    return reply;
+  }
+  const rendered = connectError(error, requestId, log);
+  const body = errorToJsonBytes(rendered, {});
+  const header = new Headers(reply.header);
+  header.set("content-type", "application/json");
+  header.set("content-length", String(body.byteLength));
+  return { ...reply, status: status || codeToHttpStatus(rendered.code), header, body: oneChunk(body) };
+}
+
+const firstHeader = (value: string | string[] | undefined) => (Array.isArray(value) ? value[0] : value);
 
 async function* oneChunk(bytes: Uint8Array): AsyncIterable<Uint8Array> {
   yield bytes;

@@ -10,7 +10,8 @@ import type { RequestContext } from "./request-context";
 /** The client's socket address, set by the HTTP adapter for each request. */
 export const clientAddressKey = createContextKey<string>("unknown");
 
-function connectError(error: unknown, requestId: string, log: Logger): ConnectError {
+/** Connect's renderer (Connect JSON/binary, gRPC-Web, and the plain HTTP routes' error JSON). */
+export function connectError(error: unknown, requestId: string, log: Logger): ConnectError {
   const appError = toAppError(error);
   if (appError.code === "INTERNAL" || appError.code === "SERVICE_UNAVAILABLE") log.error({ err: error, requestId }, "call failed");
   // x-request-id is already a response header (set on admission); repeating it here would make

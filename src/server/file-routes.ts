@@ -1,6 +1,4 @@
 import { fromBinary, toBinary, toJson, create } from "@bufbuild/protobuf";
-import { Code } from "@connectrpc/connect";
-import { codeToHttpStatus } from "@connectrpc/connect/protocol-connect";
 import type http from "node:http";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -12,13 +10,14 @@ import {
   UploadModelFileResponseSchema,
 } from "../../gen/voicemodel/v1/model_files_pb";
 import type { VoiceModelHandlers } from "../rpc/voice-model-handlers";
-import { AppError, invalidArgument } from "../errors";
+import { invalidArgument } from "../errors";
 import { exportBytes, exportLayout, readExportStart } from "../model-files/export-file";
 import type { ModelFileService } from "../model-files/model-file-service";
 import type { BackupService } from "../backups/backup-service";
 import { exportHeader, type UsageLookup } from "../rpc/model-file-handlers";
-import { requestIdFor, toAppError, type CallGate } from "./call-gate";
+import { requestIdFor, type CallGate } from "./call-gate";
 import type { CallGuard } from "./call-guard";
+import { sendHttpError } from "./http-error";
 import { parseRange } from "./http-range";
 import type { RequestContext } from "./request-context";
 
@@ -49,17 +48,18 @@ const viaRpcHandler: Guarded = undefined;
 /**
  * Plain HTTP for model files, where Connect JSON would base64 the bytes: download (with Range),
  * upload, export (with Range), import. Same token, access rules and error codes as the RPCs;
- * errors are JSON {code, message, reason, requestId}.
+ * errors are Connect's error JSON ({code, message, details: [ErrorInfo]}).
  */
 export function fileRoutes(deps: FileRoutesDeps): (req: http.IncomingMessage, res: http.ServerResponse) => boolean {
   const { files } = deps;
   const model = (params: string[]) => ({ modelId: params[0] });
-  const routes: Array<[method: string, pattern: RegExp, name: string, route: Route, guarded: Guarded]> = [
-    ["PUT", /^\/v1\/voice-models\/([^/]+)\/file$/, "UploadModelFile", upload, viaRpcHandler],
-    ["GET", /^\/v1\/voice-models\/([^/]+)\/file$/, "ReadModelFile", download, { as: "readModelFile", request: model }],
-    ["GET", /^\/v1\/voice-models\/([^/]+)\/export$/, "ExportVoiceModel", exportFile, { as: "exportVoiceModel", request: model }],
-    ["POST", /^\/v1\/voice-models\/import$/, "ImportVoiceModel", importFile, viaRpcHandler],
-    ["GET", /^\/v1\/backups\/([^/]+)$/, "DownloadBackup", downloadBackup, { as: "downloadBackup", request: () => ({}) }],
+  // The pattern's groups are path segments, named (for errors) in `params`.
+  const routes: Array<[method: string, pattern: RegExp, params: string[], name: string, route: Route, guarded: Guarded]> = [
+    ["PUT", /^\/v1\/voice-models\/([^/]+)\/file$/, ["modelId"], "UploadModelFile", upload, viaRpcHandler],
+    ["GET", /^\/v1\/voice-models\/([^/]+)\/file$/, ["modelId"], "ReadModelFile", download, { as: "readModelFile", request: model }],
+    ["GET", /^\/v1\/voice-models\/([^/]+)\/export$/, ["modelId"], "ExportVoiceModel", exportFile, { as: "exportVoiceModel", request: model }],
+    ["POST", /^\/v1\/voice-models\/import$/, [], "ImportVoiceModel", importFile, viaRpcHandler],
+    ["GET", /^\/v1\/backups\/([^/]+)$/, ["backupId"], "DownloadBackup", downloadBackup, { as: "downloadBackup", request: () => ({}) }],
   ];
 
   async function downloadBackup(req: http.IncomingMessage, res: http.ServerResponse, ctx: RequestContext, [backupId]: string[]) {
@@ -143,20 +143,20 @@ export function fileRoutes(deps: FileRoutesDeps): (req: http.IncomingMessage, re
 
   return (req, res) => {
     const path = (req.url ?? "").split("?")[0];
-    for (const [method, pattern, name, route, guarded] of routes) {
+    for (const [method, pattern, paramNames, name, route, guarded] of routes) {
       const match = pattern.exec(path);
       if (!match) continue;
       if (req.method !== method && !(method === "GET" && req.method === "HEAD")) continue;
       const guardedRoute: Route = guarded
         ? (rq, rs, ctx, params) => deps.guard.guardCall(guarded.as, guarded.request(params), ctx, () => route(rq, rs, ctx, params))
         : route;
-      void serve(req, res, `HTTP ${name}`, guardedRoute, match.slice(1).map(decodeURIComponent));
+      void serve(req, res, `HTTP ${name}`, guardedRoute, match.slice(1), paramNames);
       return true;
     }
     return false;
   };
 
-  async function serve(req: http.IncomingMessage, res: http.ServerResponse, method: string, route: Route, params: string[]) {
+  async function serve(req: http.IncomingMessage, res: http.ServerResponse, method: string, route: Route, rawParams: string[], paramNames: string[]) {
     const header = req.headers["x-request-id"];
     const requestId = requestIdFor(typeof header === "string" ? header : undefined);
     res.setHeader("x-request-id", requestId);
@@ -173,22 +173,20 @@ export function fileRoutes(deps: FileRoutesDeps): (req: http.IncomingMessage, re
         },
         requestId,
       );
-      await route(req, res, ctx, params);
+      await route(req, res, ctx, rawParams.map((segment, i) => pathParam(segment, paramNames[i])));
     } catch (error) {
-      const appError = toAppError(error);
-      if (appError.code === "INTERNAL") deps.log.error({ err: error, requestId }, "http file route failed");
-      if (res.headersSent) {
-        // Mid-body: the only honest signal left is to cut the connection (the length will not match).
-        res.destroy(appError);
-        return;
-      }
-      req.resume();
-      // The same code -> status mapping as Connect JSON replies.
-      const status = codeToHttpStatus(appError.rpcCode);
-      res.writeHead(status, { "content-type": "application/json", connection: "close" }).end(
-        JSON.stringify({ code: Code[appError.rpcCode], message: appError.message, reason: appError.code, requestId }),
-      );
+      if (!res.headersSent) req.resume();
+      sendHttpError(res, error, requestId, deps.log);
     }
+  }
+}
+
+/** A path segment, percent-decoded; one that is not valid percent-encoded UTF-8 is refused. */
+function pathParam(segment: string, field: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    throw invalidArgument(field, `path segment ${JSON.stringify(segment.slice(0, 64))} is not valid percent-encoded UTF-8`);
   }
 }
 

@@ -4,7 +4,7 @@ import { anyPack } from "@bufbuild/protobuf/wkt";
 import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import { ErrorInfoSchema, StatusSchema } from "../../gen/google/rpc/error_details_pb";
-import { ERROR_DOMAIN, errorMetadata } from "../errors";
+import { ERROR_DOMAIN, errorMetadata, invalidArgument } from "../errors";
 import { requestIdFor, toAppError, type CallGate, type IncomingCall } from "./call-gate";
 import { unimplemented, type AnyClientStream, type AnyServerStream, type AnyUnary } from "./handlers";
 import type { RequestContext } from "./request-context";
@@ -87,8 +87,25 @@ function writeVarint(out: Buffer, at: number, n: number): number {
   return at;
 }
 
+/** Stands in for a request message that does not decode (grpc-js would answer INTERNAL). */
+class Undecodable {
+  constructor(readonly reason: string) {}
+}
+
 function deserializer(schema: DescMessage) {
-  return (bytes: Buffer) => fromBinary(schema, bytes);
+  return (bytes: Buffer) => {
+    try {
+      return fromBinary(schema, bytes);
+    } catch (error) {
+      return new Undecodable(error instanceof Error ? error.message : String(error));
+    }
+  };
+}
+
+/** The request message, or INVALID_ARGUMENT when its bytes did not decode. */
+function decoded<T>(message: T): T {
+  if (message instanceof Undecodable) throw invalidArgument("request", `the message does not decode: ${message.reason}`);
+  return message;
 }
 
 /** A grpc-js error carrying google.rpc.Status with one ErrorInfo, plus the request id. */
@@ -174,7 +191,7 @@ function drainedOrCancelled(call: grpc.ServerWritableStream<unknown, unknown>): 
 
 /** An async iterable over a grpc-js client stream, so client-streaming handlers see one shape. */
 async function* readStream<T>(stream: AsyncIterable<unknown>): AsyncIterable<T> {
-  for await (const message of stream) yield message as T;
+  for await (const message of stream) yield decoded(message) as T;
 }
 
 /**
@@ -214,7 +231,10 @@ export function grpcService(
           const [ctx, requestId] = admit(call);
           let replied: Promise<unknown>;
           try {
-            replied = ctx instanceof Promise ? ctx.then((c) => (handler as AnyUnary)(call.request, c)) : (handler as AnyUnary)(call.request, ctx);
+            replied =
+              ctx instanceof Promise
+                ? ctx.then((c) => (handler as AnyUnary)(decoded(call.request), c))
+                : (handler as AnyUnary)(decoded(call.request), ctx);
           } catch (error) {
             replied = Promise.reject(error);
           }
@@ -228,7 +248,7 @@ export function grpcService(
         implementation[method.name] = (call: grpc.ServerWritableStream<unknown, unknown>) => {
           const [ctx, requestId] = admit(call);
           (async () => {
-            for await (const reply of (handler as AnyServerStream)(call.request, await ctx)) {
+            for await (const reply of (handler as AnyServerStream)(decoded(call.request), await ctx)) {
               if (call.cancelled) return;
               // Respect back-pressure so large streams keep memory flat.
               if (!call.write(reply)) await drainedOrCancelled(call);

@@ -1,9 +1,14 @@
 import { createContextValues, cors as connectCors } from "@connectrpc/connect";
 import type { ConnectRouter } from "@connectrpc/connect";
+import { errorToJsonBytes } from "@connectrpc/connect/protocol-connect";
 import http from "node:http";
+import type { Duplex } from "node:stream";
+import { invalidArgument } from "../errors";
 import type { Logger } from "pino";
 import { createConnectAdapter } from "./connect-adapter";
-import { clientAddressKey } from "./connect-transport";
+import { requestIdFor } from "./call-gate";
+import { clientAddressKey, connectError } from "./connect-transport";
+import { sendHttpError } from "./http-error";
 
 export interface HttpServerOptions {
   routes: (router: ConnectRouter) => void;
@@ -84,7 +89,7 @@ export function createHttpHandler(options: HttpServerOptions): http.RequestListe
     contextValues: (req) => createContextValues().set(clientAddressKey, req.socket.remoteAddress ?? "unknown"),
     log: options.log,
   });
-  return (req, res) => {
+  const handle: http.RequestListener = (req, res) => {
     const corsAllowed = applyCors(req, res, options.corsOrigins);
     if (req.method === "OPTIONS" && corsAllowed) {
       res.writeHead(204, {
@@ -113,4 +118,40 @@ export function createHttpHandler(options: HttpServerOptions): http.RequestListe
     if (options.plainRoutes?.(req, res)) return;
     connect(req, res);
   };
+  return (req, res) => {
+    const requestId = requestIdFor(firstHeader(req.headers["x-request-id"]));
+    // Every reply carries the id, including those connect writes itself (undecodable bodies,
+    // unknown routes); downstream code reads the same sane id from the request.
+    req.headers["x-request-id"] = requestId;
+    res.setHeader("x-request-id", requestId);
+    try {
+      handle(req, res);
+    } catch (error) {
+      // A bug on some odd input must cost this request alone, never the listener.
+      if (!res.headersSent) req.resume();
+      sendHttpError(res, error, requestId, options.log);
+    }
+  };
+}
+
+const firstHeader = (value: string | string[] | undefined) => (Array.isArray(value) ? value[0] : value);
+
+/**
+ * node:http's answer to a request it could not parse (broken request line or headers, headers
+ * too large), in the service's error shape and with a request id, instead of a bare 400.
+ */
+export function answerClientError(error: Error & { code?: string }, socket: Duplex, log: Logger): void {
+  if (error.code === "ECONNRESET" || !socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const requestId = requestIdFor(undefined);
+  const tooLarge = error.code === "HPE_HEADER_OVERFLOW";
+  const reply = connectError(invalidArgument("request", `malformed HTTP request (${error.code ?? "parse error"})`), requestId, log);
+  const body = Buffer.from(errorToJsonBytes(reply, {}));
+  socket.end(
+    `HTTP/1.1 ${tooLarge ? "431 Request Header Fields Too Large" : "400 Bad Request"}\r\n` +
+      `content-type: application/json\r\ncontent-length: ${body.length}\r\nx-request-id: ${requestId}\r\nconnection: close\r\n\r\n` +
+      body.toString(),
+  );
 }

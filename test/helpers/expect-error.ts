@@ -1,4 +1,6 @@
+import type { JsonValue } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
+import { errorFromJson } from "@connectrpc/connect/protocol-connect";
 import { ErrorInfoSchema, type ErrorInfo } from "../../gen/google/rpc/error_details_pb";
 import { GrpcCallError } from "./grpc-client";
 import type { RpcOutcome } from "./harness";
@@ -85,4 +87,14 @@ export async function rpcError(promise: Promise<unknown>): Promise<{ code: Code;
     return { code: error.code, reason: error.findDetails(ErrorInfoSchema)[0]?.reason };
   }
   throw new Error("expected the call to fail");
+}
+
+/**
+ * A plain HTTP or Connect JSON error body (Connect's error JSON) as code, message and ErrorInfo;
+ * undefined when the body is not that shape.
+ */
+export function httpError(body: unknown): { code: Code; message: string; errorInfo?: ErrorInfo } | undefined {
+  if (typeof body !== "object" || body === null || typeof (body as { code?: unknown }).code !== "string") return undefined;
+  const error = errorFromJson(body as JsonValue, undefined, new ConnectError("not an error body", Code.Unknown));
+  return { code: error.code, message: error.rawMessage, errorInfo: error.findDetails(ErrorInfoSchema)[0] };
 }

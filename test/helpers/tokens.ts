@@ -12,6 +12,8 @@ export interface TokenOptions {
   audience?: string;
   /** Leave out `sub`. */
   noSubject?: boolean;
+  /** Leave out `exp`. */
+  noExpiry?: boolean;
 }
 
 /** Signs a JWT the way an identity provider would (HS256 with the test secret by default). */
@@ -19,10 +21,8 @@ export async function mintToken(sub: string, options: TokenOptions = {}): Promis
   const now = Math.floor(Date.now() / 1000);
   const claims: Record<string, unknown> = {};
   if (options.roles !== undefined) claims.roles = options.roles;
-  let jwt = new SignJWT(claims)
-    .setProtectedHeader({ alg: options.alg ?? "HS256" })
-    .setIssuedAt(now - 60)
-    .setExpirationTime(now + (options.expiresInSeconds ?? 3600));
+  let jwt = new SignJWT(claims).setProtectedHeader({ alg: options.alg ?? "HS256" }).setIssuedAt(now - 60);
+  if (!options.noExpiry) jwt = jwt.setExpirationTime(now + (options.expiresInSeconds ?? 3600));
   if (!options.noSubject) jwt = jwt.setSubject(sub);
   if (options.issuer) jwt = jwt.setIssuer(options.issuer);
   if (options.audience) jwt = jwt.setAudience(options.audience);

@@ -2,6 +2,7 @@ import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { httpError } from "../helpers/expect-error";
 import { startTestServer, type TestServer } from "../helpers/harness";
 import { grpcStreamingClient } from "../helpers/streaming-client";
 
@@ -26,6 +27,6 @@ test("POST /v1/voice-models/import counts against the create rate limit (429 wit
   expect(first.status).toBe(200);
   const second = await fetch(`${server.baseUrl}/v1/voice-models/import`, { method: "POST", headers: { authorization: `Bearer ${user.token}` }, body: exported });
   expect(second.status).toBe(429);
-  expect(((await second.json()) as { reason: string }).reason).toBe("RATE_LIMITED");
+  expect(httpError(await second.json())?.errorInfo?.reason).toBe("RATE_LIMITED");
   expect(Number(second.headers.get("retry-after") ?? "0")).toBeGreaterThanOrEqual(0);
 });

@@ -6,7 +6,7 @@ import path from "node:path";
 import type { ExportVoiceModelResponse } from "../../gen/voicemodel/v1/model_files_pb";
 import { createModel, sleep, useTestServer, type Actor } from "../helpers/harness";
 import { grpcStreamingClient } from "../helpers/streaming-client";
-import { rpcError } from "../helpers/expect-error";
+import { httpError, rpcError } from "../helpers/expect-error";
 
 const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "vm-files-"));
 const blobRoot = path.join(dataDir, "blobs");
@@ -200,7 +200,7 @@ describe("upload and read", () => {
     expect(Buffer.concat(received).length).toBe(0);
     const viaHttp = await http(`/v1/voice-models/${model.id}/file`, { token: fay.token });
     expect(viaHttp.status).toBe(500);
-    expect(((await viaHttp.json()) as any).reason).toBe("FILE_CORRUPT");
+    expect(httpError(await viaHttp.json())?.errorInfo?.reason).toBe("FILE_CORRUPT");
   });
 });
 

@@ -568,14 +568,31 @@ export const WhoAmIResponseSchema: GenMessage<WhoAmIResponse> = /*@__PURE__*/
  * (reason ACCESS_DENIED). Service and admin callers act for any user and must send `user_id`
  * where a request has one; users may omit it.
  *
- * Errors carry one google.rpc.ErrorInfo detail (domain "voicemodel.v1") whose reason is one of:
- * VOICE_MODEL_NOT_FOUND (NOT_FOUND; also for deleted models), ACCESS_DENIED (PERMISSION_DENIED),
- * UNAUTHENTICATED, INVALID_ARGUMENT, MODEL_NOT_COMPLETED (FAILED_PRECONDITION),
- * ALREADY_ACTIVE (ALREADY_EXISTS), IDEMPOTENCY_KEY_REUSED (ALREADY_EXISTS; RecordUsage),
- * ETAG_MISMATCH (ABORTED), RATE_LIMITED (RESOURCE_EXHAUSTED),
- * SERVICE_UNAVAILABLE (UNAVAILABLE), SHARING_DISABLED (FAILED_PRECONDITION). RATE_LIMITED replies
- * carry `retry-after` (seconds; header or trailer). Its metadata holds `timestamp`, `requestId` and the
- * offending `field` or `modelId`. Every response carries an `x-request-id` header.
+ * Errors carry one google.rpc.ErrorInfo detail (domain "voicemodel.v1"). Its reason is one of
+ * this closed list (reason, then its gRPC code):
+ *   VOICE_MODEL_NOT_FOUND (NOT_FOUND): no such model, or it was deleted.
+ *   ACCESS_DENIED (PERMISSION_DENIED): another user's id or model, or a role that may not call.
+ *   UNAUTHENTICATED (UNAUTHENTICATED): no token, or a bad, expired or ill-formed one.
+ *   INVALID_ARGUMENT (INVALID_ARGUMENT): a field, id, page token or body is malformed.
+ *   MODEL_NOT_COMPLETED (FAILED_PRECONDITION): only a completed model can be activated.
+ *   ALREADY_ACTIVE (ALREADY_EXISTS): the model is the active one already.
+ *   IDEMPOTENCY_KEY_REUSED (ALREADY_EXISTS): RecordUsage key reused with another payload.
+ *   ETAG_MISMATCH (ABORTED): the model changed since the etag was read.
+ *   SHARING_DISABLED (FAILED_PRECONDITION): sharing is switched off.
+ *   BACKUP_NOT_FOUND (NOT_FOUND): no such backup for the user.
+ *   MODEL_FILE_MISSING (FAILED_PRECONDITION): the model has no stored file.
+ *   FILE_CORRUPT (DATA_LOSS): a stored file or backup failed its integrity check.
+ *   RATE_LIMITED (RESOURCE_EXHAUSTED): a rate limit was reached; see `retry-after`.
+ *   REQUEST_TOO_LARGE (RESOURCE_EXHAUSTED): a message or body over the size limit.
+ *   ROUTE_NOT_FOUND (NOT_FOUND): no RPC or HTTP route at that path.
+ *   SERVICE_UNAVAILABLE (UNAVAILABLE): the database cannot be reached; retry later.
+ *   UNIMPLEMENTED (UNIMPLEMENTED): the RPC or protocol feature is not served.
+ *   INTERNAL (INTERNAL): an unexpected failure; the message says nothing more.
+ * RATE_LIMITED replies carry `retry-after` (seconds; header or trailer). The metadata holds
+ * `timestamp`, `requestId` and the offending `field` or `modelId`. The request id (the caller's
+ * `x-request-id` when it is 1-128 characters of A-Z a-z 0-9 . _ : -, else a new UUID) is the
+ * `x-request-id` response header on Connect, gRPC-Web and the plain HTTP routes, and an
+ * `x-request-id` trailer on gRPC (trailers-only error replies included).
  *
  * Activation rules: a user has at most one active model, and only a completed model can be active.
  * A model that becomes completed (at creation or by an update) is activated when the user has no
