@@ -14,6 +14,8 @@ export interface Config {
   dataDir: string;
   /** PostgreSQL pool size per instance. */
   dbPoolMax: number;
+  /** How long a query waits for a free pooled connection before failing UNAVAILABLE (overloaded). */
+  dbAcquireTimeoutMs: number;
   /** Apply pending migrations at start-up. */
   migrateOnStart: boolean;
   jwt: JwtConfig;
@@ -200,6 +202,7 @@ export function parseConfig(env: Env = process.env): Readonly<Config> {
     databaseUrl,
     dataDir: path.resolve(optional(env, "DATA_DIR") ?? "data"),
     dbPoolMax: integer(env, "DB_POOL_MAX", 10, 1, 1000),
+    dbAcquireTimeoutMs: integer(env, "DB_ACQUIRE_TIMEOUT_MS", 5_000, 50, 600_000),
     migrateOnStart: boolean(env, "MIGRATE_ON_START", true),
     jwt: Object.freeze({
       secret,
