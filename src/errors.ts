@@ -24,6 +24,10 @@ export const ErrorCodes = {
   FILE_CORRUPT: Code.DataLoss,
   RATE_LIMITED: Code.ResourceExhausted,
   SERVICE_UNAVAILABLE: Code.Unavailable,
+  /** The blob store (model files, backups) did not answer in time or failed; retry later. */
+  STORAGE_UNAVAILABLE: Code.Unavailable,
+  /** The blob store's disk is full (ENOSPC): nothing was stored; an operator must free space. */
+  STORAGE_FULL: Code.ResourceExhausted,
   UNIMPLEMENTED: Code.Unimplemented,
   INTERNAL: Code.Internal,
 } as const satisfies Record<string, Code>;

@@ -185,7 +185,8 @@ export function fileRoutes(deps: FileRoutesDeps): (req: http.IncomingMessage, re
       req.resume();
       // The same code -> status mapping as Connect JSON replies.
       const status = codeToHttpStatus(appError.rpcCode);
-      res.writeHead(status, { "content-type": "application/json", connection: "close" }).end(
+      const retryAfter = appError.subject.retryAfterSeconds;
+      res.writeHead(status, { "content-type": "application/json", connection: "close", ...(retryAfter !== undefined ? { "retry-after": String(retryAfter) } : {}) }).end(
         JSON.stringify({ code: Code[appError.rpcCode], message: appError.message, reason: appError.code, requestId }),
       );
     }

@@ -573,8 +573,10 @@ export const WhoAmIResponseSchema: GenMessage<WhoAmIResponse> = /*@__PURE__*/
  * UNAUTHENTICATED, INVALID_ARGUMENT, MODEL_NOT_COMPLETED (FAILED_PRECONDITION),
  * ALREADY_ACTIVE (ALREADY_EXISTS), IDEMPOTENCY_KEY_REUSED (ALREADY_EXISTS; RecordUsage),
  * ETAG_MISMATCH (ABORTED), RATE_LIMITED (RESOURCE_EXHAUSTED),
- * SERVICE_UNAVAILABLE (UNAVAILABLE), SHARING_DISABLED (FAILED_PRECONDITION). RATE_LIMITED replies
- * carry `retry-after` (seconds; header or trailer). Its metadata holds `timestamp`, `requestId` and the
+ * SERVICE_UNAVAILABLE (UNAVAILABLE; the database), STORAGE_UNAVAILABLE (UNAVAILABLE; the blob
+ * store of model files and backups), STORAGE_FULL (RESOURCE_EXHAUSTED; the blob store's disk is
+ * full, nothing was stored), SHARING_DISABLED (FAILED_PRECONDITION). RATE_LIMITED,
+ * SERVICE_UNAVAILABLE and STORAGE_UNAVAILABLE replies carry `retry-after` (seconds; header or trailer). Its metadata holds `timestamp`, `requestId` and the
  * offending `field` or `modelId`. Every response carries an `x-request-id` header.
  *
  * Activation rules: a user has at most one active model, and only a completed model can be active.
