@@ -19,6 +19,12 @@ export function openBlobStore(config: Readonly<FilesConfig>, onUnavailable?: (er
     // Per request until the reply's headers (not the body; uploads are untimed here): ends the
     // SDK's own attempts against a dead endpoint, which the guard below has already answered for.
     timeout: config.storageConnectTimeoutMs,
+    // The SDK's own retries stay inside the window the guard answers in, so none outlive the call.
+    retryOptions: {
+      maxRetries: 2,
+      maxRetryDelay: 1,
+      totalTimeout: Math.ceil((config.storageConnectTimeoutMs + config.storageIdleTimeoutMs) / 1000),
+    },
   });
   const gcs = new GcsBlobStore({ bucket: storage.bucket(config.gcs.bucket!), prefix: config.gcs.prefix });
   return new GuardedBlobStore(gcs, {
