@@ -17,6 +17,7 @@ import { CleanupScheduler } from "./cleanup/cleanup-scheduler";
 import { CleanupService } from "./cleanup/cleanup-service";
 import type { Config } from "./config";
 import type { Database } from "./db/connection";
+import { registerBlobStoreMetric } from "./metrics/blob-store-metric";
 import { ServiceMetrics } from "./metrics/service-metrics";
 import { FileMover } from "./model-files/file-mover";
 import { ModelFileService } from "./model-files/model-file-service";
@@ -35,6 +36,7 @@ import { grpcService } from "./server/grpc-transport";
 import { answerClientError, createHttpHandler } from "./server/http-server";
 import { addReflection } from "./server/reflection";
 import { endSharesOfDeletedModels, SharingService } from "./sharing/sharing-service";
+import { BlobStoreHealth } from "./storage/blob-store-health";
 import { openBlobStore, openKeyProvider } from "./storage/open-storage";
 import { rewrapDataKeys } from "./storage/rewrap";
 import { SealedStore } from "./storage/sealed-store";
@@ -43,6 +45,9 @@ import { UsageService } from "./usage/usage-service";
 import { UserErasure } from "./user-data/user-erasure";
 import { SharedAccess } from "./voice-models/access";
 import { VoiceModelService } from "./voice-models/voice-model-service";
+
+/** The gRPC health service name of the blob store's entry (readiness stays the database's). */
+export const BLOB_STORE_HEALTH_SERVICE = "voicemodel.v1.BlobStore";
 
 /** Who the background purge acts as (for listeners that record an actor). */
 const RETENTION_ACTOR = { caller: makeCaller("system:retention", ["admin"]), requestId: "retention", clientAddress: "internal" };
@@ -97,7 +102,11 @@ export function createApp(deps: AppDeps) {
   });
   const usage = new UsageService(db.knex, caches, { ...config.usage, ...config.cache }, models.access);
   // Model files (issue 4): sealed (encrypted, compressed) objects in the configured blob store.
-  const blobs = openBlobStore(config.files);
+  // The blob store's own health: a cached probe, shown in /readyz's body, gRPC health and a metric.
+  // A call that finds the store down marks it down at once (only a probe marks it up again).
+  const blobs = openBlobStore(config.files, (error) => storageHealth.markDown(error));
+  const storageHealth = new BlobStoreHealth(blobs, config.files.storageProbeIntervalMs, log);
+  registerBlobStoreMetric(metrics.registry, storageHealth);
   const mover = new FileMover(db.knex, blobs, log);
   mover.listenTo(models);
   const keyProvider = openKeyProvider(config.files, config.dataDir);
@@ -163,7 +172,10 @@ export function createApp(deps: AppDeps) {
       const { definition, implementation } = grpcService(service, served, gate, log);
       server.addService(definition, implementation);
     }
-    const health = new HealthImplementation({ "": "SERVING", [VoiceModelServiceDesc.typeName]: "SERVING" });
+    const health = new HealthImplementation({ "": "SERVING", [VoiceModelServiceDesc.typeName]: "SERVING", [BLOB_STORE_HEALTH_SERVICE]: "UNKNOWN" });
+    storageHealth.onChange((state) =>
+      health.setStatus(BLOB_STORE_HEALTH_SERVICE, state.status === "up" ? "SERVING" : state.status === "down" ? "NOT_SERVING" : "UNKNOWN"),
+    );
     health.addToServer(server);
     addReflection(server, services);
     return { server, health };
@@ -174,6 +186,7 @@ export function createApp(deps: AppDeps) {
     plainRoutes: fileRoutes({ gate, guard, files, backups, usageOf, log, rpc: served as unknown as VoiceModelHandlers }),
     corsOrigins: config.corsOrigins,
     isReady,
+    readinessDetails: () => ({ blobStore: storageHealth.state }),
     metrics: async () => ({ contentType: metrics.registry.contentType, body: await metrics.registry.metrics() }),
     log,
   });
@@ -186,6 +199,7 @@ export function createApp(deps: AppDeps) {
     const stopHousekeeping = startHousekeeping({ knex: db.knex, metrics, config: governance, log });
     scheduler.start();
     mover.start(60_000);
+    storageHealth.start();
     const fileRetention = everyOnOneInstance(
       db.knex,
       { name: "file-retention", holder: instanceId },
@@ -238,6 +252,7 @@ export function createApp(deps: AppDeps) {
         await caches.stop();
         await fileRetention.stop();
         await mover.stop();
+        storageHealth.stop();
       },
     };
   }

@@ -14,6 +14,8 @@ export interface Config {
   dataDir: string;
   /** PostgreSQL pool size per instance. */
   dbPoolMax: number;
+  /** How long a query waits for a free pooled connection before failing UNAVAILABLE (overloaded). */
+  dbAcquireTimeoutMs: number;
   /** Apply pending migrations at start-up. */
   migrateOnStart: boolean;
   jwt: JwtConfig;
@@ -200,6 +202,7 @@ export function parseConfig(env: Env = process.env): Readonly<Config> {
     databaseUrl,
     dataDir: path.resolve(optional(env, "DATA_DIR") ?? "data"),
     dbPoolMax: integer(env, "DB_POOL_MAX", 10, 1, 1000),
+    dbAcquireTimeoutMs: integer(env, "DB_ACQUIRE_TIMEOUT_MS", 5_000, 50, 600_000),
     migrateOnStart: boolean(env, "MIGRATE_ON_START", true),
     jwt: Object.freeze({
       secret,
@@ -248,6 +251,12 @@ export interface FilesConfig {
   purgeIntervalMs: number;
   /** Largest model file accepted (bytes). */
   maxFileBytes: number;
+  /** GCS: how long a call may wait for the first byte of a reply (connect, headers, first chunk). */
+  storageConnectTimeoutMs: number;
+  /** GCS: how long a transfer may make no progress; no cap on its total time. */
+  storageIdleTimeoutMs: number;
+  /** How often the blob store's health is probed (for /readyz's body, gRPC health, a metric). */
+  storageProbeIntervalMs: number;
 }
 
 function masterKey(name: string, raw: string): Buffer {
@@ -275,5 +284,8 @@ function parseFiles(env: Env): FilesConfig {
     retentionDays: integer(env, "DELETED_RETENTION_DAYS", 30, 0, 36_500),
     purgeIntervalMs: integer(env, "FILE_PURGE_INTERVAL_MS", 3_600_000, 100, 7 * 86_400_000),
     maxFileBytes: integer(env, "MAX_MODEL_FILE_BYTES", 8 * 1024 ** 3, 1, Number.MAX_SAFE_INTEGER),
+    storageConnectTimeoutMs: integer(env, "STORAGE_CONNECT_TIMEOUT_MS", 5_000, 50, 600_000),
+    storageIdleTimeoutMs: integer(env, "STORAGE_IDLE_TIMEOUT_MS", 5_000, 50, 600_000),
+    storageProbeIntervalMs: integer(env, "STORAGE_PROBE_INTERVAL_MS", 10_000, 100, 3_600_000),
   });
 }

@@ -28,6 +28,10 @@ export const ErrorCodes = {
   /** No route or RPC at that path. */
   ROUTE_NOT_FOUND: Code.NotFound,
   SERVICE_UNAVAILABLE: Code.Unavailable,
+  /** The blob store (model files, backups) did not answer in time or failed; retry later. */
+  STORAGE_UNAVAILABLE: Code.Unavailable,
+  /** The blob store's disk is full (ENOSPC): nothing was stored; an operator must free space. */
+  STORAGE_FULL: Code.ResourceExhausted,
   UNIMPLEMENTED: Code.Unimplemented,
   INTERNAL: Code.Internal,
 } as const satisfies Record<string, Code>;

@@ -10,7 +10,7 @@ import { createLogger } from "./logger";
 async function main() {
   const config = parseConfig();
   const log = createLogger(config.logLevel);
-  const db = await openDatabase({ url: config.databaseUrl, pgliteDir: config.dataDir, poolMax: config.dbPoolMax });
+  const db = await openDatabase({ url: config.databaseUrl, pgliteDir: config.dataDir, poolMax: config.dbPoolMax, acquireTimeoutMs: config.dbAcquireTimeoutMs });
   if (config.migrateOnStart || db.kind === "pglite") {
     const applied = await migrateToLatest(db.knex);
     if (applied.length) log.info({ applied }, "migrations applied");

@@ -44,7 +44,7 @@ describe("HTTP probes (no token)", () => {
   test("/readyz says the database answers", async () => {
     const response = await server().fetch("/readyz");
     expect(response.status).toBe(200);
-    expect(response.body).toEqual({ status: "ready" });
+    expect(response.body).toEqual({ status: "ready", blobStore: { status: expect.stringMatching(/^(unknown|up)$/), checkedAt: expect.anything() } });
   });
 });
 

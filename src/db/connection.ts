@@ -17,6 +17,8 @@ export interface DatabaseOptions {
   /** PGlite folder; undefined with no url means an in-memory PGlite (tests). */
   pgliteDir?: string;
   poolMax?: number;
+  /** How long a query waits for a free pooled connection before failing as overloaded (ms). */
+  acquireTimeoutMs?: number;
 }
 
 const OID = { INT8: 20, NUMERIC: 1700 } as const;
@@ -27,11 +29,11 @@ const parsers: Record<number, (value: string) => number> = {
 };
 
 export async function openDatabase(options: DatabaseOptions): Promise<Database> {
-  if (options.url) return openPostgres(options.url, options.poolMax ?? 10);
+  if (options.url) return openPostgres(options.url, options.poolMax ?? 10, options.acquireTimeoutMs ?? 5_000);
   return openPglite(options.pgliteDir);
 }
 
-function openPostgres(url: string, poolMax: number): Database {
+function openPostgres(url: string, poolMax: number, acquireTimeoutMs: number): Database {
   const knex = knexFactory({
     client: "pg",
     connection: {
@@ -42,7 +44,7 @@ function openPostgres(url: string, poolMax: number): Database {
     } as Knex.PgConnectionConfig,
     pool: { min: 0, max: poolMax },
     // Fail fast while the database is down instead of queueing callers for a minute.
-    acquireConnectionTimeout: 5_000,
+    acquireConnectionTimeout: acquireTimeoutMs,
   });
   return { kind: "postgres", knex, close: () => knex.destroy() };
 }

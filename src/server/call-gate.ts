@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import type { Logger } from "pino";
 import type { Caller } from "../auth/caller";
 import type { TokenVerifier } from "../auth/token-verifier";
+import { databaseUnavailable } from "../db/db-errors";
 import { AppError } from "../errors";
 import { fromProtocolError } from "./protocol-errors";
 import type { RequestContext } from "./request-context";
@@ -101,20 +102,13 @@ class CallContext implements RequestContext {
   }
 }
 
-const UNAVAILABLE_CODES = new Set(["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "ENOTFOUND", "EPIPE", "57P01", "57P02", "57P03"]);
-
 /** Every failure as one of our error codes: database outages become SERVICE_UNAVAILABLE. */
 export function toAppError(error: unknown): AppError {
   if (error instanceof AppError) return error;
   const protocol = fromProtocolError(error);
   if (protocol) return protocol;
-  const e = error as { code?: string; name?: string; message?: string };
+  const e = error as { code?: string };
   // Raised by the database for writes about a user whose data was deleted (DeleteUserData).
   if (e?.code === "VM001") return new AppError("ACCESS_DENIED", "this user's data was deleted; nothing can be stored for them");
-  const unavailable =
-    (typeof e?.code === "string" && (UNAVAILABLE_CODES.has(e.code) || e.code.startsWith("08"))) ||
-    e?.name === "KnexTimeoutError" ||
-    /Connection terminated|connect ECONNREFUSED|Client has encountered a connection error/i.test(e?.message ?? "");
-  if (unavailable) return new AppError("SERVICE_UNAVAILABLE", "the database is unreachable; retry later");
-  return new AppError("INTERNAL", "internal error");
+  return databaseUnavailable(error) ?? new AppError("INTERNAL", "internal error");
 }

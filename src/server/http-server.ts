@@ -15,6 +15,8 @@ export interface HttpServerOptions {
   corsOrigins: string[];
   /** Resolves true when the service can serve (the database answers). */
   isReady: () => Promise<boolean>;
+  /** More state for /readyz's JSON body that does not decide readiness (the blob store's). */
+  readinessDetails?: () => object;
   /** Prometheus exposition for GET /metrics (no token; keep the port off the public internet). */
   metrics?: () => Promise<{ contentType: string; body: string }>;
   /** Plain HTTP routes (model file downloads, uploads, backups); returns true when it took the request. */
@@ -109,9 +111,10 @@ export function createHttpHandler(options: HttpServerOptions): http.RequestListe
       return;
     }
     if (req.url === "/readyz") {
+      const details = options.readinessDetails?.() ?? {};
       options.isReady().then(
-        (ready) => sendJson(res, ready ? 200 : 503, { status: ready ? "ready" : "database unreachable" }),
-        () => sendJson(res, 503, { status: "database unreachable" }),
+        (ready) => sendJson(res, ready ? 200 : 503, { status: ready ? "ready" : "database unreachable", ...details }),
+        () => sendJson(res, 503, { status: "database unreachable", ...details }),
       );
       return;
     }

@@ -15,6 +15,11 @@ export interface GetOptions {
   end?: number;
 }
 
+export interface PutOptions {
+  /** Aborting it stops the write (its promise rejects and nothing appears under the key). */
+  signal?: AbortSignal;
+}
+
 /**
  * A flat namespace of objects under '/'-separated keys. Keys are relative ("u1/m1/file"): no
  * leading '/', no '.' or '..' segments, no empty segments. Implementations: fs-blob-store.ts
@@ -22,7 +27,7 @@ export interface GetOptions {
  */
 export interface BlobStore {
   /** Writes an object from a stream; replaces any object under the key. Resolves with its size. */
-  put(key: string, body: Readable | AsyncIterable<Uint8Array>): Promise<{ size: number }>;
+  put(key: string, body: Readable | AsyncIterable<Uint8Array>, options?: PutOptions): Promise<{ size: number }>;
   /** Streams an object or a byte range of it. Rejects with BlobNotFoundError when absent. */
   get(key: string, options?: GetOptions): Promise<Readable>;
   /** The object's size and time, or undefined when absent. */

@@ -4,10 +4,16 @@ import fsp from "node:fs/promises";
 import path from "node:path";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { BlobNotFoundError, checkKey, checkPrefix, InvalidBlobKeyError, type BlobInfo, type BlobStore, type GetOptions } from "./blob-store";
+import { AppError } from "../errors";
+import { BlobNotFoundError, checkKey, checkPrefix, InvalidBlobKeyError, type BlobInfo, type BlobStore, type GetOptions, type PutOptions } from "./blob-store";
 
 // Partial uploads live here until renamed into place, so a reader never sees half a file.
 const TMP_DIR = ".tmp";
+
+const isDiskFull = (error: unknown) => ["ENOSPC", "EDQUOT"].includes((error as NodeJS.ErrnoException)?.code ?? "");
+
+const storageFull = () =>
+  new AppError("STORAGE_FULL", "the blob store has no space left; nothing was stored (an operator must free space)");
 
 const isNotFound = (error: unknown) => ["ENOENT", "ENOTDIR"].includes((error as NodeJS.ErrnoException)?.code ?? "");
 
@@ -29,7 +35,7 @@ export class FsBlobStore implements BlobStore {
     return full;
   }
 
-  async put(key: string, body: Readable | AsyncIterable<Uint8Array>): Promise<{ size: number }> {
+  async put(key: string, body: Readable | AsyncIterable<Uint8Array>, options: PutOptions = {}): Promise<{ size: number }> {
     const target = this.pathOf(key);
     const tmp = path.join(this.root, TMP_DIR, randomUUID());
     let size = 0;
@@ -39,13 +45,14 @@ export class FsBlobStore implements BlobStore {
         yield chunk;
       }
     };
-    await fsp.mkdir(path.dirname(tmp), { recursive: true });
     try {
-      await pipeline(counted, fs.createWriteStream(tmp, { flags: "wx" }));
+      await fsp.mkdir(path.dirname(tmp), { recursive: true });
+      await pipeline(counted, fs.createWriteStream(tmp, { flags: "wx" }), { signal: options.signal });
       await fsp.mkdir(path.dirname(target), { recursive: true });
       await fsp.rename(tmp, target);
     } catch (error) {
       await fsp.rm(tmp, { force: true });
+      if (isDiskFull(error)) throw storageFull();
       throw error;
     }
     return { size };

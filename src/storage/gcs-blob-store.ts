@@ -1,7 +1,7 @@
 import type { Bucket } from "@google-cloud/storage";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { BlobNotFoundError, checkKey, checkPrefix, type BlobInfo, type BlobStore, type GetOptions } from "./blob-store";
+import { BlobNotFoundError, checkKey, checkPrefix, type BlobInfo, type BlobStore, type GetOptions, type PutOptions } from "./blob-store";
 
 export interface GcsBlobStoreOptions {
   /** A bucket handle from the caller's Storage client (credentials, apiEndpoint are theirs). */
@@ -27,7 +27,7 @@ export class GcsBlobStore implements BlobStore {
     return this.bucket.file(this.prefix + checkKey(key));
   }
 
-  async put(key: string, body: Readable | AsyncIterable<Uint8Array>): Promise<{ size: number }> {
+  async put(key: string, body: Readable | AsyncIterable<Uint8Array>, options: PutOptions = {}): Promise<{ size: number }> {
     let size = 0;
     const counted = async function* () {
       for await (const chunk of body) {
@@ -37,7 +37,9 @@ export class GcsBlobStore implements BlobStore {
     };
     // One resumable session streamed in a single request: the object appears only when the
     // upload completes, so an interrupted upload leaves nothing visible.
-    await pipeline(counted, this.file(key).createWriteStream({ resumable: true, contentType: "application/octet-stream" }));
+    await pipeline(counted, this.file(key).createWriteStream({ resumable: true, contentType: "application/octet-stream" }), {
+      signal: options.signal,
+    });
     return { size };
   }
 

@@ -1,18 +1,37 @@
 import { Storage } from "@google-cloud/storage";
 import type { FilesConfig } from "../config";
+import type { AppError } from "../errors";
 import type { BlobStore } from "./blob-store";
 import { FsBlobStore } from "./fs-blob-store";
 import { GcsBlobStore } from "./gcs-blob-store";
+import { GuardedBlobStore } from "./guarded-blob-store";
 import { LocalKeyProvider, loadOrCreateMasterKeyFile, type KeyProvider, type WrappedKey } from "./key-provider";
 
-/** The configured blob store: the local folder, or a GCS bucket (credentials the usual Google way). */
-export function openBlobStore(config: Readonly<FilesConfig>): BlobStore {
+/**
+ * The configured blob store: the local folder, or a GCS bucket (credentials the usual Google way)
+ * under the connect and idle timeouts, its outages reported to onUnavailable.
+ */
+export function openBlobStore(config: Readonly<FilesConfig>, onUnavailable?: (error: AppError) => void): BlobStore {
   if (config.blobStore === "fs") return new FsBlobStore(config.fsRoot);
   const storage = new Storage({
     ...(config.gcs.apiEndpoint ? { apiEndpoint: config.gcs.apiEndpoint } : {}),
     ...(config.gcs.projectId ? { projectId: config.gcs.projectId } : {}),
+    // Per request until the reply's headers (not the body; uploads are untimed here): ends the
+    // SDK's own attempts against a dead endpoint, which the guard below has already answered for.
+    timeout: config.storageConnectTimeoutMs,
+    // The SDK's own retries stay inside the window the guard answers in, so none outlive the call.
+    retryOptions: {
+      maxRetries: 2,
+      maxRetryDelay: 1,
+      totalTimeout: Math.ceil((config.storageConnectTimeoutMs + config.storageIdleTimeoutMs) / 1000),
+    },
   });
-  return new GcsBlobStore({ bucket: storage.bucket(config.gcs.bucket!), prefix: config.gcs.prefix });
+  const gcs = new GcsBlobStore({ bucket: storage.bucket(config.gcs.bucket!), prefix: config.gcs.prefix });
+  return new GuardedBlobStore(gcs, {
+    connectTimeoutMs: config.storageConnectTimeoutMs,
+    idleTimeoutMs: config.storageIdleTimeoutMs,
+    onUnavailable,
+  });
 }
 
 /**

@@ -8,6 +8,7 @@ export class TcpProxy {
   private server: net.Server | undefined;
   private readonly sockets = new Set<net.Socket>();
   port = 0;
+  private blackholed = false;
 
   constructor(
     private readonly targetHost: string,
@@ -15,7 +16,15 @@ export class TcpProxy {
   ) {}
 
   async open(): Promise<void> {
+    this.blackholed = false;
     const server = net.createServer((client) => {
+      if (this.blackholed) {
+        // Accepted and never answered: what a hung or black-holed endpoint looks like.
+        this.sockets.add(client);
+        client.on("close", () => this.sockets.delete(client));
+        client.on("error", () => client.destroy());
+        return;
+      }
       const upstream = net.connect(this.targetPort, this.targetHost);
       for (const socket of [client, upstream]) {
         this.sockets.add(socket);
@@ -33,6 +42,18 @@ export class TcpProxy {
     });
     this.port = (server.address() as net.AddressInfo).port;
     this.server = server;
+  }
+
+  /** Cuts every open connection; new ones are accepted but never answered (until open() again). */
+  blackhole(): void {
+    this.blackholed = true;
+    for (const socket of this.sockets) socket.destroy();
+  }
+
+  /** Forwards again after blackhole() (the held connections are cut). */
+  forward(): void {
+    this.blackholed = false;
+    for (const socket of this.sockets) socket.destroy();
   }
 
   async close(): Promise<void> {

@@ -585,10 +585,12 @@ export const WhoAmIResponseSchema: GenMessage<WhoAmIResponse> = /*@__PURE__*/
  *   RATE_LIMITED (RESOURCE_EXHAUSTED): a rate limit was reached; see `retry-after`.
  *   REQUEST_TOO_LARGE (RESOURCE_EXHAUSTED): a message or body over the size limit.
  *   ROUTE_NOT_FOUND (NOT_FOUND): no RPC or HTTP route at that path.
- *   SERVICE_UNAVAILABLE (UNAVAILABLE): the database cannot be reached; retry later.
+ *   SERVICE_UNAVAILABLE (UNAVAILABLE): the database cannot be reached or is overloaded; retry later.
+ *   STORAGE_UNAVAILABLE (UNAVAILABLE): the blob store of model files and backups did not answer in time.
+ *   STORAGE_FULL (RESOURCE_EXHAUSTED): the blob store's disk is full; nothing was stored.
  *   UNIMPLEMENTED (UNIMPLEMENTED): the RPC or protocol feature is not served.
  *   INTERNAL (INTERNAL): an unexpected failure; the message says nothing more.
- * RATE_LIMITED replies carry `retry-after` (seconds; header or trailer). The metadata holds
+ * RATE_LIMITED, SERVICE_UNAVAILABLE and STORAGE_UNAVAILABLE replies carry `retry-after` (seconds; header or trailer). The metadata holds
  * `timestamp`, `requestId` and the offending `field` or `modelId`. The request id (the caller's
  * `x-request-id` when it is 1-128 characters of A-Z a-z 0-9 . _ : -, else a new UUID) is the
  * `x-request-id` response header on Connect, gRPC-Web and the plain HTTP routes, and an
