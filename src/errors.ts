@@ -24,6 +24,12 @@ export const ErrorCodes = {
   FILE_CORRUPT: Code.DataLoss,
   RATE_LIMITED: Code.ResourceExhausted,
   SERVICE_UNAVAILABLE: Code.Unavailable,
+  /** The call's deadline (grpc-timeout, connect-timeout-ms) passed before it finished. */
+  DEADLINE_EXCEEDED: Code.DeadlineExceeded,
+  /** The instance is shutting down: the call was refused or ended; retry on another instance. */
+  SHUTTING_DOWN: Code.Unavailable,
+  /** A streamed reply whose reader opened no flow-control window for too long (STREAM_STALL_TIMEOUT_MS). */
+  STREAM_STALLED: Code.ResourceExhausted,
   UNIMPLEMENTED: Code.Unimplemented,
   INTERNAL: Code.Internal,
 } as const satisfies Record<string, Code>;

@@ -15,6 +15,10 @@ export interface HttpServerOptions {
   /** Plain HTTP routes (model file downloads, uploads, backups); returns true when it took the request. */
   plainRoutes?: (req: http.IncomingMessage, res: http.ServerResponse) => boolean;
   log: Logger;
+  /** True once a shutdown has begun: /readyz answers 503 from then on. */
+  draining?: () => boolean;
+  /** A streamed reply whose reader takes nothing for this long is cut off. */
+  streamStallTimeoutMs?: number;
 }
 
 const ALLOWED_HEADERS = [...connectCors.allowedHeaders, "authorization", "x-request-id"].join(", ");
@@ -49,6 +53,7 @@ export function createHttpHandler(options: HttpServerOptions): http.RequestListe
     grpc: false,
     contextValues: (req) => createContextValues().set(clientAddressKey, req.socket.remoteAddress ?? "unknown"),
     log: options.log,
+    streamStallTimeoutMs: options.streamStallTimeoutMs,
   });
   return (req, res) => {
     const corsAllowed = applyCors(req, res, options.corsOrigins);
@@ -69,6 +74,7 @@ export function createHttpHandler(options: HttpServerOptions): http.RequestListe
       );
       return;
     }
+    if (req.url === "/readyz" && options.draining?.()) return sendJson(res, 503, { status: "shutting down" });
     if (req.url === "/readyz") {
       options.isReady().then(
         (ready) => sendJson(res, ready ? 200 : 503, { status: ready ? "ready" : "database unreachable" }),
