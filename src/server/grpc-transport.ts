@@ -293,9 +293,9 @@ export function grpcService(
             .catch((error) => {
               if (call.cancelled) return;
               call.emit("error", grpcError(error, requestId, log));
-              // Trailers queue behind unsent data: a stream whose reader is stalled is reset now,
-              // any other gets a moment to send them.
-              resetUnlessClosed(call, writing ? 0 : 1_000);
+              // Trailers queue behind unsent data: a stream whose reader has not taken them in a
+              // moment (a stalled reader) is reset.
+              resetUnlessClosed(call, 500);
             })
             .finally(() => end.done());
         };
