@@ -1,16 +1,12 @@
-import { create, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import http from "node:http";
-import http2 from "node:http2";
 import os from "node:os";
 import path from "node:path";
-import { ReadModelFileRequestSchema } from "../gen/voicemodel/v1/model_files_pb";
 import { VoiceModelService } from "../gen/voicemodel/v1/voice_model_service_pb";
 import { GrpcCallError } from "./helpers/grpc-client";
 import { createModel, sleep, useTestServer, type Actor } from "./helpers/harness";
-import { grpcStreamingClient } from "./helpers/streaming-client";
+import { rawGrpcRead, uploadRandomFile, type StreamEnd } from "./helpers/raw-streams";
 
 // The server ends calls past their deadline itself: these clients send the deadline header but
 // keep no timer of their own, so only the server can end the call.
@@ -27,58 +23,10 @@ let modelId: string;
 beforeAll(async () => {
   owner = await server().actor();
   modelId = (await createModel(owner, { status: "completed", qualityScore: 0.5 })).id;
-  const body = randomBytes(FILE_BYTES);
-  await grpcStreamingClient(server().grpcPort, owner.token).uploadModelFile(
-    (async function* () {
-      yield { part: { case: "header" as const, value: { modelId } } };
-      for (let i = 0; i < body.length; i += 1 << 20) yield { part: { case: "chunk" as const, value: body.subarray(i, i + (1 << 20)) } };
-    })(),
-  );
+  await uploadRandomFile(server().grpcPort, owner.token, modelId, FILE_BYTES);
 }, 60_000);
 
-interface StreamEnd {
-  ms: number;
-  bytes: number;
-  grpcStatus?: string;
-  rstCode?: number;
-}
-
-/** ReadModelFile over raw HTTP/2 with `grpc-timeout`; `pauseMs` between reads, or never read at all. */
-function rawGrpcRead(timeout: string, pauseMs: number | "never"): Promise<StreamEnd> {
-  const session = http2.connect(`http://127.0.0.1:${server().grpcPort}`);
-  const message = toBinary(ReadModelFileRequestSchema, create(ReadModelFileRequestSchema, { modelId }));
-  const frame = Buffer.alloc(5 + message.length);
-  frame.writeUInt32BE(message.length, 1);
-  frame.set(message, 5);
-  const started = Date.now();
-  const stream = session.request({
-    ":method": "POST",
-    ":path": READ_PATH,
-    "content-type": "application/grpc",
-    te: "trailers",
-    authorization: `Bearer ${owner.token}`,
-    "grpc-timeout": timeout,
-  });
-  stream.end(frame);
-  return new Promise((resolve) => {
-    let bytes = 0;
-    let grpcStatus: string | undefined;
-    stream.on("response", (headers) => (grpcStatus ??= headers["grpc-status"] as string | undefined));
-    stream.on("trailers", (trailers) => (grpcStatus = trailers["grpc-status"] as string | undefined));
-    if (pauseMs === "never") stream.pause();
-    else
-      stream.on("data", (piece: Buffer) => {
-        bytes += piece.length;
-        stream.pause();
-        setTimeout(() => stream.resume(), pauseMs);
-      });
-    stream.on("error", () => undefined);
-    stream.once("close", () => {
-      resolve({ ms: Date.now() - started, bytes, grpcStatus, rstCode: stream.rstCode });
-      session.destroy();
-    });
-  });
-}
+const rawRead = (timeout: string, pauseMs: number | "never") => rawGrpcRead(server().grpcPort, owner.token, modelId, { timeout, pauseMs }).ended;
 
 /** ReadModelFile over raw Connect (HTTP/1.1) with `connect-timeout-ms`, reading slowly. */
 function rawConnectRead(timeoutMs: number, pauseMs: number): Promise<StreamEnd & { endStream?: any }> {
@@ -130,14 +78,14 @@ function rawConnectRead(timeoutMs: number, pauseMs: number): Promise<StreamEnd &
 
 describe("a streaming file read past its deadline is ended by the server", () => {
   test("gRPC, a slow reader: DEADLINE_EXCEEDED at the deadline, the rest of the file not sent", async () => {
-    const end = await rawGrpcRead("700m", 40);
+    const end = await rawRead("700m", 40);
     expect(end.grpcStatus).toBe(String(Code.DeadlineExceeded));
     expect(end.ms).toBeLessThan(3_000);
     expect(end.bytes).toBeLessThan(FILE_BYTES / 2);
   });
 
   test("gRPC, a reader that never opens its window: the stream is reset at the deadline", async () => {
-    const end = await rawGrpcRead("700m", "never");
+    const end = await rawRead("700m", "never");
     expect(end.ms).toBeLessThan(3_000);
     expect(end.grpcStatus === String(Code.DeadlineExceeded) || (end.rstCode ?? 0) !== 0).toBe(true);
   });
