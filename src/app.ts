@@ -33,6 +33,7 @@ import { CallGate } from "./server/call-gate";
 import { CallGuard } from "./server/call-guard";
 import { registerConnectService } from "./server/connect-transport";
 import { fileRoutes } from "./server/file-routes";
+import { limitGrpcSessions } from "./server/grpc-sessions";
 import { grpcService } from "./server/grpc-transport";
 import { createHttpHandler } from "./server/http-server";
 import { addReflection } from "./server/reflection";
@@ -224,7 +225,7 @@ export function createApp(deps: AppDeps) {
         err ? reject(err) : resolve(port),
       ),
     );
-    limitGrpcConnections(grpcServer, config.transport.maxConnections);
+    limitGrpcSessions(grpcServer, { maxConnections: config.transport.maxConnections, maxResetsPerSecond: config.transport.grpcMaxResetsPerSecond });
     const t = config.transport;
     const httpServer = http.createServer(
       { keepAliveTimeout: 65_000, headersTimeout: t.httpHeadersTimeoutMs, requestTimeout: t.httpRequestTimeoutMs },
@@ -278,15 +279,6 @@ export function createApp(deps: AppDeps) {
   }
 
   return { listen, isReady, caches };
-}
-
-/**
- * grpc-js keeps its node:http2 servers private (the pinned 1.14's `http2Servers` map); the
- * connection cap is a property of each of them.
- */
-function limitGrpcConnections(server: grpc.Server, maxConnections: number): void {
-  const servers = (server as unknown as { http2Servers?: Map<{ maxConnections: number }, unknown> }).http2Servers;
-  for (const http2Server of servers?.keys() ?? []) http2Server.maxConnections = maxConnections;
 }
 
 /** A request body that sends nothing for `idleMs` is cut off (node:http's timeouts only bound the whole request). */

@@ -42,6 +42,8 @@ export interface TransportConfig {
   /** gRPC: the server pings an idle connection this often and drops it when no answer comes in time. */
   grpcKeepaliveTimeMs: number;
   grpcKeepaliveTimeoutMs: number;
+  /** gRPC: a connection that resets (or has reset) more streams than this in a second is closed. */
+  grpcMaxResetsPerSecond: number;
   /** HTTP/1.1: time to receive a request's headers, and the whole request. */
   httpHeadersTimeoutMs: number;
   httpRequestTimeoutMs: number;
@@ -69,6 +71,7 @@ function parseTransport(env: Env): TransportConfig {
     grpcMaxConnectionAgeGraceMs: integer(env, "GRPC_MAX_CONNECTION_AGE_GRACE_MS", 300_000, 0, 86_400_000),
     grpcKeepaliveTimeMs: integer(env, "GRPC_KEEPALIVE_TIME_MS", 60_000, 1_000, 86_400_000),
     grpcKeepaliveTimeoutMs: integer(env, "GRPC_KEEPALIVE_TIMEOUT_MS", 20_000, 100, 3_600_000),
+    grpcMaxResetsPerSecond: integer(env, "GRPC_MAX_RESETS_PER_SECOND", 200, 1, 1_000_000),
     httpHeadersTimeoutMs: integer(env, "HTTP_HEADERS_TIMEOUT_MS", 30_000, 100, 3_600_000),
     httpRequestTimeoutMs: integer(env, "HTTP_REQUEST_TIMEOUT_MS", 3_600_000, 1_000, 86_400_000),
     httpBodyIdleTimeoutMs: integer(env, "HTTP_BODY_IDLE_TIMEOUT_MS", 30_000, 100, 3_600_000),
