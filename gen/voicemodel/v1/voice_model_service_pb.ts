@@ -573,8 +573,16 @@ export const WhoAmIResponseSchema: GenMessage<WhoAmIResponse> = /*@__PURE__*/
  * UNAUTHENTICATED, INVALID_ARGUMENT, MODEL_NOT_COMPLETED (FAILED_PRECONDITION),
  * ALREADY_ACTIVE (ALREADY_EXISTS), IDEMPOTENCY_KEY_REUSED (ALREADY_EXISTS; RecordUsage),
  * ETAG_MISMATCH (ABORTED), RATE_LIMITED (RESOURCE_EXHAUSTED),
- * SERVICE_UNAVAILABLE (UNAVAILABLE), SHARING_DISABLED (FAILED_PRECONDITION). RATE_LIMITED replies
- * carry `retry-after` (seconds; header or trailer). Its metadata holds `timestamp`, `requestId` and the
+ * SERVICE_UNAVAILABLE (UNAVAILABLE), SHARING_DISABLED (FAILED_PRECONDITION),
+ * DEADLINE_EXCEEDED (DEADLINE_EXCEEDED), SHUTTING_DOWN (UNAVAILABLE; the instance is stopping:
+ * retry, another instance answers), STREAM_STALLED (RESOURCE_EXHAUSTED; a streamed reply whose
+ * reader took nothing for the stall timeout). RATE_LIMITED and SHUTTING_DOWN replies
+ * carry `retry-after` (seconds; header or trailer).
+ *
+ * Deadlines: the server ends a call whose deadline (grpc-timeout, connect-timeout-ms) has passed
+ * with DEADLINE_EXCEEDED and stops its work. A write whose deadline passes before it commits is
+ * rolled back; one that committed before the deadline is kept even though the reply came too
+ * late (read it back, or retry with the same idempotency key / training_job_id, to know). Its metadata holds `timestamp`, `requestId` and the
  * offending `field` or `modelId`. Every response carries an `x-request-id` header.
  *
  * Activation rules: a user has at most one active model, and only a completed model can be active.
