@@ -262,7 +262,7 @@ export function createApp(deps: AppDeps) {
         if (registry.size > 0) {
           // What is left ends with UNAVAILABLE (SHUTTING_DOWN); a moment for those replies to go out.
           registry.endAll();
-          await Promise.race([closed, new Promise((resolve) => setTimeout(resolve, 250))]);
+          await Promise.race([closed, new Promise((resolve) => setTimeout(resolve, 1_000))]);
         }
         grpcServer.forceShutdown();
         httpServer.closeAllConnections();

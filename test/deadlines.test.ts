@@ -78,15 +78,15 @@ function rawConnectRead(timeoutMs: number, pauseMs: number): Promise<StreamEnd &
 
 describe("a streaming file read past its deadline is ended by the server", () => {
   test("gRPC, a slow reader: DEADLINE_EXCEEDED at the deadline, the rest of the file not sent", async () => {
-    const end = await rawRead("700m", 40);
+    const end = await rawRead("700m", 10);
     expect(end.grpcStatus).toBe(String(Code.DeadlineExceeded));
-    expect(end.ms).toBeLessThan(3_000);
+    expect(end.ms).toBeLessThan(4_000);
     expect(end.bytes).toBeLessThan(FILE_BYTES / 2);
   });
 
   test("gRPC, a reader that never opens its window: the stream is reset at the deadline", async () => {
     const end = await rawRead("700m", "never");
-    expect(end.ms).toBeLessThan(3_000);
+    expect(end.ms).toBeLessThan(4_000);
     expect(end.grpcStatus === String(Code.DeadlineExceeded) || (end.rstCode ?? 0) !== 0).toBe(true);
   });
 

@@ -197,6 +197,13 @@ function resetUnlessClosed(call: object, graceMs: number): void {
   else setTimeout(reset, graceMs).unref();
 }
 
+/**
+ * Messages (64 KiB file chunks) a stream may have written but not yet taken by the connection.
+ * One: with more queued, the trailers of a stream ended early (deadline, shutdown) were measured
+ * never to go out behind them.
+ */
+const MESSAGES_IN_FLIGHT = 1;
+
 export interface GrpcServiceOptions {
   /** The calls in flight (deadlines, shutdown). */
   registry: CallRegistry;
@@ -268,7 +275,8 @@ export function grpcService(
       case "server_streaming":
         implementation[method.name] = (call: grpc.ServerWritableStream<unknown, unknown>) => {
           const [ctx, requestId, end] = admit(call);
-          let writing: Promise<void> | undefined;
+          // Writes not yet taken by the connection; a few in flight keep the pipe full.
+          const writing: Array<Promise<void>> = [];
           runWithDeadline(end.deadlineMs, async () => {
             const replies = (handler as AnyServerStream)(call.request, await end.race(Promise.resolve(ctx)))[Symbol.asyncIterator]();
             try {
@@ -276,14 +284,15 @@ export function grpcService(
                 const next = await end.race(replies.next());
                 if (next.done) break;
                 if (call.cancelled) return;
-                // One message in flight at a time: the next is made once the previous has gone into
-                // the connection, so a stream holds its flow-control window plus one message (grpc-js
-                // alone would queue 16 before reporting back-pressure).
-                if (writing) await end.race(writing, options.streamStallTimeoutMs);
-                writing = new Promise<void>((resolve, reject) => call.write(next.value, (error?: Error | null) => (error ? reject(error) : resolve())));
+                // At most MESSAGES_IN_FLIGHT messages queued past the connection: a stream holds its
+                // flow-control window plus those (grpc-js alone would queue 16 before reporting
+                // back-pressure), and a reader that takes nothing stalls it here.
+                if (writing.length >= MESSAGES_IN_FLIGHT) await end.race(writing.shift()!, options.streamStallTimeoutMs);
+                const written = new Promise<void>((resolve, reject) => call.write(next.value, (error?: Error | null) => (error ? reject(error) : resolve())));
+                written.catch(() => undefined);
+                writing.push(written);
               }
-              if (writing) await end.race(writing, options.streamStallTimeoutMs);
-              writing = undefined;
+              while (writing.length > 0) await end.race(writing.shift()!, options.streamStallTimeoutMs);
               call.end(requestIdTrailer(requestId));
             } finally {
               // Stops the handler's reads (its finally blocks run) when the stream ends early.
@@ -293,9 +302,9 @@ export function grpcService(
             .catch((error) => {
               if (call.cancelled) return;
               call.emit("error", grpcError(error, requestId, log));
-              // Trailers queue behind unsent data: a stream whose reader has not taken them in a
-              // moment (a stalled reader) is reset.
-              resetUnlessClosed(call, 500);
+              // Trailers queue behind unsent data: a stream whose reader has not taken them within
+              // two seconds (a stalled reader) is reset.
+              resetUnlessClosed(call, 2_000);
             })
             .finally(() => end.done());
         };
