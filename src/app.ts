@@ -28,10 +28,13 @@ import { governanceHandlers } from "./rpc/governance-handlers";
 import { modelFileHandlers } from "./rpc/model-file-handlers";
 import { usageHandlers } from "./rpc/usage-handlers";
 import { voiceModelHandlers, type VoiceModelHandlers } from "./rpc/voice-model-handlers";
+import { outsideCall } from "./db/call-deadline";
+import { CallRegistry } from "./server/call-end";
 import { CallGate } from "./server/call-gate";
 import { CallGuard } from "./server/call-guard";
 import { registerConnectService } from "./server/connect-transport";
 import { fileRoutes } from "./server/file-routes";
+import { limitGrpcSessions } from "./server/grpc-sessions";
 import { grpcService } from "./server/grpc-transport";
 import { answerClientError, createHttpHandler } from "./server/http-server";
 import { addReflection } from "./server/reflection";
@@ -82,7 +85,8 @@ export function createApp(deps: AppDeps) {
     rateLimits: governance.rateLimits,
     log,
   });
-  const gate = new CallGate(verifier, log, guard);
+  const registry = new CallRegistry();
+  const gate = new CallGate(verifier, log, guard, registry);
   // Cache tables + the in-process cache (active models, list pages); caches.stats holds the hit/miss counters.
   const caches = new Caches({ knex: db.knex, kind: db.kind, databaseUrl: config.databaseUrl, config: config.cache, log });
   const models = new VoiceModelService(db.knex, caches.modelReads, new SharedAccess(governance.sharingEnabled));
@@ -115,7 +119,8 @@ export function createApp(deps: AppDeps) {
     models,
     sealed: new SealedStore(blobs, keyProvider),
     maxFileBytes: config.files.maxFileBytes,
-    kickMover: () => mover.kick(),
+    // The mover's work outlives the call that kicks it: it runs outside the call's deadline.
+    kickMover: () => outsideCall(() => mover.kick()),
   });
   const retention = new Retention({
     knex: db.knex,
@@ -124,7 +129,7 @@ export function createApp(deps: AppDeps) {
     retentionDays: config.files.retentionDays,
     orphanGraceMs: config.files.orphanGraceMs,
     log,
-    kickMover: () => mover.kick(),
+    kickMover: () => outsideCall(() => mover.kick()),
     // Purged rows leave the caches like deleted ones.
     onPurged: (trx, purged) => caches.onModelChange(trx, purged.map((model) => ({ kind: "deleted" as const, model })), RETENTION_ACTOR),
   });
@@ -167,9 +172,19 @@ export function createApp(deps: AppDeps) {
 
   function buildGrpcServer(): { server: grpc.Server; health: HealthImplementation } {
     // Channelz (per-call bookkeeping for grpc's debug service) is not served here: it only costs.
-    const server = new grpc.Server({ "grpc.enable_channelz": 0 });
+    const t = config.transport;
+    const server = new grpc.Server({
+      "grpc.enable_channelz": 0,
+      "grpc.max_concurrent_streams": t.grpcMaxConcurrentStreams,
+      "grpc-node.max_session_memory": t.grpcMaxSessionMemoryMb,
+      "grpc.max_connection_idle_ms": t.grpcMaxConnectionIdleMs,
+      "grpc.max_connection_age_ms": t.grpcMaxConnectionAgeMs,
+      "grpc.max_connection_age_grace_ms": t.grpcMaxConnectionAgeGraceMs,
+      "grpc.keepalive_time_ms": t.grpcKeepaliveTimeMs,
+      "grpc.keepalive_timeout_ms": t.grpcKeepaliveTimeoutMs,
+    });
     for (const service of services) {
-      const { definition, implementation } = grpcService(service, served, gate, log);
+      const { definition, implementation } = grpcService(service, served, gate, log, { registry, streamStallTimeoutMs: t.streamStallTimeoutMs });
       server.addService(definition, implementation);
     }
     const health = new HealthImplementation({ "": "SERVING", [VoiceModelServiceDesc.typeName]: "SERVING", [BLOB_STORE_HEALTH_SERVICE]: "UNKNOWN" });
@@ -182,11 +197,13 @@ export function createApp(deps: AppDeps) {
   }
 
   const httpHandler = createHttpHandler({
-    routes: (router) => services.forEach((s) => registerConnectService(router, s, served, gate, log)),
+    routes: (router) => services.forEach((s) => registerConnectService(router, s, served, gate, log, registry)),
     plainRoutes: fileRoutes({ gate, guard, files, backups, usageOf, log, rpc: served as unknown as VoiceModelHandlers }),
     corsOrigins: config.corsOrigins,
     isReady,
     readinessDetails: () => ({ blobStore: storageHealth.state }),
+    draining: () => registry.draining,
+    streamStallTimeoutMs: config.transport.streamStallTimeoutMs,
     metrics: async () => ({ contentType: metrics.registry.contentType, body: await metrics.registry.metrics() }),
     log,
   });
@@ -222,8 +239,15 @@ export function createApp(deps: AppDeps) {
         err ? reject(err) : resolve(port),
       ),
     );
-    const httpServer = http.createServer({ keepAliveTimeout: 65_000, headersTimeout: 30_000, requestTimeout: 0 }, httpHandler);
+    const t = config.transport;
+    limitGrpcSessions(grpcServer, { maxConnections: t.maxConnections, maxResetsPerSecond: t.grpcMaxResetsPerSecond });
+    const httpServer = http.createServer(
+      { keepAliveTimeout: 65_000, headersTimeout: t.httpHeadersTimeoutMs, requestTimeout: t.httpRequestTimeoutMs },
+      httpHandler,
+    );
+    httpServer.maxConnections = t.maxConnections;
     httpServer.on("clientError", (error, socket) => answerClientError(error, socket, log));
+    httpServer.on("request", (req: http.IncomingMessage) => limitBodyIdleTime(req, t.httpBodyIdleTimeoutMs));
     await new Promise<void>((resolve, reject) => {
       httpServer.once("error", reject);
       httpServer.listen(config.httpPort, config.host, resolve);
@@ -232,19 +256,32 @@ export function createApp(deps: AppDeps) {
     return {
       grpcPort,
       httpPort,
-      async close(graceMs = 10_000) {
+      async close(graceMs = config.shutdown.graceMs) {
+        // Readiness and health turn red at once; calls are still served through the drain delay,
+        // so a load balancer that has not yet seen the red probe loses nothing.
+        registry.draining = true;
         health.setStatus("", "NOT_SERVING");
-        const forced = setTimeout(() => {
-          grpcServer.forceShutdown();
-          httpServer.closeAllConnections();
-        }, graceMs);
-        await Promise.all([
+        health.setStatus(VoiceModelServiceDesc.typeName, "NOT_SERVING");
+        if (config.shutdown.drainDelayMs > 0) await new Promise((resolve) => setTimeout(resolve, config.shutdown.drainDelayMs));
+        registry.refusing = true;
+        const closed = Promise.all([
           new Promise<void>((resolve) => grpcServer.tryShutdown(() => resolve())),
           new Promise<void>((resolve) => {
             httpServer.close(() => resolve());
             httpServer.closeIdleConnections();
           }),
         ]);
+        let forced: NodeJS.Timeout | undefined;
+        const graceOver = new Promise<void>((resolve) => (forced = setTimeout(resolve, graceMs)));
+        await Promise.race([closed, graceOver]);
+        if (registry.size > 0) {
+          // What is left ends with UNAVAILABLE (SHUTTING_DOWN); a moment for those replies to go out.
+          registry.endAll();
+          await Promise.race([closed, new Promise((resolve) => setTimeout(resolve, 1_000))]);
+        }
+        grpcServer.forceShutdown();
+        httpServer.closeAllConnections();
+        await closed;
         clearTimeout(forced);
         await usagePurge.stop();
         await scheduler.stop();
@@ -258,4 +295,12 @@ export function createApp(deps: AppDeps) {
   }
 
   return { listen, isReady, caches };
+}
+
+/** A request body that sends nothing for `idleMs` is cut off (node:http's timeouts only bound the whole request). */
+function limitBodyIdleTime(req: http.IncomingMessage, idleMs: number): void {
+  if (req.method === "GET" || req.method === "HEAD" || req.headers["content-length"] === "0" || req.complete) return;
+  req.socket.setTimeout(idleMs);
+  // From the reply on, node:http manages the socket's timeout again (keep-alive).
+  req.once("end", () => req.socket.setTimeout(0));
 }

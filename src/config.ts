@@ -26,6 +26,60 @@ export interface Config {
   cache: CacheConfig;
   governance: GovernanceConfig;
   files: FilesConfig;
+  transport: TransportConfig;
+  shutdown: ShutdownConfig;
+}
+
+/** Limits of both listeners, so no client can hold unbounded streams, connections or memory. */
+export interface TransportConfig {
+  /** gRPC: concurrent streams one connection may open (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS). */
+  grpcMaxConcurrentStreams: number;
+  /** gRPC: memory (MB) one HTTP/2 session may buffer before new streams are refused. */
+  grpcMaxSessionMemoryMb: number;
+  /** gRPC: a connection with no call for this long is closed (GOAWAY). */
+  grpcMaxConnectionIdleMs: number;
+  /** gRPC: a connection older than this is asked to go away; calls on it get the grace below. */
+  grpcMaxConnectionAgeMs: number;
+  grpcMaxConnectionAgeGraceMs: number;
+  /** gRPC: the server pings an idle connection this often and drops it when no answer comes in time. */
+  grpcKeepaliveTimeMs: number;
+  grpcKeepaliveTimeoutMs: number;
+  /** gRPC: a connection that resets (or has reset) more streams than this in a second is closed. */
+  grpcMaxResetsPerSecond: number;
+  /** HTTP/1.1: time to receive a request's headers, and the whole request. */
+  httpHeadersTimeoutMs: number;
+  httpRequestTimeoutMs: number;
+  /** HTTP/1.1: a request body that sends nothing for this long is cut off. */
+  httpBodyIdleTimeoutMs: number;
+  /** Open connections each listener accepts; more are closed at once. */
+  maxConnections: number;
+  /** A streamed reply (file read, export) whose reader takes nothing for this long is ended. */
+  streamStallTimeoutMs: number;
+}
+
+export interface ShutdownConfig {
+  /** After SIGTERM, new calls are still served this long (readiness already red) before being refused. */
+  drainDelayMs: number;
+  /** Then calls in flight get this long to finish; the rest end with UNAVAILABLE. */
+  graceMs: number;
+}
+
+function parseTransport(env: Env): TransportConfig {
+  return Object.freeze({
+    grpcMaxConcurrentStreams: integer(env, "GRPC_MAX_CONCURRENT_STREAMS", 100, 1, 100_000),
+    grpcMaxSessionMemoryMb: integer(env, "GRPC_MAX_SESSION_MEMORY_MB", 32, 1, 4096),
+    grpcMaxConnectionIdleMs: integer(env, "GRPC_MAX_CONNECTION_IDLE_MS", 300_000, 1_000, 86_400_000),
+    grpcMaxConnectionAgeMs: integer(env, "GRPC_MAX_CONNECTION_AGE_MS", 3_600_000, 1_000, 7 * 86_400_000),
+    grpcMaxConnectionAgeGraceMs: integer(env, "GRPC_MAX_CONNECTION_AGE_GRACE_MS", 300_000, 0, 86_400_000),
+    grpcKeepaliveTimeMs: integer(env, "GRPC_KEEPALIVE_TIME_MS", 60_000, 1_000, 86_400_000),
+    grpcKeepaliveTimeoutMs: integer(env, "GRPC_KEEPALIVE_TIMEOUT_MS", 20_000, 100, 3_600_000),
+    grpcMaxResetsPerSecond: integer(env, "GRPC_MAX_RESETS_PER_SECOND", 200, 1, 1_000_000),
+    httpHeadersTimeoutMs: integer(env, "HTTP_HEADERS_TIMEOUT_MS", 30_000, 100, 3_600_000),
+    httpRequestTimeoutMs: integer(env, "HTTP_REQUEST_TIMEOUT_MS", 3_600_000, 1_000, 86_400_000),
+    httpBodyIdleTimeoutMs: integer(env, "HTTP_BODY_IDLE_TIMEOUT_MS", 30_000, 100, 3_600_000),
+    maxConnections: integer(env, "MAX_CONNECTIONS", 10_000, 1, 1_000_000),
+    streamStallTimeoutMs: integer(env, "STREAM_STALL_TIMEOUT_MS", 20_000, 100, 3_600_000),
+  });
 }
 
 export interface UsageConfig {
@@ -228,6 +282,11 @@ export function parseConfig(env: Env = process.env): Readonly<Config> {
     }),
     governance: parseGovernance(env),
     files: parseFiles(env),
+    transport: parseTransport(env),
+    shutdown: Object.freeze({
+      drainDelayMs: integer(env, "SHUTDOWN_DRAIN_DELAY_MS", 0, 0, 600_000),
+      graceMs: integer(env, "SHUTDOWN_GRACE_MS", 8_000, 0, 600_000),
+    }),
   });
 }
 

@@ -32,6 +32,12 @@ export const ErrorCodes = {
   STORAGE_UNAVAILABLE: Code.Unavailable,
   /** The blob store's disk is full (ENOSPC): nothing was stored; an operator must free space. */
   STORAGE_FULL: Code.ResourceExhausted,
+  /** The call's deadline (grpc-timeout, connect-timeout-ms) passed before it finished. */
+  DEADLINE_EXCEEDED: Code.DeadlineExceeded,
+  /** The instance is shutting down: the call was refused or ended; retry on another instance. */
+  SHUTTING_DOWN: Code.Unavailable,
+  /** A streamed reply whose reader opened no flow-control window for too long (STREAM_STALL_TIMEOUT_MS). */
+  STREAM_STALLED: Code.ResourceExhausted,
   UNIMPLEMENTED: Code.Unimplemented,
   INTERNAL: Code.Internal,
 } as const satisfies Record<string, Code>;

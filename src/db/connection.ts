@@ -1,6 +1,7 @@
 import knexFactory, { type Knex } from "knex";
 import path from "node:path";
 import pg from "pg";
+import { withCallDeadlines } from "./call-deadline";
 import { lockDataDir } from "./data-dir-lock";
 
 export type DatabaseKind = "postgres" | "pglite";
@@ -35,7 +36,7 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
 
 function openPostgres(url: string, poolMax: number, acquireTimeoutMs: number): Database {
   const knex = knexFactory({
-    client: "pg",
+    client: withCallDeadlines(require("knex/lib/dialects/postgres")),
     connection: {
       connectionString: url,
       types: {
@@ -56,7 +57,7 @@ async function openPglite(dir: string | undefined): Promise<Database> {
   try {
     const pglite = await PGlite.create(dir ? path.join(dir, "pglite") : undefined, { parsers });
     const knex = knexFactory({
-      client: ClientPgLite,
+      client: withCallDeadlines(ClientPgLite as never),
       dialect: "postgres",
       connection: () => ({ pglite }) as object,
     } as Knex.Config);

@@ -5,6 +5,8 @@ import type { TokenVerifier } from "../auth/token-verifier";
 import { databaseUnavailable } from "../db/db-errors";
 import { AppError } from "../errors";
 import { fromProtocolError } from "./protocol-errors";
+import type { CallEnd, CallRegistry } from "./call-end";
+import { shuttingDown } from "./call-end";
 import type { RequestContext } from "./request-context";
 
 /** Told about calls the gate refuses before any handler runs (metrics, audit). */
@@ -19,6 +21,8 @@ export interface IncomingCall {
   requestIdHeader: string | undefined;
   clientAddress: string;
   signal: AbortSignal;
+  /** How the call may be ended early (deadline, shutdown), when the transport tracks it. */
+  end?: CallEnd;
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -38,6 +42,7 @@ export class CallGate {
     private readonly verifier: TokenVerifier,
     private readonly log: Logger,
     private readonly observer?: RefusalObserver,
+    private readonly registry?: CallRegistry,
   ) {}
 
   /**
@@ -48,6 +53,7 @@ export class CallGate {
     const startedAtMs = performance.now();
     let caller: Caller | Promise<Caller>;
     try {
+      if (this.registry?.refusing) throw shuttingDown();
       caller = this.authenticate(call.authorization);
     } catch (error) {
       return this.refuse(call, requestId, error, startedAtMs);
@@ -94,6 +100,10 @@ class CallContext implements RequestContext {
 
   get signal() {
     return this.call.signal;
+  }
+
+  get endedBy() {
+    return this.call.end?.reason;
   }
 
   /** Every log line of the call carries its request id; made on first use (most calls never log). */

@@ -30,6 +30,17 @@ const AUDITED_CALLS: Readonly<Record<string, string>> = {
 
 const codeName = (code: Code) => Code[code].replace(/([a-z])([A-Z])/g, "$1_$2").toUpperCase();
 
+/**
+ * The metric label of a failed call: a gRPC code name, except for calls the client's own
+ * deadline ended (CLIENT_DEADLINE) and calls a shutdown refused or ended (SHUTDOWN), which are
+ * no server fault and stay out of the server-error ratio.
+ */
+export function codeLabel(error: AppError): string {
+  if (error.code === "DEADLINE_EXCEEDED") return "CLIENT_DEADLINE";
+  if (error.code === "SHUTTING_DOWN") return "SHUTDOWN";
+  return codeName(error.rpcCode);
+}
+
 export interface CallGuardOptions {
   knex: Knex;
   metrics: ServiceMetrics;
@@ -75,7 +86,7 @@ export class CallGuard {
   /** An unauthenticated call: counted in the metrics and audited (aggregated per address and minute). */
   async refused(call: IncomingCall, requestId: string, error: unknown, startedAtMs: number): Promise<void> {
     const appError = toAppError(error);
-    this.options.metrics.observeRpc(localName(call.method), codeName(appError.rpcCode), elapsed(startedAtMs));
+    this.options.metrics.observeRpc(localName(call.method), codeLabel(appError), elapsed(startedAtMs));
     if (appError.code !== "UNAUTHENTICATED") return;
     // Awaited (the refusal is answered after it is recorded); a database outage only logs.
     await recordUnauthenticated(this.options.knex, {
@@ -104,7 +115,8 @@ export class CallGuard {
     try {
       if (operation) reservation = await this.reserve(operation, requestedUser(request), ctx);
       const reply = await run();
-      this.options.metrics.observeRpc(method, "OK", elapsed(startedAtMs));
+      // The transport may already have answered DEADLINE_EXCEEDED or UNAVAILABLE for it.
+      this.options.metrics.observeRpc(method, ctx.endedBy ? codeLabel(ctx.endedBy) : "OK", elapsed(startedAtMs));
       if (auditAction) await this.audited(auditAction, request, ctx);
       return reply;
     } catch (error) {
@@ -131,7 +143,7 @@ export class CallGuard {
       throw error;
     } finally {
       // The transport closed the stream before its end: the client went away.
-      if (!ended) this.options.metrics.observeRpc(method, "CANCELLED", elapsed(startedAtMs));
+      if (!ended) this.options.metrics.observeRpc(method, ctx.endedBy ? codeLabel(ctx.endedBy) : "CANCELLED", elapsed(startedAtMs));
     }
   }
 
@@ -178,7 +190,7 @@ export class CallGuard {
 
   private async failed(method: string, ctx: RequestContext, error: unknown, startedAtMs: number, reservation: Reservation | undefined) {
     const appError = toAppError(error);
-    this.options.metrics.observeRpc(method, codeName(appError.rpcCode), elapsed(startedAtMs));
+    this.options.metrics.observeRpc(method, codeLabel(ctx.endedBy ?? appError), elapsed(startedAtMs));
     if (reservation?.granted && NOT_COUNTED.has(appError.code)) {
       await reservation.release().catch((err) => ctx.log.warn({ err }, "could not release a rate-limit slot"));
     }

@@ -13,6 +13,8 @@ export interface ConnectAdapterOptions extends ConnectRouterOptions {
   routes: (router: ConnectRouter) => void;
   contextValues?: (req: http.IncomingMessage) => ContextValues;
   log: Logger;
+  /** A streamed reply whose reader takes nothing for this long is cut off (default 20 s). */
+  streamStallTimeoutMs?: number;
 }
 
 /**
@@ -32,6 +34,7 @@ export interface ConnectAdapterOptions extends ConnectRouterOptions {
 export function createConnectAdapter(options: ConnectAdapterOptions): http.RequestListener {
   // 4 MiB per message, as grpc-js's default on the gRPC port (connect's own is 4 GiB).
   const readMaxBytes = options.readMaxBytes ?? 4 * 1024 * 1024;
+  const stallMs = options.streamStallTimeoutMs ?? 20_000;
   const router = createConnectRouter({ acceptCompression: [compressionGzip, compressionBrotli], ...options, readMaxBytes });
   options.routes(router);
   const handlers = new Map(router.handlers.map((h) => [h.requestPath, h]));
@@ -64,9 +67,10 @@ export function createConnectAdapter(options: ConnectAdapterOptions): http.Reque
     const serve = (body: UniversalServerRequest["body"]) =>
       handler(request(body))
         .then((reply) => withErrorInfo(reply, requestId, options.log))
-        .then((reply) => writeReply(reply, res))
+        .then((reply) => writeReply(reply, res, stallMs))
         .catch((error: unknown) => {
-          if (ConnectError.from(error).code === Code.Aborted) res.destroy();
+          // Mid-stream (a stalled reader among them) the connection goes: what is buffered for it is freed.
+          if (res.headersSent || ConnectError.from(error).code === Code.Aborted) res.destroy();
           else sendHttpError(res, error, requestId, options.log);
         });
     if (handler.method.methodKind !== "unary") return serve(req);
@@ -158,7 +162,7 @@ function nodeHeaders(header: Headers | undefined): http.OutgoingHttpHeaders {
   return out;
 }
 
-async function writeReply(reply: UniversalServerResponse, res: http.ServerResponse): Promise<void> {
+async function writeReply(reply: UniversalServerResponse, res: http.ServerResponse, stallMs: number): Promise<void> {
   const chunks = reply.body?.[Symbol.asyncIterator]();
   const headers = nodeHeaders(reply.header);
   let chunk = await chunks?.next();
@@ -175,7 +179,7 @@ async function writeReply(reply: UniversalServerResponse, res: http.ServerRespon
   res.writeHead(reply.status, headers);
   try {
     for (; !chunk.done; chunk = await chunks.next()) {
-      if (!res.write(chunk.value) || res.destroyed) await drained(res);
+      if (!res.write(chunk.value) || res.destroyed) await drained(res, stallMs);
     }
     if (reply.trailer) res.addTrailers(nodeHeaders(reply.trailer));
     res.end();
@@ -187,14 +191,20 @@ async function writeReply(reply: UniversalServerResponse, res: http.ServerRespon
   }
 }
 
-function drained(res: http.ServerResponse): Promise<void> {
+function drained(res: http.ServerResponse, stallMs: number): Promise<void> {
   return new Promise((resolve, reject) => {
     if (res.destroyed) return reject(new ConnectError("the client closed the connection", Code.Aborted));
+    const stalled = setTimeout(() => {
+      res.off("drain", onDrain).off("close", onClose);
+      reject(new ConnectError(`the reader took nothing for ${stallMs} ms`, Code.Aborted));
+    }, stallMs);
     const onDrain = () => {
+      clearTimeout(stalled);
       res.off("close", onClose);
       resolve();
     };
     const onClose = () => {
+      clearTimeout(stalled);
       res.off("drain", onDrain);
       reject(new ConnectError("the client closed the connection", Code.Aborted));
     };

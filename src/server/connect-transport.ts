@@ -1,8 +1,10 @@
 import type { DescService } from "@bufbuild/protobuf";
-import { ConnectError, createContextKey, type ConnectRouter, type HandlerContext } from "@connectrpc/connect";
+import { Code, ConnectError, createContextKey, type ConnectRouter, type HandlerContext } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb";
+import { deadlineExceeded, runWithDeadline } from "../db/call-deadline";
 import { ERROR_DOMAIN, errorMetadata } from "../errors";
+import type { CallEnd, CallRegistry } from "./call-end";
 import { requestIdFor, toAppError, type CallGate } from "./call-gate";
 import { unimplemented, type AnyClientStream, type AnyServerStream, type AnyUnary } from "./handlers";
 import type { RequestContext } from "./request-context";
@@ -23,6 +25,12 @@ export function connectError(error: unknown, requestId: string, log: Logger): Co
   ]);
 }
 
+/** The error a call ends with; a client that left gets connect's own (nothing is logged for it). */
+function endError(error: unknown, hctx: HandlerContext, end: CallEnd, requestId: string, log: Logger): ConnectError {
+  if (hctx.signal.aborted && !end.reason) return ConnectError.from(hctx.signal.reason, Code.Canceled);
+  return connectError(error, requestId, log);
+}
+
 /**
  * Registers our transport-free handlers on a Connect router (Connect JSON/binary and gRPC-Web),
  * going through the same CallGate as the gRPC transport.
@@ -33,12 +41,20 @@ export function registerConnectService(
   handlers: Record<string, unknown>,
   gate: CallGate,
   log: Logger,
+  registry: CallRegistry,
 ): void {
   const impl: Record<string, unknown> = {};
   for (const method of service.methods) {
     const name = `${service.typeName}/${method.name}`;
     const handler = handlers[method.localName] ?? unimplemented(name);
-    const admit = (hctx: HandlerContext): [RequestContext | Promise<RequestContext>, string] => {
+    const admit = (hctx: HandlerContext): [RequestContext | Promise<RequestContext>, string, CallEnd] => {
+      const timeoutMs = hctx.timeoutMs();
+      const end = registry.begin(timeoutMs === undefined ? undefined : Date.now() + timeoutMs);
+      // Connect aborts the signal when the client leaves and when connect-timeout-ms passes.
+      const onAbort = () =>
+        ConnectError.from(hctx.signal.reason).code === Code.DeadlineExceeded ? end.end(deadlineExceeded()) : end.abandon();
+      if (hctx.signal.aborted) onAbort();
+      else hctx.signal.addEventListener("abort", onAbort, { once: true });
       const requestId = requestIdFor(hctx.requestHeader.get("x-request-id") ?? undefined);
       hctx.responseHeader.set("x-request-id", requestId);
       const ctx = gate.admit(
@@ -48,39 +64,55 @@ export function registerConnectService(
           requestIdHeader: requestId,
           clientAddress: hctx.values.get(clientAddressKey),
           signal: hctx.signal,
+          end,
         },
         requestId,
       );
-      return [ctx, requestId];
+      return [ctx, requestId, end];
     };
     switch (method.methodKind) {
       case "unary":
         impl[method.localName] = async (request: unknown, hctx: HandlerContext) => {
-          const [ctx, requestId] = admit(hctx);
+          const [ctx, requestId, end] = admit(hctx);
           try {
-            return await (handler as AnyUnary)(request, await ctx);
+            return await end.race(runWithDeadline(end.deadlineMs, async () => (handler as AnyUnary)(request, await ctx)));
           } catch (error) {
-            throw connectError(error, requestId, log);
+            throw endError(error, hctx, end, requestId, log);
+          } finally {
+            end.done();
           }
         };
         break;
       case "server_streaming":
         impl[method.localName] = async function* (request: unknown, hctx: HandlerContext) {
-          const [ctx, requestId] = admit(hctx);
+          const [ctx, requestId, end] = admit(hctx);
+          let replies: AsyncIterator<unknown> | undefined;
           try {
-            yield* (handler as AnyServerStream)(request, await ctx);
+            const c = await end.race(Promise.resolve(ctx));
+            const it = (replies = runWithDeadline(end.deadlineMs, () => (handler as AnyServerStream)(request, c)[Symbol.asyncIterator]()));
+            for (;;) {
+              // Each step runs under the call's deadline, and gives up when the call is ended.
+              const next = await end.race(runWithDeadline(end.deadlineMs, () => it.next()));
+              if (next.done) return;
+              yield next.value;
+            }
           } catch (error) {
-            throw connectError(error, requestId, log);
+            throw endError(error, hctx, end, requestId, log);
+          } finally {
+            replies?.return?.(undefined)?.catch(() => undefined);
+            end.done();
           }
         };
         break;
       case "client_streaming":
         impl[method.localName] = async (requests: AsyncIterable<unknown>, hctx: HandlerContext) => {
-          const [ctx, requestId] = admit(hctx);
+          const [ctx, requestId, end] = admit(hctx);
           try {
-            return await (handler as AnyClientStream)(requests, await ctx);
+            return await end.race(runWithDeadline(end.deadlineMs, async () => (handler as AnyClientStream)(requests, await ctx)));
           } catch (error) {
-            throw connectError(error, requestId, log);
+            throw endError(error, hctx, end, requestId, log);
+          } finally {
+            end.done();
           }
         };
         break;

@@ -2,15 +2,18 @@ import { create, fromBinary, toBinary, type DescMessage, type DescService, type 
 import { WireType } from "@bufbuild/protobuf/wire";
 import { anyPack } from "@bufbuild/protobuf/wkt";
 import * as grpc from "@grpc/grpc-js";
+import type http2 from "node:http2";
 import type { Logger } from "pino";
 import { ErrorInfoSchema, StatusSchema } from "../../gen/google/rpc/error_details_pb";
+import { runWithDeadline } from "../db/call-deadline";
 import { ERROR_DOMAIN, errorMetadata, invalidArgument } from "../errors";
+import type { CallEnd, CallRegistry } from "./call-end";
 import { requestIdFor, toAppError, type CallGate, type IncomingCall } from "./call-gate";
 import { unimplemented, type AnyClientStream, type AnyServerStream, type AnyUnary } from "./handlers";
 import type { RequestContext } from "./request-context";
 
 /** The part of a grpc-js call every kind shares. */
-type SurfaceCall = Pick<grpc.ServerUnaryCall<unknown, unknown>, "metadata" | "getPeer"> & NodeJS.EventEmitter;
+type SurfaceCall = Pick<grpc.ServerUnaryCall<unknown, unknown>, "metadata" | "getPeer" | "getDeadline"> & NodeJS.EventEmitter;
 
 const asBuffer = (bytes: Uint8Array) => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 
@@ -142,6 +145,7 @@ class GrpcIncomingCall implements IncomingCall {
   constructor(
     private readonly call: SurfaceCall & { cancelled: boolean },
     readonly method: string,
+    readonly end: CallEnd,
   ) {
     this.authorization = firstText(call.metadata, "authorization");
     this.requestIdHeader = firstText(call.metadata, "x-request-id");
@@ -157,6 +161,7 @@ class GrpcIncomingCall implements IncomingCall {
       // grpc-js emits "cancelled" on client cancel and on an expired deadline.
       if (this.call.cancelled) controller.abort();
       else this.call.once("cancelled", () => controller.abort());
+      this.end.onEnd((reason) => controller.abort(reason));
     }
     return this.controller.signal;
   }
@@ -177,16 +182,50 @@ function requestIdTrailer(requestId: string): grpc.Metadata {
   return metadata;
 }
 
-function drainedOrCancelled(call: grpc.ServerWritableStream<unknown, unknown>): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      call.off("drain", done);
-      call.off("cancelled", done);
-      resolve();
-    };
-    call.once("drain", done);
-    call.once("cancelled", done);
-  });
+/** The call's deadline in epoch ms (grpc-js gives Infinity when the client set none). */
+function deadlineOf(call: SurfaceCall): number | undefined {
+  const deadline = call.getDeadline();
+  const ms = deadline instanceof Date ? deadline.getTime() : deadline;
+  return Number.isFinite(ms) ? ms : undefined;
+}
+
+/**
+ * The HTTP/2 stream under a grpc-js call. grpc-js keeps it private (the call's `call`, down its
+ * `nextCall` chain, in the pinned 1.14): it is needed to reset a stream whose trailers cannot be
+ * sent because its reader never opens its flow-control window.
+ */
+function http2StreamOf(call: object): http2.ServerHttp2Stream | undefined {
+  let at = (call as { call?: unknown }).call as { stream?: http2.ServerHttp2Stream; nextCall?: unknown } | undefined;
+  for (let depth = 0; at && depth < 8; depth++) {
+    if (at.stream && typeof at.stream.close === "function") return at.stream;
+    at = at.nextCall as typeof at;
+  }
+  return undefined;
+}
+
+/** Resets the call's HTTP/2 stream if it is still open after `graceMs` (0: at once). */
+function resetUnlessClosed(call: object, graceMs: number): void {
+  const stream = http2StreamOf(call);
+  if (!stream || stream.closed) return;
+  const reset = () => {
+    if (!stream.closed && !stream.destroyed) stream.close(0x8 /* NGHTTP2_CANCEL */);
+  };
+  if (graceMs === 0) reset();
+  else setTimeout(reset, graceMs).unref();
+}
+
+/**
+ * Messages (64 KiB file chunks) a stream may have written but not yet taken by the connection.
+ * One: with more queued, the trailers of a stream ended early (deadline, shutdown) were measured
+ * never to go out behind them.
+ */
+const MESSAGES_IN_FLIGHT = 1;
+
+export interface GrpcServiceOptions {
+  /** The calls in flight (deadlines, shutdown). */
+  registry: CallRegistry;
+  /** A streamed reply whose reader takes nothing for this long is ended. */
+  streamStallTimeoutMs: number;
 }
 
 /** An async iterable over a grpc-js client stream, so client-streaming handlers see one shape. */
@@ -203,6 +242,7 @@ export function grpcService(
   handlers: Record<string, unknown>,
   gate: CallGate,
   log: Logger,
+  options: GrpcServiceOptions,
 ): { definition: grpc.ServiceDefinition; implementation: grpc.UntypedServiceImplementation } {
   const definition: Record<string, grpc.MethodDefinition<unknown, unknown>> = {};
   const implementation: grpc.UntypedServiceImplementation = {};
@@ -220,52 +260,84 @@ export function grpcService(
       responseDeserialize: deserializer(method.output),
       originalName: method.localName,
     };
-    const admit = (call: SurfaceCall & { cancelled: boolean }): [RequestContext | Promise<RequestContext>, string] => {
-      const incoming = new GrpcIncomingCall(call, name);
+    const admit = (call: SurfaceCall & { cancelled: boolean }): [RequestContext | Promise<RequestContext>, string, CallEnd] => {
+      const end = options.registry.begin(deadlineOf(call));
+      call.once("cancelled", () => end.abandon());
+      const incoming = new GrpcIncomingCall(call, name, end);
       const requestId = requestIdFor(incoming.requestIdHeader);
-      return [gate.admit(incoming, requestId), requestId];
+      return [gate.admit(incoming, requestId), requestId, end];
     };
     switch (method.methodKind) {
       case "unary":
         implementation[method.name] = (call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
-          const [ctx, requestId] = admit(call);
+          const [ctx, requestId, end] = admit(call);
           let replied: Promise<unknown>;
           try {
-            replied =
-              ctx instanceof Promise
-                ? ctx.then((c) => (handler as AnyUnary)(decoded(call.request), c))
-                : (handler as AnyUnary)(decoded(call.request), ctx);
+            replied = runWithDeadline(end.deadlineMs, () =>
+              ctx instanceof Promise ? ctx.then((c) => (handler as AnyUnary)(decoded(call.request), c)) : (handler as AnyUnary)(decoded(call.request), ctx),
+            );
           } catch (error) {
             replied = Promise.reject(error);
           }
-          replied.then(
-            (reply) => callback(null, reply, requestIdTrailer(requestId)),
-            (error) => callback(grpcError(error, requestId, log)),
-          );
+          end
+            .race(replied)
+            .then(
+              (reply) => callback(null, reply, requestIdTrailer(requestId)),
+              // A cancelled call (the client left, or grpc-js answered its deadline) has no one to tell.
+              (error) => call.cancelled || callback(grpcError(error, requestId, log)),
+            )
+            .finally(() => end.done());
         };
         break;
       case "server_streaming":
         implementation[method.name] = (call: grpc.ServerWritableStream<unknown, unknown>) => {
-          const [ctx, requestId] = admit(call);
-          (async () => {
-            for await (const reply of (handler as AnyServerStream)(decoded(call.request), await ctx)) {
-              if (call.cancelled) return;
-              // Respect back-pressure so large streams keep memory flat.
-              if (!call.write(reply)) await drainedOrCancelled(call);
+          const [ctx, requestId, end] = admit(call);
+          // Writes not yet taken by the connection; a few in flight keep the pipe full.
+          const writing: Array<Promise<void>> = [];
+          runWithDeadline(end.deadlineMs, async () => {
+            const replies = (handler as AnyServerStream)(decoded(call.request), await end.race(Promise.resolve(ctx)))[Symbol.asyncIterator]();
+            try {
+              for (;;) {
+                const next = await end.race(replies.next());
+                if (next.done) break;
+                if (call.cancelled) return;
+                // At most MESSAGES_IN_FLIGHT messages queued past the connection: a stream holds its
+                // flow-control window plus those (grpc-js alone would queue 16 before reporting
+                // back-pressure), and a reader that takes nothing stalls it here.
+                if (writing.length >= MESSAGES_IN_FLIGHT) await end.race(writing.shift()!, options.streamStallTimeoutMs);
+                const written = new Promise<void>((resolve, reject) => call.write(next.value, (error?: Error | null) => (error ? reject(error) : resolve())));
+                written.catch(() => undefined);
+                writing.push(written);
+              }
+              while (writing.length > 0) await end.race(writing.shift()!, options.streamStallTimeoutMs);
+              call.end(requestIdTrailer(requestId));
+            } finally {
+              // Stops the handler's reads (its finally blocks run) when the stream ends early.
+              replies.return?.(undefined).catch(() => undefined);
             }
-            call.end(requestIdTrailer(requestId));
-          })().catch((error) => call.emit("error", grpcError(error, requestId, log)));
+          })
+            .catch((error) => {
+              if (call.cancelled) return;
+              call.emit("error", grpcError(error, requestId, log));
+              // Trailers queue behind unsent data: a stream whose reader has not taken them within
+              // two seconds (a stalled reader) is reset.
+              resetUnlessClosed(call, 2_000);
+            })
+            .finally(() => end.done());
         };
         break;
       case "client_streaming":
         implementation[method.name] = (call: grpc.ServerReadableStream<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
-          const [ctx, requestId] = admit(call);
-          Promise.resolve(ctx)
-            .then((c) => (handler as AnyClientStream)(readStream(call), c))
+          const [ctx, requestId, end] = admit(call);
+          // An ended call stops reading the upload: the handler's loop sees the reason.
+          end.onEnd((reason) => call.destroy(reason));
+          end
+            .race(runWithDeadline(end.deadlineMs, () => Promise.resolve(ctx).then((c) => (handler as AnyClientStream)(readStream(call), c))))
             .then(
               (reply) => callback(null, reply, requestIdTrailer(requestId)),
-              (error) => callback(grpcError(error, requestId, log)),
-            );
+              (error) => call.cancelled || callback(grpcError(error, requestId, log)),
+            )
+            .finally(() => end.done());
         };
         break;
       default:

@@ -22,6 +22,10 @@ export interface HttpServerOptions {
   /** Plain HTTP routes (model file downloads, uploads, backups); returns true when it took the request. */
   plainRoutes?: (req: http.IncomingMessage, res: http.ServerResponse) => boolean;
   log: Logger;
+  /** True once a shutdown has begun: /readyz answers 503 from then on. */
+  draining?: () => boolean;
+  /** A streamed reply whose reader takes nothing for this long is cut off. */
+  streamStallTimeoutMs?: number;
 }
 
 // Request headers a page may send: Connect and gRPC-Web (Connect's list, plus the gRPC-Web
@@ -90,6 +94,7 @@ export function createHttpHandler(options: HttpServerOptions): http.RequestListe
     grpc: false,
     contextValues: (req) => createContextValues().set(clientAddressKey, req.socket.remoteAddress ?? "unknown"),
     log: options.log,
+    streamStallTimeoutMs: options.streamStallTimeoutMs,
   });
   const handle: http.RequestListener = (req, res) => {
     const corsAllowed = applyCors(req, res, options.corsOrigins);
@@ -110,6 +115,7 @@ export function createHttpHandler(options: HttpServerOptions): http.RequestListe
       );
       return;
     }
+    if (req.url === "/readyz" && options.draining?.()) return sendJson(res, 503, { status: "shutting down" });
     if (req.url === "/readyz") {
       const details = options.readinessDetails?.() ?? {};
       options.isReady().then(

@@ -15,11 +15,18 @@ export async function* readAhead<T>(source: AsyncIterable<T>, depth: number): As
   };
   try {
     pull();
+    // Nothing is read ahead of the first item until the consumer asks for the second: a reader
+    // that stalls at once (a shut flow-control window) holds one item, not depth + 1.
+    let reading = false;
     for (;;) {
       const next = await pending.shift()!;
       if (next.done) return;
-      while (pending.length < depth) pull();
+      if (reading) while (pending.length < depth) pull();
       yield next.value;
+      if (!reading) {
+        reading = true;
+        while (pending.length < depth) pull();
+      }
     }
   } finally {
     // A consumer that stops early (cancelled download) ends the source too.

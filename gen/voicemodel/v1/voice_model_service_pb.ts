@@ -588,13 +588,22 @@ export const WhoAmIResponseSchema: GenMessage<WhoAmIResponse> = /*@__PURE__*/
  *   SERVICE_UNAVAILABLE (UNAVAILABLE): the database cannot be reached or is overloaded; retry later.
  *   STORAGE_UNAVAILABLE (UNAVAILABLE): the blob store of model files and backups did not answer in time.
  *   STORAGE_FULL (RESOURCE_EXHAUSTED): the blob store's disk is full; nothing was stored.
+ *   DEADLINE_EXCEEDED (DEADLINE_EXCEEDED): the call's deadline passed before it finished.
+ *   SHUTTING_DOWN (UNAVAILABLE): the instance is stopping; retry, another instance answers.
+ *   STREAM_STALLED (RESOURCE_EXHAUSTED): a streamed reply's reader took nothing for the stall timeout.
  *   UNIMPLEMENTED (UNIMPLEMENTED): the RPC or protocol feature is not served.
  *   INTERNAL (INTERNAL): an unexpected failure; the message says nothing more.
- * RATE_LIMITED, SERVICE_UNAVAILABLE and STORAGE_UNAVAILABLE replies carry `retry-after` (seconds; header or trailer). The metadata holds
+ * RATE_LIMITED, SERVICE_UNAVAILABLE, STORAGE_UNAVAILABLE and SHUTTING_DOWN replies carry
+ * `retry-after` (seconds; header or trailer). The metadata holds
  * `timestamp`, `requestId` and the offending `field` or `modelId`. The request id (the caller's
  * `x-request-id` when it is 1-128 characters of A-Z a-z 0-9 . _ : -, else a new UUID) is the
  * `x-request-id` response header on Connect, gRPC-Web and the plain HTTP routes, and an
  * `x-request-id` trailer on gRPC (trailers-only error replies included).
+ *
+ * Deadlines: the server ends a call whose deadline (grpc-timeout, connect-timeout-ms) has passed
+ * with DEADLINE_EXCEEDED and stops its work. A write whose deadline passes before it commits is
+ * rolled back; one that committed before the deadline is kept even though the reply came too
+ * late (read it back, or retry with the same idempotency key / training_job_id, to know).
  *
  * Activation rules: a user has at most one active model, and only a completed model can be active.
  * A model that becomes completed (at creation or by an update) is activated when the user has no

@@ -1,0 +1,166 @@
+import fs from "node:fs";
+import http2 from "node:http2";
+import net from "node:net";
+import { VoiceModelService } from "../gen/voicemodel/v1/voice_model_service_pb";
+import { createPostgresDatabase } from "./helpers/database";
+import { describeOnPostgres, JWT_SECRET } from "./helpers/env";
+import { connectGrpc, type GrpcConnection } from "./helpers/grpc-client";
+import { sleep } from "./helpers/harness";
+import { rawGrpcRead, uploadRandomFile } from "./helpers/raw-streams";
+import { killSpawned, spawnServer, type SpawnedServer } from "./helpers/spawn";
+import { userToken } from "./helpers/tokens";
+
+/** Resident memory of a process, in MB. */
+function rssMb(pid: number): number {
+  const line = fs.readFileSync(`/proc/${pid}/status`, "utf8").split("\n").find((l) => l.startsWith("VmRSS:"))!;
+  return Number(line.split(/\s+/)[1]) / 1024;
+}
+
+async function until(condition: () => boolean | Promise<boolean>, timeoutMs: number, what: string) {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`);
+    await sleep(50);
+  }
+}
+
+// A server process of its own, so its memory can be measured.
+describeOnPostgres("transport limits hold against abusive clients", () => {
+  let database: Awaited<ReturnType<typeof createPostgresDatabase>>;
+  let server: SpawnedServer;
+  let channel: GrpcConnection<typeof VoiceModelService>;
+  let token: string;
+  let modelId: string;
+  const STALL_MS = 1_500;
+  const MAX_STREAMS = 50;
+  const MAX_CONNECTIONS = 60;
+
+  beforeAll(async () => {
+    database = await createPostgresDatabase();
+    server = await spawnServer(
+      {
+        DATABASE_URL: database.url,
+        JWT_SECRET,
+        RATE_LIMITS_ENABLED: "false",
+        STREAM_STALL_TIMEOUT_MS: String(STALL_MS),
+        GRPC_MAX_CONCURRENT_STREAMS: String(MAX_STREAMS),
+        HTTP_BODY_IDLE_TIMEOUT_MS: "1000",
+        MAX_CONNECTIONS: String(MAX_CONNECTIONS),
+        MALLOC_MMAP_THRESHOLD_: process.env.TEST_MMAP ?? undefined,
+      },
+      60_000,
+    );
+    token = await userToken("limits-user");
+    channel = connectGrpc(VoiceModelService, `127.0.0.1:${server.grpcPort}`);
+    const { message } = await channel.as(token).createVoiceModel({ provider: "xtts-v2", modelPath: "models/limits.pth", status: "completed" });
+    modelId = message.model!.id;
+    await uploadRandomFile(server.grpcPort, token, modelId, 8 * 1024 * 1024);
+  }, 90_000);
+
+  afterAll(async () => {
+    channel?.close();
+    await killSpawned();
+    await database?.drop();
+  });
+
+  /** The slowest of `n` GetVoiceModel calls of a well-behaved client on its own connection, in ms. */
+  async function wellBehavedLatency(n = 10): Promise<number> {
+    let worst = 0;
+    for (let i = 0; i < n; i++) {
+      const started = performance.now();
+      await channel.as(token).getVoiceModel({ modelId });
+      worst = Math.max(worst, performance.now() - started);
+    }
+    return worst;
+  }
+
+  test("stalled readers: 200 file streams that never open their window are ended after the stall timeout; memory per stream stays bounded", async () => {
+    const baseline = rssMb(server.pid);
+    const sessions = Array.from({ length: 200 / MAX_STREAMS }, () => http2.connect(`http://127.0.0.1:${server.grpcPort}`));
+    const reads = Array.from({ length: 200 }, (_, i) => rawGrpcRead(server.grpcPort, token, modelId, { pauseMs: "never", session: sessions[i % sessions.length] }));
+    await Promise.all(reads.map((r) => new Promise((resolve) => r.stream.once("response", resolve))));
+    const latency = await wellBehavedLatency();
+    const peak = rssMb(server.pid);
+    const started = Date.now();
+    const ends = await Promise.all(reads.map((r) => r.ended));
+    const endedAfter = Date.now() - started;
+    for (const s of sessions) s.destroy();
+    console.log(`stalled readers: baseline ${baseline.toFixed(0)} MB, with 200 stalled streams ${peak.toFixed(0)} MB, well-behaved worst ${latency.toFixed(0)} ms, all ended after ${endedAfter} ms`);
+    expect(ends.every((e) => e.bytes === 0)).toBe(true);
+    expect(endedAfter).toBeLessThan(STALL_MS + 3_000);
+    // Per stream: the window, one message, and the first decrypted chunk with the file read's
+    // buffer (2-4 MB here; 5 MB before the read-ahead waited for a reader that keeps up).
+    expect(peak - baseline).toBeLessThan(200 * 4);
+    expect(latency).toBeLessThan(500);
+  }, 60_000);
+
+  test("stream flood: one connection asking for 5,000 streams gets at most the advertised limit at once; a well-behaved client beside it stays fast", async () => {
+    const baseline = rssMb(server.pid);
+    const flood = http2.connect(`http://127.0.0.1:${server.grpcPort}`);
+    await new Promise((resolve) => flood.once("remoteSettings", resolve));
+    expect(flood.remoteSettings.maxConcurrentStreams).toBe(MAX_STREAMS);
+    // The flooder ignores the setting: nghttp2 would hold the extra streams back, so it goes on
+    // opening them as fast as it can.
+    const reads = Array.from({ length: 5_000 }, () => rawGrpcRead(server.grpcPort, token, modelId, { pauseMs: "never", session: flood }));
+    const latency = await wellBehavedLatency();
+    const peak = rssMb(server.pid);
+    flood.destroy();
+    await Promise.all(reads.map((r) => r.ended));
+    console.log(`stream flood: baseline ${baseline.toFixed(0)} MB, peak ${peak.toFixed(0)} MB, well-behaved worst ${latency.toFixed(0)} ms`);
+    expect(peak - baseline).toBeLessThan(200);
+    expect(latency).toBeLessThan(1_000);
+  }, 60_000);
+
+  test("reset flood: a connection that opens and resets streams nonstop is closed; a well-behaved client stays fast", async () => {
+    const flood = http2.connect(`http://127.0.0.1:${server.grpcPort}`);
+    flood.on("error", () => undefined);
+    const closed = new Promise<void>((resolve) => flood.once("close", resolve));
+    let sent = 0;
+    const storm = (async () => {
+      while (!flood.closed && !flood.destroyed && sent < 200_000) {
+        for (let i = 0; i < 200 && !flood.closed && !flood.destroyed; i++, sent++) {
+          try {
+            const s = flood.request({ ":method": "POST", ":path": `/${VoiceModelService.typeName}/GetVoiceModel`, "content-type": "application/grpc", te: "trailers", authorization: `Bearer ${token}` });
+            s.on("error", () => undefined);
+            s.close(http2.constants.NGHTTP2_CANCEL);
+          } catch {
+            return;
+          }
+        }
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+    })();
+    const latency = await wellBehavedLatency();
+    await Promise.race([closed, sleep(20_000)]);
+    await storm;
+    console.log(`reset flood: ${sent} streams opened and reset before the server closed the connection; well-behaved worst ${latency.toFixed(0)} ms`);
+    expect(flood.closed || flood.destroyed).toBe(true);
+    expect(sent).toBeLessThan(200_000);
+    // While the flood lasts the well-behaved client waits (seconds on two busy cores); it is
+    // served throughout and the flooding connection is closed.
+    expect(latency).toBeLessThan(10_000);
+  }, 60_000);
+
+  test("a slow HTTP/1.1 body is cut off after HTTP_BODY_IDLE_TIMEOUT_MS, and connections past MAX_CONNECTIONS are refused", async () => {
+    const slow = net.connect(server.httpPort, "127.0.0.1");
+    const slowClosed = new Promise<number>((resolve) => slow.once("close", () => resolve(Date.now())));
+    slow.on("error", () => undefined);
+    slow.write(
+      `POST /${VoiceModelService.typeName}/GetVoiceModel HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nauthorization: Bearer ${token}\r\ncontent-length: 100000\r\n\r\n{"mo`,
+    );
+    const sentAt = Date.now();
+    expect((await slowClosed) - sentAt).toBeLessThan(3_000);
+
+    const sockets = Array.from({ length: MAX_CONNECTIONS + 20 }, () => net.connect(server.httpPort, "127.0.0.1"));
+    let closedByServer = 0;
+    for (const s of sockets) {
+      s.on("error", () => undefined);
+      s.once("close", () => closedByServer++);
+    }
+    await until(() => closedByServer >= 20, 5_000, "connections past the cap closed");
+    for (const s of sockets) s.destroy();
+    expect(closedByServer).toBeLessThanOrEqual(20 + 1);
+    // The listener serves again once they are gone.
+    await until(async () => (await fetch(`http://127.0.0.1:${server.httpPort}/healthz`).catch(() => undefined))?.status === 200, 5_000, "served again");
+  }, 30_000);
+});
