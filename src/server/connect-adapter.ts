@@ -8,6 +8,7 @@ import { AppError } from "../errors";
 import { requestIdFor } from "./call-gate";
 import { connectError } from "./connect-transport";
 import { sendHttpError } from "./http-error";
+import { refuseProtoKey } from "./text-check";
 
 export interface ConnectAdapterOptions extends ConnectRouterOptions {
   routes: (router: ConnectRouter) => void;
@@ -71,7 +72,15 @@ export function createConnectAdapter(options: ConnectAdapterOptions): http.Reque
         });
     if (handler.method.methodKind !== "unary") return serve(req);
     collect(req, readMaxBytes).then(
-      (bytes) => serve(oneChunk(bytes)),
+      (bytes) => {
+        const type = req.headers["content-type"] ?? "";
+        try {
+          if (type.startsWith("application/json") || type.startsWith("application/proto")) refuseProtoKey(bytes, type.includes("json"));
+        } catch (error) {
+          return sendHttpError(res, error, requestId, options.log);
+        }
+        return serve(oneChunk(bytes));
+      },
       (error: Error) => {
         onGone(error);
         res.destroy();
