@@ -329,3 +329,25 @@ async function expectStillServing() {
   expect((await server().call("grpc", "getVoiceModel", { modelId }, alice.token)).code).toBe(0);
   expect((await server().call("connect", "getVoiceModel", { modelId }, alice.token)).code).toBe(0);
 }
+
+test("an undecodable gRPC-Web body gets the ErrorInfo and request id of every other error", async () => {
+  const reply = await fetch(`${server().baseUrl}${SERVICE}/GetVoiceModel`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${alice.token}`, "content-type": "application/grpc-web+proto" },
+    body: Buffer.from([0, 0, 0, 0, 3, 0xff, 0xff, 0xff]),
+  });
+  const requestId = reply.headers.get("x-request-id");
+  const body = Buffer.from(await reply.arrayBuffer());
+  expect(body[0]).toBe(0x80);
+  const trailer = Object.fromEntries(
+    body
+      .subarray(5)
+      .toString()
+      .split("\r\n")
+      .filter(Boolean)
+      .map((line) => [line.slice(0, line.indexOf(":")).toLowerCase(), line.slice(line.indexOf(":") + 1).trim()]),
+  );
+  expect(trailer["grpc-status"]).toBe(String(Code.InvalidArgument));
+  const status = fromBinary(StatusSchema, Buffer.from(trailer["grpc-status-details-bin"], "base64"));
+  expect(anyUnpack(status.details[0], ErrorInfoSchema)?.metadata.requestId).toBe(requestId);
+});

@@ -7,6 +7,7 @@ import { AppError } from "../errors";
 import type { ServiceMetrics } from "../metrics/service-metrics";
 import { OPERATION_OF_METHOD, type RateLimitedOperation, type RateLimiter, type Reservation } from "../rate-limit/rate-limiter";
 import { toAppError, type IncomingCall } from "./call-gate";
+import { checkedStream, checkRequestText } from "./text-check";
 import { unimplemented, type AnyClientStream, type AnyServerStream, type AnyUnary } from "./handlers";
 import type { RequestContext } from "./request-context";
 
@@ -67,11 +68,14 @@ export class CallGuard {
       switch (method.methodKind) {
         case "unary":
           wrapped[name] = (request: unknown, ctx: RequestContext) =>
-            this.around(name, request, ctx, () => (handler as AnyUnary)(request, ctx));
+            this.around(name, request, ctx, () => {
+              checkRequestText(request);
+              return (handler as AnyUnary)(request, ctx);
+            });
           break;
         case "client_streaming":
           wrapped[name] = (requests: AsyncIterable<unknown>, ctx: RequestContext) =>
-            this.around(name, undefined, ctx, () => (handler as AnyClientStream)(requests, ctx));
+            this.around(name, undefined, ctx, () => (handler as AnyClientStream)(checkedStream(requests), ctx));
           break;
         case "server_streaming":
           wrapped[name] = (request: unknown, ctx: RequestContext) => this.stream(name, request, ctx, handler as AnyServerStream);
@@ -133,6 +137,7 @@ export class CallGuard {
     let ended = false;
     try {
       if (operation) reservation = await this.reserve(operation, requestedUser(request), ctx);
+      checkRequestText(request);
       yield* handler(request, ctx);
       ended = true;
       this.options.metrics.observeRpc(method, "OK", elapsed(startedAtMs));

@@ -1,6 +1,8 @@
 import { Code, ConnectError, createConnectRouter, type ConnectRouter, type ConnectRouterOptions, type ContextValues } from "@connectrpc/connect";
 import type { UniversalServerRequest, UniversalServerResponse } from "@connectrpc/connect/protocol";
 import { codeToHttpStatus, errorFromJsonBytes, errorToJsonBytes } from "@connectrpc/connect/protocol-connect";
+import { findTrailerError } from "@connectrpc/connect/protocol-grpc";
+import { setTrailerStatus, trailerFlag, trailerParse, trailerSerialize } from "@connectrpc/connect/protocol-grpc-web";
 import { compressionBrotli, compressionGzip } from "@connectrpc/connect-node";
 import type http from "node:http";
 import type { Logger } from "pino";
@@ -8,6 +10,7 @@ import { AppError } from "../errors";
 import { requestIdFor } from "./call-gate";
 import { connectError } from "./connect-transport";
 import { sendHttpError } from "./http-error";
+import { refuseProtoKey } from "./text-check";
 
 export interface ConnectAdapterOptions extends ConnectRouterOptions {
   routes: (router: ConnectRouter) => void;
@@ -75,7 +78,15 @@ export function createConnectAdapter(options: ConnectAdapterOptions): http.Reque
         });
     if (handler.method.methodKind !== "unary") return serve(req);
     collect(req, readMaxBytes).then(
-      (bytes) => serve(oneChunk(bytes)),
+      (bytes) => {
+        const type = req.headers["content-type"] ?? "";
+        try {
+          if (type.startsWith("application/json") || type.startsWith("application/proto")) refuseProtoKey(bytes, type.includes("json"));
+        } catch (error) {
+          return sendHttpError(res, error, requestId, options.log);
+        }
+        return serve(oneChunk(bytes));
+      },
       (error: Error) => {
         onGone(error);
         res.destroy();
@@ -113,8 +124,8 @@ function collect(req: http.IncomingMessage, limit: number): Promise<Buffer> {
  * ErrorInfo (reason, requestId, timestamp) as every other error.
  */
 async function withErrorInfo(reply: UniversalServerResponse, requestId: string, log: Logger): Promise<UniversalServerResponse> {
-  if (reply.status < 400) return reply;
   const type = reply.header?.get("content-type") ?? "";
+  if (reply.status < 400) return type.startsWith("application/grpc-web") ? grpcWebWithErrorInfo(reply, requestId, log) : reply;
   let status = reply.status;
   let error: unknown;
   if (reply.body && type.startsWith("application/json")) {
@@ -138,6 +149,37 @@ async function withErrorInfo(reply: UniversalServerResponse, requestId: string, 
   header.set("content-type", "application/json");
   header.set("content-length", String(body.byteLength));
   return { ...reply, status: status || codeToHttpStatus(rendered.code), header, body: oneChunk(body) };
+}
+
+/**
+ * The gRPC-Web form of the same: a reply that is one trailer frame whose status connect set
+ * itself (no grpc-status-details-bin) gets our status details. Other replies pass through as
+ * they are (only their first chunk is looked at).
+ */
+async function grpcWebWithErrorInfo(reply: UniversalServerResponse, requestId: string, log: Logger): Promise<UniversalServerResponse> {
+  if (!reply.body) return reply;
+  const chunks = reply.body[Symbol.asyncIterator]();
+  const first = await chunks.next();
+  const rest = async function* (head: Uint8Array | undefined) {
+    if (head) yield head;
+    for (let next = await chunks.next(); !next.done; next = await chunks.next()) yield next.value;
+  };
+  if (first.done) return { ...reply, body: rest(undefined) };
+  const bytes = first.value;
+  const onlyTrailer = bytes.byteLength >= 5 && bytes[0] === trailerFlag && Buffer.from(bytes).readUInt32BE(1) === bytes.byteLength - 5;
+  if (!onlyTrailer) return { ...reply, body: rest(bytes) };
+  const trailer = trailerParse(bytes.subarray(5));
+  const error = findTrailerError(trailer);
+  if (!error || trailer.has("grpc-status-details-bin")) return { ...reply, body: rest(bytes) };
+  await chunks.return?.();
+  const serialized = trailerSerialize(setTrailerStatus(new Headers(), connectError(error, requestId, log)));
+  const frame = Buffer.alloc(5 + serialized.byteLength);
+  frame[0] = trailerFlag;
+  frame.writeUInt32BE(serialized.byteLength, 1);
+  frame.set(serialized, 5);
+  const header = new Headers(reply.header);
+  header.delete("content-length");
+  return { ...reply, header, body: oneChunk(frame) };
 }
 
 const firstHeader = (value: string | string[] | undefined) => (Array.isArray(value) ? value[0] : value);

@@ -183,12 +183,18 @@ export function fileRoutes(deps: FileRoutesDeps): (req: http.IncomingMessage, re
 
 /** A path segment, percent-decoded; one that is not valid percent-encoded UTF-8 is refused. */
 function pathParam(segment: string, field: string): string {
+  let value: string;
   try {
-    return decodeURIComponent(segment);
+    value = decodeURIComponent(segment);
   } catch {
     throw invalidArgument(field, `path segment ${JSON.stringify(segment.slice(0, 64))} is not valid percent-encoded UTF-8`);
   }
+  // Every id in these paths is a UUID; anything else never reaches a query.
+  if (!UUID.test(value)) throw invalidArgument(field, `${JSON.stringify(value.slice(0, 64))} is not a UUID`);
+  return value;
 }
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /** Sends a representation with Range / If-Range support and back-pressure. */
 async function sendRanged(

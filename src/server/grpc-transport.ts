@@ -6,9 +6,10 @@ import type http2 from "node:http2";
 import type { Logger } from "pino";
 import { ErrorInfoSchema, StatusSchema } from "../../gen/google/rpc/error_details_pb";
 import { runWithDeadline } from "../db/call-deadline";
-import { ERROR_DOMAIN, errorMetadata, invalidArgument } from "../errors";
+import { AppError, ERROR_DOMAIN, errorMetadata, invalidArgument } from "../errors";
 import type { CallEnd, CallRegistry } from "./call-end";
 import { requestIdFor, toAppError, type CallGate, type IncomingCall } from "./call-gate";
+import { refuseProtoKey } from "./text-check";
 import { unimplemented, type AnyClientStream, type AnyServerStream, type AnyUnary } from "./handlers";
 import type { RequestContext } from "./request-context";
 
@@ -92,23 +93,25 @@ function writeVarint(out: Buffer, at: number, n: number): number {
 
 /** Stands in for a request message that does not decode (grpc-js would answer INTERNAL). */
 class Undecodable {
-  constructor(readonly reason: string) {}
+  constructor(readonly error: unknown) {}
 }
 
 function deserializer(schema: DescMessage) {
   return (bytes: Buffer) => {
     try {
+      refuseProtoKey(bytes, false);
       return fromBinary(schema, bytes);
     } catch (error) {
-      return new Undecodable(error instanceof Error ? error.message : String(error));
+      return new Undecodable(error);
     }
   };
 }
 
 /** The request message, or INVALID_ARGUMENT when its bytes did not decode. */
 function decoded<T>(message: T): T {
-  if (message instanceof Undecodable) throw invalidArgument("request", `the message does not decode: ${message.reason}`);
-  return message;
+  if (!(message instanceof Undecodable)) return message;
+  if (message.error instanceof AppError) throw message.error;
+  throw invalidArgument("request", `the message does not decode: ${message.error instanceof Error ? message.error.message : String(message.error)}`);
 }
 
 /** A grpc-js error carrying google.rpc.Status with one ErrorInfo, plus the request id. */

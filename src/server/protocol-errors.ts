@@ -22,5 +22,8 @@ export function fromProtocolError(error: unknown): AppError | undefined {
     return new AppError("INVALID_ARGUMENT", `request body: ${error.rawMessage}`, { field: "body" });
   }
   const reason = REASON_OF_CODE[error.code];
-  return reason ? new AppError(reason, error.rawMessage) : undefined;
+  if (!reason) return undefined;
+  // protobuf-es names the field it could not decode: "cannot decode field pkg.Message.model_path ...".
+  const field = /cannot decode field [\w.]*\.(\w+) from JSON/.exec(error.rawMessage)?.[1];
+  return new AppError(reason, error.rawMessage, field ? { field: field.replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase()) } : {});
 }
