@@ -3,7 +3,7 @@ import { randomBytes } from "node:crypto";
 import http2 from "node:http2";
 import net from "node:net";
 import { ErrorInfoSchema } from "../gen/google/rpc/error_details_pb";
-import { StatusSchema } from "../gen/google/rpc/error_details_pb";
+import { StatusSchema } from "../gen/google/rpc/status_pb";
 import { fromBinary } from "@bufbuild/protobuf";
 import { anyUnpack } from "@bufbuild/protobuf/wkt";
 import { httpError } from "./helpers/expect-error";

@@ -2,7 +2,8 @@ import { create, fromBinary, toBinary, type DescMessage, type DescService, type 
 import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
 import { anyUnpack } from "@bufbuild/protobuf/wkt";
 import * as grpc from "@grpc/grpc-js";
-import { ErrorInfoSchema, StatusSchema, type ErrorInfo, type Status } from "../../gen/google/rpc/error_details_pb";
+import { ErrorInfoSchema, type ErrorInfo } from "../../gen/google/rpc/error_details_pb";
+import { StatusSchema, type Status } from "../../gen/google/rpc/status_pb";
 
 /** A unary reply with the response headers and trailers. */
 export interface GrpcReply<T> {
