@@ -4,6 +4,7 @@ import http from "node:http";
 import type { Logger } from "pino";
 import { createConnectAdapter } from "./connect-adapter";
 import { clientAddressKey } from "./connect-transport";
+import { serveIndex } from "./index-page";
 
 export interface HttpServerOptions {
   routes: (router: ConnectRouter) => void;
@@ -62,6 +63,7 @@ export function createHttpHandler(options: HttpServerOptions): http.RequestListe
       return;
     }
     if (req.url === "/healthz") return sendJson(res, 200, { status: "ok" });
+    if (serveIndex(req, res)) return;
     if (req.url === "/metrics" && req.method === "GET" && options.metrics) {
       options.metrics().then(
         ({ contentType, body }) => res.writeHead(200, { "content-type": contentType }).end(body),
