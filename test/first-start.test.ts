@@ -4,6 +4,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { openDatabase } from "../src/db/connection";
 import { describeOnPglite, REPO_ROOT } from "./helpers/env";
 import { useTestServer } from "./helpers/harness";
 import { childEnv, killSpawned } from "./helpers/spawn";
@@ -121,4 +122,18 @@ describeOnPglite("npm start", () => {
       await tty.exited;
     }
   }, STARTUP_MS * 2);
+});
+
+describeOnPglite("the embedded database's footprint", () => {
+  test("PGlite runs with a 16 MB shared_buffers (its default 128 MB sits in the server's heap)", async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "vm-pglite-settings-"));
+    const db = await openDatabase({ pgliteDir: dir });
+    try {
+      const { rows } = await db.knex.raw("SHOW shared_buffers");
+      expect(rows[0].shared_buffers).toBe("16MB");
+    } finally {
+      await db.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });

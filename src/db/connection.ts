@@ -52,7 +52,10 @@ async function openPglite(dir: string | undefined): Promise<Database> {
   const { default: ClientPgLite } = await import("knex-pglite");
   const release = dir ? lockDataDir(dir) : () => {};
   try {
-    const pglite = await PGlite.create(dir ? path.join(dir, "pglite") : undefined, { parsers });
+    // PGlite's default shared_buffers (128 MB) lives in this process's heap; the service's working
+    // set is small and its reads go through its own caches, so 16 MB keeps an idle instance lean.
+    const startParams = [...(PGlite as unknown as { defaultStartParams: string[] }).defaultStartParams, "-c", "shared_buffers=16MB"];
+    const pglite = await PGlite.create(dir ? path.join(dir, "pglite") : undefined, { parsers, startParams });
     const knex = knexFactory({
       client: ClientPgLite,
       dialect: "postgres",
