@@ -77,7 +77,7 @@ export function createApp(deps: AppDeps) {
   // Governance (issue 5): metrics, rate limits and refused-access audit around every call.
   const governance = config.governance;
   const instanceId = `${hostname()}:${process.pid}:${randomBytes(3).toString("hex")}`;
-  const metrics = new ServiceMetrics(db.knex);
+  const metrics = new ServiceMetrics(db.knex, { storageQuotaBytes: governance.alerts.storageQuotaBytes });
   const guard = new CallGuard({
     knex: db.knex,
     metrics,

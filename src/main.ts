@@ -5,6 +5,7 @@ import { openDatabase } from "./db/connection";
 import { DataDirLockedError } from "./db/data-dir-lock";
 import { migrateToLatest } from "./db/migrate";
 import { createLogger } from "./logger";
+import { startBanner } from "./start-banner";
 
 /** parse config -> open the database -> migrate -> listen; stop gracefully on SIGTERM/SIGINT. */
 async function main() {
@@ -21,6 +22,10 @@ async function main() {
     { grpcPort: running.grpcPort, httpPort: running.httpPort, database: db.kind, dataDir: db.kind === "pglite" ? config.dataDir : undefined },
     "voice model service listening",
   );
+  if (process.stdout.isTTY) {
+    const { host, dataDir } = config;
+    process.stdout.write(startBanner({ host, dataDir, database: db.kind, grpcPort: running.grpcPort, httpPort: running.httpPort }));
+  }
 
   let stopping = false;
   const stop = async (signal: string) => {

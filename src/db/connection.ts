@@ -1,5 +1,8 @@
 import knexFactory, { type Knex } from "knex";
+import { spawn } from "node:child_process";
+import fs from "node:fs";
 import path from "node:path";
+import { pathToFileURL } from "node:url";
 import pg from "pg";
 import { withCallDeadlines } from "./call-deadline";
 import { lockDataDir } from "./data-dir-lock";
@@ -50,12 +53,36 @@ function openPostgres(url: string, poolMax: number, acquireTimeoutMs: number): D
   return { kind: "postgres", knex, close: () => knex.destroy() };
 }
 
+/**
+ * Creates a new PGlite folder (initdb) in a short-lived child process: initdb grows the WebAssembly
+ * heap to several hundred MB, which a process never gives back, so the server opening the folder
+ * afterwards stays as small as after a restart.
+ */
+async function initdbInChild(folder: string): Promise<void> {
+  if (fs.existsSync(path.join(folder, "PG_VERSION"))) return;
+  const moduleUrl = pathToFileURL(require.resolve("@electric-sql/pglite")).href;
+  const script = `import(${JSON.stringify(moduleUrl)}).then(async ({ PGlite }) => { await (await PGlite.create(process.argv[1])).close(); })`;
+  await new Promise<void>((resolve, reject) => {
+    const child = spawn(process.execPath, ["-e", script, folder], { stdio: ["ignore", "ignore", "pipe"] });
+    let stderr = "";
+    child.stderr.setEncoding("utf8").on("data", (chunk: string) => (stderr += chunk));
+    child.once("error", reject);
+    child.once("exit", (code, signal) =>
+      code === 0 ? resolve() : reject(new Error(`creating the embedded database in ${folder} failed (${code ?? signal}): ${stderr.trim()}`)),
+    );
+  });
+}
+
 async function openPglite(dir: string | undefined): Promise<Database> {
   const { PGlite } = await import("@electric-sql/pglite");
   const { default: ClientPgLite } = await import("knex-pglite");
   const release = dir ? lockDataDir(dir) : () => {};
   try {
-    const pglite = await PGlite.create(dir ? path.join(dir, "pglite") : undefined, { parsers });
+    // PGlite's default shared_buffers (128 MB) lives in this process's heap; the service's working
+    // set is small and its reads go through its own caches, so 16 MB keeps an idle instance lean.
+    const startParams = [...(PGlite as unknown as { defaultStartParams: string[] }).defaultStartParams, "-c", "shared_buffers=16MB"];
+    if (dir) await initdbInChild(path.join(dir, "pglite"));
+    const pglite = await PGlite.create(dir ? path.join(dir, "pglite") : undefined, { parsers, startParams });
     const knex = knexFactory({
       client: withCallDeadlines(ClientPgLite as never),
       dialect: "postgres",

@@ -1,5 +1,5 @@
 import type { Knex } from "knex";
-import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { ModelChangeListener } from "../voice-models/model-events";
 import { RpcStats } from "./rpc-stats";
 import { storedBytes } from "./storage";
@@ -68,8 +68,15 @@ export class ServiceMetrics {
     registers: [this.registry],
   });
 
-  constructor(knex: Knex) {
+  constructor(knex: Knex, options: { storageQuotaBytes: number }) {
     const registry = this.registry;
+    // The standard process_* and nodejs_* series every Node exporter serves (CPU, RSS, heap, GC, event loop lag).
+    collectDefaultMetrics({ register: registry });
+    new Gauge({
+      name: "voice_model_storage_quota_bytes",
+      help: "The storage quota in bytes (STORAGE_QUOTA_BYTES); 0 when none is configured.",
+      registers: [registry],
+    }).set(options.storageQuotaBytes);
     new Gauge({
       name: "voice_model_storage_bytes",
       help: "Model sizes as recorded on the models, by provider and state (live, deleted: soft-deleted but retained).",
@@ -119,22 +126,25 @@ export class ServiceMetrics {
       },
     });
     const cacheStats = () => this.cacheStats?.() ?? {};
-    new Gauge({
-      name: "voice_model_cache_hits",
+    // Counters though the figures are read at scrape time: the source counts monotonically since start.
+    new Counter({
+      name: "voice_model_cache_hits_total",
       help: "Cache hits since this instance started, by cache (the cache tables and the in-process active-model cache).",
       labelNames: ["cache"] as const,
       registers: [registry],
       collect() {
-        for (const [cache, stats] of Object.entries(cacheStats())) this.set({ cache }, stats.hits);
+        this.reset();
+        for (const [cache, stats] of Object.entries(cacheStats())) this.inc({ cache }, stats.hits);
       },
     });
-    new Gauge({
-      name: "voice_model_cache_misses",
+    new Counter({
+      name: "voice_model_cache_misses_total",
       help: "Cache misses since this instance started, by cache.",
       labelNames: ["cache"] as const,
       registers: [registry],
       collect() {
-        for (const [cache, stats] of Object.entries(cacheStats())) this.set({ cache }, stats.misses);
+        this.reset();
+        for (const [cache, stats] of Object.entries(cacheStats())) this.inc({ cache }, stats.misses);
       },
     });
   }

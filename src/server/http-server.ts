@@ -9,6 +9,7 @@ import { createConnectAdapter } from "./connect-adapter";
 import { requestIdFor } from "./call-gate";
 import { clientAddressKey, connectError } from "./connect-transport";
 import { sendHttpError } from "./http-error";
+import { serveIndex } from "./index-page";
 
 export interface HttpServerOptions {
   routes: (router: ConnectRouter) => void;
@@ -108,6 +109,7 @@ export function createHttpHandler(options: HttpServerOptions): http.RequestListe
       return;
     }
     if (req.url === "/healthz") return sendJson(res, 200, { status: "ok" });
+    if (serveIndex(req, res)) return;
     if (req.url === "/metrics" && req.method === "GET" && options.metrics) {
       options.metrics().then(
         ({ contentType, body }) => res.writeHead(200, { "content-type": contentType }).end(body),

@@ -46,8 +46,14 @@ test("/metrics reports RPCs by method and code, creations, quality, storage and 
   expect(diff('voice_model_storage_used_bytes{kind="declared"}')).toBe(3500);
   expect(after.has('voice_model_storage_used_bytes{kind="backups"}')).toBe(true);
   expect(after.has("voice_model_usage_events")).toBe(true);
-  expect(after.has('voice_model_cache_hits{cache="in_process"}')).toBe(true);
-  expect(after.has('voice_model_cache_misses{cache="cache_voice_models"}')).toBe(true);
+  expect(after.has('voice_model_cache_hits_total{cache="in_process"}')).toBe(true);
+  expect(after.has('voice_model_cache_misses_total{cache="cache_voice_models"}')).toBe(true);
+  expect(value(after, "voice_model_storage_quota_bytes")).toBe(1_000_000);
+  // The standard series of a Node exporter.
+  expect(value(after, "process_resident_memory_bytes")).toBeGreaterThan(0);
+  expect(after.has("process_cpu_seconds_total")).toBe(true);
+  expect(after.has("nodejs_heap_size_used_bytes")).toBe(true);
+  expect(after.has("nodejs_eventloop_lag_seconds")).toBe(true);
   expect(after.has("voice_model_cleanup_eligible_models")).toBe(true);
 });
 
@@ -99,6 +105,7 @@ test("the alerting rules file is valid and every rule's metrics exist", async ()
   // Every metric the service declares, observed yet or not (its # TYPE line).
   const text = (await server().fetch("/metrics")).text;
   const exposed = new Set([...text.matchAll(/^# TYPE (\S+) /gm)].map((m) => m[1]));
+  expect(text).toMatch(/^# TYPE voice_model_cache_hits_total counter$/m);
   const names = new Set<string>();
   expect(doc.groups.length).toBeGreaterThan(0);
   for (const group of doc.groups) {

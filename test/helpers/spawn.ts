@@ -24,7 +24,7 @@ export interface ProcessResult {
 const live = new Set<ChildProcess>();
 
 /** The environment a child gets: ours without Jest's and the database's, plus the given settings. */
-function childEnv(env: Record<string, string | undefined>): NodeJS.ProcessEnv {
+export function childEnv(env: Record<string, string | undefined>): NodeJS.ProcessEnv {
   const base: NodeJS.ProcessEnv = { ...process.env };
   for (const key of ["NODE_OPTIONS", "DATABASE_URL", "DATA_DIR", "JWT_SECRET", "JWT_JWKS_URL", "PORT", "GRPC_PORT", "JEST_WORKER_ID"]) {
     delete base[key];
