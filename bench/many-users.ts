@@ -263,7 +263,7 @@ export async function runManyUsersBench(o: ManyUsersOptions): Promise<Record<str
           serverMsPer1k: cpu?.serverMsPer1k,
           otherShare: cpu?.otherShare,
           inProcessHitRatio: countersBefore && countersAfter ? hitRatio(countersBefore, countersAfter, "in_process") : undefined,
-          tableHitRatio: countersBefore && countersAfter && c.rpc === "list" ? hitRatio(countersBefore, countersAfter, "voice_models") : undefined,
+          tableHitRatio: countersBefore && countersAfter && c.rpc === "list" ? hitRatio(countersBefore, countersAfter, "cache_voice_models") : undefined,
           rssMb: rssMb(server.proc.pid),
         };
         try {

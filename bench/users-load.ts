@@ -6,8 +6,15 @@
  * costs the generator a table lookup, a random draw and node:http2's own work.
  */
 import { create, toBinary } from "@bufbuild/protobuf";
+import { readFileSync } from "node:fs";
 import http2 from "node:http2";
-import { GetActiveVoiceModelRequestSchema, ListVoiceModelsRequestSchema } from "../gen/voicemodel/v1/voice_model_service_pb";
+import {
+  ActivateVoiceModelRequestSchema,
+  CreateVoiceModelRequestSchema,
+  GetActiveVoiceModelRequestSchema,
+  ListVoiceModelsRequestSchema,
+  VoiceModelService,
+} from "../gen/voicemodel/v1/voice_model_service_pb";
 
 export type Distribution = "uniform" | "zipf";
 
@@ -24,6 +31,12 @@ export interface UsersLoadOptions {
   seconds: number;
   sessions: number;
   streams: number;
+  /**
+   * Writes mixed into GetActiveVoiceModel reads: this share of calls writes, a fifth of those
+   * create a model (low score: it does not take over), the rest activate the user's other seeded
+   * model. Sessions alternate over `ports` (several instances).
+   */
+  mix?: { writeShare: number; ports: number[]; idsFile: string };
 }
 
 export interface UsersLoadResult {
@@ -37,6 +50,8 @@ export interface UsersLoadResult {
   /** Distinct users asked for during the run. */
   distinctUsers: number;
   firstError?: string;
+  /** Mixed runs: the writes among the calls (activations refused as already active count here, not as failures). */
+  writes?: { ok: number; alreadyActive: number; p50Ms: number; p99Ms: number };
 }
 
 /** The seed's user names (bench/seed.ts userName). */
@@ -96,8 +111,28 @@ function encodeFor(body: UsersLoadOptions["body"], userId: string): Uint8Array {
   return Buffer.from(userId);
 }
 
+const rpc = (name: string) => `/${VoiceModelService.typeName}/${name}`;
+
+/** Mixed runs: per user, the two seeded models' activation frames ("u,id0,id1" lines in idsFile). */
+function writeFrames(idsFile: string, users: number): Buffer[][] {
+  const frames: Buffer[][] = new Array(users);
+  for (const line of readFileSync(idsFile, "utf8").split("\n")) {
+    const [u, id0, id1] = line.split(",");
+    if (!id1 || Number(u) >= users) continue;
+    frames[Number(u)] = [id0, id1].map((modelId) => frame(toBinary(ActivateVoiceModelRequestSchema, create(ActivateVoiceModelRequestSchema, { modelId }))));
+  }
+  return frames;
+}
+
 async function run(o: UsersLoadOptions): Promise<UsersLoadResult> {
   const frames = Array.from({ length: o.users }, (_, n) => frame(encodeFor(o.body, userName(n))));
+  const activations = o.mix ? writeFrames(o.mix.idsFile, o.users) : [];
+  // Which seeded model the generator last made active (the seed activates model 0).
+  const activeOf = new Uint8Array(o.users);
+  let creates = 0;
+  const writeLatencies: number[] = [];
+  let writesOk = 0;
+  let alreadyActive = 0;
   const draw = userSampler(o.users, o.distribution, o.s, prng(Date.now() & 0xffffffff));
   const headers: http2.OutgoingHttpHeaders = {
     ":method": "POST",
@@ -106,12 +141,16 @@ async function run(o: UsersLoadOptions): Promise<UsersLoadResult> {
     te: "trailers",
     ...(o.token ? { authorization: `Bearer ${o.token}` } : {}),
   };
+  const writeHeaders = (name: string): http2.OutgoingHttpHeaders => ({ ...headers, ":path": rpc(name) });
+  const activateHeaders = writeHeaders("ActivateVoiceModel");
+  const createHeaders = writeHeaders("CreateVoiceModel");
+  const ports = o.mix?.ports ?? [o.port];
   const sessions = await Promise.all(
     Array.from(
       { length: o.sessions },
-      () =>
+      (_, i) =>
         new Promise<http2.ClientHttp2Session>((resolve, reject) => {
-          const session = http2.connect(`http://127.0.0.1:${o.port}`);
+          const session = http2.connect(`http://127.0.0.1:${ports[i % ports.length]}`);
           session.once("connect", () => resolve(session));
           session.once("error", reject);
         }),
@@ -130,8 +169,26 @@ async function run(o: UsersLoadOptions): Promise<UsersLoadResult> {
     new Promise<void>((resolve) => {
       const user = draw();
       seen[user] = 1;
+      let write: "activate" | "create" | undefined;
+      let body = frames[user];
+      let h = headers;
+      if (o.mix && Math.random() < o.mix.writeShare) {
+        if (Math.random() < 0.2) {
+          write = "create";
+          h = createHeaders;
+          const n = creates++;
+          body = frame(toBinary(CreateVoiceModelRequestSchema, create(CreateVoiceModelRequestSchema, {
+            userId: userName(user), provider: "xtts-v2", modelPath: `gs://bench-models/mixed/${process.pid}-${n}.pth`, qualityScore: 0.3,
+          })));
+        } else {
+          write = "activate";
+          h = activateHeaders;
+          activeOf[user] ^= 1;
+          body = activations[user][activeOf[user]];
+        }
+      }
       const t0 = process.hrtime.bigint();
-      const req = session.request(headers);
+      const req = session.request(h);
       let status: string | undefined;
       let message: string | undefined;
       req.on("response", (h) => {
@@ -145,16 +202,23 @@ async function run(o: UsersLoadOptions): Promise<UsersLoadResult> {
       req.on("data", () => {});
       req.on("error", (e) => (message = e.message));
       req.on("close", () => {
-        if (status === "0") {
+        const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+        if (write && (status === "0" || status === "6")) {
+          // 6 (ALREADY_EXISTS): another stream or instance activated it first.
+          if (status === "0") writesOk++;
+          else alreadyActive++;
+          writeLatencies.push(ms);
           ok++;
-          latencies.push(Number(process.hrtime.bigint() - t0) / 1e6);
+        } else if (status === "0") {
+          ok++;
+          latencies.push(ms);
         } else {
           failed++;
           firstError ??= `grpc-status ${status}: ${message ?? ""}`;
         }
         resolve();
       });
-      req.end(frames[user]);
+      req.end(body);
     });
 
   const loops = sessions.flatMap((session) =>
@@ -169,9 +233,14 @@ async function run(o: UsersLoadOptions): Promise<UsersLoadResult> {
   const done = ok;
   await Promise.all(loops);
   sessions.forEach((s) => s.close());
-  const sorted = Float64Array.from(latencies).sort();
-  const pct = (p: number) => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] : NaN);
+  const percentile = (values: number[]) => {
+    const sorted = Float64Array.from(values).sort();
+    return (p: number) => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] : NaN);
+  };
+  const pct = percentile(latencies);
+  const writePct = percentile(writeLatencies);
   return {
+    writes: o.mix ? { ok: writesOk, alreadyActive, p50Ms: writePct(50), p99Ms: writePct(99) } : undefined,
     rps: done / elapsedS,
     p50Ms: pct(50),
     p99Ms: pct(99),
