@@ -5,7 +5,8 @@
  * (IN_PROCESS_CACHE_ENTRIES=0), and against a bare grpc-js server running the same SQL
  * (bench/baseline-server.ts, modes active and list) for users drawn the same way. One load
  * generator drives all of them (bench/users-load.ts, its own process). Its own database: the
- * seed's layout extended to 100,000 users (bench/seed.ts).
+ * seed's layout extended to 100,000 users (bench/seed.ts). Then writes mixed in on two
+ * instances (bench/mixed-writes.ts).
  */
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
@@ -23,6 +24,7 @@ import { cpuSnapshot, cpuUse } from "./cpu";
 import { median } from "./load";
 import { baselineArgs, freePort, serviceArgs, usersLoadArgs, waitUntilReady, type Child, type Processes } from "./processes";
 import { createBenchDatabase, dropBenchDatabase, expectedFor, migrateAndSeed, userName } from "./seed";
+import { runMixedWrites } from "./mixed-writes";
 import type { Distribution, UsersLoadOptions, UsersLoadResult } from "./users-load";
 
 export interface ManyUsersOptions {
@@ -44,6 +46,8 @@ export interface ManyUsersOptions {
   workDir: string;
   /** The bare no-op (a) of the same run, for Zipf with the cache on against (a). */
   noop?: { rps: number; p99Ms: number };
+  /** Which parts run: the read cases, and writes mixed in on two instances (bench/mixed-writes.ts). */
+  parts: { reads: boolean; mixed: boolean };
 }
 
 type Rpc = "active" | "list";
@@ -144,7 +148,7 @@ export async function runManyUsersBench(o: ManyUsersOptions): Promise<Record<str
     );
 
     const track = (child: Child) => (children.push(child), child);
-    const ports = { onGrpc: await freePort(), onHttp: await freePort(), offGrpc: await freePort(), offHttp: await freePort(), active: await freePort(), list: await freePort() };
+    const ports = { onGrpc: await freePort(), onHttp: await freePort(), bGrpc: await freePort(), bHttp: await freePort(), offGrpc: await freePort(), offHttp: await freePort(), active: await freePort(), list: await freePort() };
     const service = (name: string, grpcPort: number, httpPort: number, extra: Record<string, string>) =>
       track(o.procs.start(`service ${name}`, process.execPath, serviceArgs(o.root), {
         cwd: o.root,
@@ -239,7 +243,7 @@ export async function runManyUsersBench(o: ManyUsersOptions): Promise<Record<str
       }
     }
 
-    for (let round = 1; round <= o.runs; round++) {
+    for (let round = 1; o.parts.reads && round <= o.runs; round++) {
       for (const c of cases) {
         try {
           await check(c.rpc, c.target);
@@ -283,7 +287,35 @@ export async function runManyUsersBench(o: ManyUsersOptions): Promise<Record<str
       }
     }
     clients.forEach((c) => c.close());
-    return report(cases, o.noop);
+    const reads = o.parts.reads ? report(cases, o.noop) : undefined;
+    let mixed: Record<string, unknown> | undefined;
+    if (o.parts.mixed) {
+      // A second instance with the cache on, for writes on one and reads on the other.
+      const second = service("cache-on-b", ports.bGrpc, ports.bHttp, {});
+      const probeClient = new grpc.Client(`127.0.0.1:${ports.bGrpc}`, grpc.credentials.createInsecure());
+      const request = toBinary(GetActiveVoiceModelRequestSchema, create(GetActiveVoiceModelRequestSchema, { userId: CHECK_USER }));
+      await waitUntilReady(second, () => unary(probeClient, rpcPath("GetActiveVoiceModel"), request, o.token));
+      probeClient.close();
+      mixed = await runMixedWrites({
+        procs: o.procs,
+        root: o.root,
+        dbUrl,
+        token: o.token,
+        instances: [
+          { grpcPort: ports.onGrpc, httpPort: ports.onHttp, pid: servers.on.proc.pid },
+          { grpcPort: ports.bGrpc, httpPort: ports.bHttp, pid: second.proc.pid },
+        ],
+        seconds: o.seconds,
+        runs: o.runs,
+        warmupSeconds: o.warmupSeconds,
+        concurrency: o.concurrency,
+        sessions: o.sessions,
+        workDir: o.workDir,
+        counters: cacheCounters,
+        rssMb,
+      });
+    }
+    return { reads, mixed };
   } finally {
     // The servers hold connections to the database: stop them first.
     await stopChildren(children);
