@@ -24,6 +24,7 @@ import { cpuSnapshot, cpuUse } from "./cpu";
 import { median } from "./load";
 import { baselineArgs, freePort, serviceArgs, usersLoadArgs, waitUntilReady, type Child, type Processes } from "./processes";
 import { createBenchDatabase, dropBenchDatabase, expectedFor, migrateAndSeed, userName } from "./seed";
+import { havePgbouncer, startPgbouncer, type Pgbouncer } from "../test/helpers/pgbouncer";
 import { runMixedWrites } from "./mixed-writes";
 import type { Distribution, UsersLoadOptions, UsersLoadResult } from "./users-load";
 
@@ -51,7 +52,8 @@ export interface ManyUsersOptions {
 }
 
 type Rpc = "active" | "list";
-type Target = "base" | "on" | "off";
+/** pgb: cache off, its pool through a transaction-pooling PgBouncer (LISTEN direct). */
+type Target = "base" | "on" | "off" | "pgb";
 
 interface Draw {
   name: Distribution;
@@ -140,6 +142,7 @@ export async function runManyUsersBench(o: ManyUsersOptions): Promise<Record<str
   let started = Date.now();
   const dbUrl = await createBenchDatabase(o.adminUrl, o.dbName);
   const children: Child[] = [];
+  let bouncer: Pgbouncer | undefined;
   try {
     const counts = await migrateAndSeed(dbUrl, USERS);
     const expected = await expectedFor(dbUrl, CHECK_USER);
@@ -148,7 +151,7 @@ export async function runManyUsersBench(o: ManyUsersOptions): Promise<Record<str
     );
 
     const track = (child: Child) => (children.push(child), child);
-    const ports = { onGrpc: await freePort(), onHttp: await freePort(), bGrpc: await freePort(), bHttp: await freePort(), offGrpc: await freePort(), offHttp: await freePort(), active: await freePort(), list: await freePort() };
+    const ports = { onGrpc: await freePort(), onHttp: await freePort(), bGrpc: await freePort(), bHttp: await freePort(), pgbGrpc: await freePort(), pgbHttp: await freePort(), offGrpc: await freePort(), offHttp: await freePort(), active: await freePort(), list: await freePort() };
     const service = (name: string, grpcPort: number, httpPort: number, extra: Record<string, string>) =>
       track(o.procs.start(`service ${name}`, process.execPath, serviceArgs(o.root), {
         cwd: o.root,
@@ -168,15 +171,26 @@ export async function runManyUsersBench(o: ManyUsersOptions): Promise<Record<str
         cwd: o.root,
         env: { ...process.env, BASELINE_MODE: mode, PORT: String(port), DATABASE_URL: dbUrl },
       }));
-    const servers: Record<Target, Child> & { active: Child; list: Child } = {
+    // GetActive cache off through PgBouncer against direct, when pgbouncer is installed.
+    if (o.parts.reads && havePgbouncer) bouncer = await startPgbouncer({ upstream: o.adminUrl, poolSize: 10 });
+    const servers: Record<Exclude<Target, "pgb">, Child> & { pgb?: Child; active: Child; list: Child } = {
       on: service("cache-on", ports.onGrpc, ports.onHttp, {}),
       off: service("cache-off", ports.offGrpc, ports.offHttp, { IN_PROCESS_CACHE_ENTRIES: "0" }),
+      pgb: bouncer
+        ? service("cache-off-pgbouncer", ports.pgbGrpc, ports.pgbHttp, {
+            IN_PROCESS_CACHE_ENTRIES: "0",
+            DATABASE_URL: bouncer.url(o.dbName),
+            DATABASE_LISTEN_URL: dbUrl,
+          })
+        : undefined,
       base: undefined as unknown as Child,
       active: baseline("active", ports.active),
       list: baseline("list", ports.list),
     };
-    const grpcPort = (target: Target, rpc: Rpc) => (target === "on" ? ports.onGrpc : target === "off" ? ports.offGrpc : ports[rpc]);
-    const serverOf = (target: Target, rpc: Rpc) => (target === "base" ? servers[rpc] : servers[target]);
+    if (o.parts.reads && !bouncer) console.log("bench users: no pgbouncer (apt-get install -y pgbouncer): the case through PgBouncer is left out");
+    const grpcPort = (target: Target, rpc: Rpc) =>
+      target === "on" ? ports.onGrpc : target === "off" ? ports.offGrpc : target === "pgb" ? ports.pgbGrpc : ports[rpc];
+    const serverOf = (target: Target, rpc: Rpc) => (target === "base" ? servers[rpc] : servers[target]!);
     const clients = new Map<number, grpc.Client>();
     const clientFor = (port: number) => {
       if (!clients.has(port)) clients.set(port, new grpc.Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure()));
@@ -211,6 +225,7 @@ export async function runManyUsersBench(o: ManyUsersOptions): Promise<Record<str
       waitUntilReady(servers.off, () => check("active", "off")),
       waitUntilReady(servers.active, () => check("active", "base")),
       waitUntilReady(servers.list, () => check("list", "base")),
+      servers.pgb ? waitUntilReady(servers.pgb, () => check("active", "pgb")) : undefined,
     ]);
     console.log(`bench users: servers ready in ${((Date.now() - started) / 1000).toFixed(1)} s`);
 
@@ -233,11 +248,12 @@ export async function runManyUsersBench(o: ManyUsersOptions): Promise<Record<str
     };
 
     const rpcTitle = { active: "GetActiveVoiceModel", list: "ListVoiceModels limit 20" };
-    const targetTitle = { base: "bare grpc-js + same SQL", on: "ours, cache on", off: "ours, cache off" };
+    const targetTitle = { base: "bare grpc-js + same SQL", on: "ours, cache on", off: "ours, cache off", pgb: "ours, cache off, via PgBouncer" };
     const cases: UsersCase[] = [];
     for (const rpc of ["active", "list"] as Rpc[]) {
       for (const draw of DRAWS) {
-        for (const target of ["base", "on", "off"] as Target[]) {
+        const targets: Target[] = rpc === "active" && servers.pgb ? ["base", "on", "off", "pgb"] : ["base", "on", "off"];
+        for (const target of targets) {
           cases.push({ key: `${rpc}/${draw.name}/${target}`, rpc, draw, target, title: `${rpcTitle[rpc]}, ${targetTitle[target]}`, runs: [], checksPassed: true });
         }
       }
@@ -255,7 +271,7 @@ export async function runManyUsersBench(o: ManyUsersOptions): Promise<Record<str
         // The warm-up also fills the cache (when on) the way this distribution does.
         if (o.warmupSeconds > 0) await load(c, o.warmupSeconds);
         const server = serverOf(c.target, c.rpc);
-        const httpPort = c.target === "on" ? ports.onHttp : c.target === "off" ? ports.offHttp : undefined;
+        const httpPort = { on: ports.onHttp, off: ports.offHttp, pgb: ports.pgbHttp, base: undefined }[c.target];
         const countersBefore = httpPort ? await cacheCounters(httpPort) : undefined;
         const cpuBefore = cpuSnapshot(server.proc.pid, o.dbName);
         const result = await load(c, o.seconds);
@@ -319,6 +335,7 @@ export async function runManyUsersBench(o: ManyUsersOptions): Promise<Record<str
   } finally {
     // The servers hold connections to the database: stop them first.
     await stopChildren(children);
+    await bouncer?.stop();
     if (!o.keepDb) await dropBenchDatabase(o.adminUrl, o.dbName);
   }
 }
@@ -341,7 +358,7 @@ function report(cases: UsersCase[], noop: ManyUsersOptions["noop"]): Record<stri
       f(med(c, (r) => r.p99Ms), 2),
       f(med(c, (r) => r.serverMsPer1k), 1),
       f(med(c, (r) => r.generatorMsPer1k), 1),
-      c.target === "base" ? "-" : pct(med(c, (r) => r.inProcessHitRatio) ?? (c.target === "off" ? 0 : undefined)),
+      c.target === "base" ? "-" : pct(med(c, (r) => r.inProcessHitRatio) ?? (c.target === "off" || c.target === "pgb" ? 0 : undefined)),
       c.rpc === "list" && c.target !== "base" ? pct(med(c, (r) => r.tableHitRatio)) : "-",
       f(c.runs.at(-1)?.rssMb),
       String(c.runs.reduce((n, r) => n + r.ok, 0)),
@@ -386,6 +403,15 @@ function report(cases: UsersCase[], noop: ManyUsersOptions["noop"]): Record<stri
         );
       }
     }
+  }
+  for (const draw of DRAWS) {
+    const pooled = cases.find((c) => c.rpc === "active" && c.draw.name === draw.name && c.target === "pgb");
+    if (!pooled) continue;
+    const direct = find("active", draw.name, "off");
+    const rps = paired(pooled, direct, (r) => r.rps);
+    const p99 = paired(pooled, direct, (r) => r.p99Ms);
+    ratios.push({ rpc: "active", distribution: draw.label, cache: "off", viaPgbouncerToDirect: rps, p99 });
+    console.log(`  active/${draw.name} cache off, PgBouncer/direct`.padEnd(44) + `${f(rps, 2).padStart(6)}                 ${f(p99, 2).padStart(5)}x  (reported)`);
   }
   if (noop) {
     const zipfOn = find("active", "zipf", "on");
