@@ -121,6 +121,8 @@ function build(root: string): void {
   const steps: string[][] = [
     ["npm", "run", "--silent", "build"],
     ["npx", "tsc", "bench/baseline-server.ts", "--outDir", ".bench/build", "--module", "commonjs", "--target", "es2022", "--esModuleInterop", "--skipLibCheck"],
+    // The many-users load generator: compiled too, so its own CPU per call stays small.
+    ["npx", "tsc", "bench/users-load.ts", "--outDir", ".bench/build-load", "--module", "commonjs", "--target", "es2022", "--esModuleInterop", "--skipLibCheck"],
   ];
   for (const [command, ...args] of steps) {
     const result = spawnSync(command, args, { cwd: root, stdio: "inherit" });
@@ -139,4 +141,10 @@ export function serviceArgs(root: string): string[] {
 export function baselineArgs(root: string): string[] {
   build(root);
   return [path.join(root, ".bench", "build", "baseline-server.js")];
+}
+
+/** The many-users load generator (bench/users-load.ts), compiled the same way. */
+export function usersLoadArgs(root: string): string[] {
+  build(root);
+  return [path.join(root, ".bench", "build-load", "bench", "users-load.js")];
 }

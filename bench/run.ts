@@ -10,7 +10,8 @@
  *
  * Env: BENCH_SECONDS (10) per run, BENCH_RUNS (3), BENCH_WARMUP_SECONDS (2), BENCH_PG_URL
  * (postgres://postgres@127.0.0.1:5432/postgres), BENCH_DB (vm_bench), BENCH_KEEP_DB=1 keeps the
- * database, BENCH_ONLY=a,b,... runs some cases (x: the 1 GiB export of issue 4, BENCH_EXPORT_MB), BENCH_HTTP_TOOL=h2load|autocannon for (e)
+ * database, BENCH_ONLY=a,b,... runs some cases (x: the 1 GiB export of issue 4, BENCH_EXPORT_MB; users: the many-users
+ * cases of bench/many-users.ts, its own database of 100,000 users: users-reads, users-mixed for a part), BENCH_HTTP_TOOL=h2load|autocannon for (e)
  * (h2load by default: the same instrument as its baseline's; autocannon's own event loop adds to the tail it reports),
  * BENCH_H2_CLIENTS (5; streams per client = 50 / clients), BENCH_PROFILE=1 runs our service with
  * --cpu-prof (profiles in .bench/profile; summarize with bench/profile-summary.ts).
@@ -42,6 +43,7 @@ import { createBenchDatabase, dropBenchDatabase, expectedFor, migrateAndSeed, SE
 import { runUsageBench } from "./usage-cases";
 import { printExportBench, runExportBench } from "./export-bench";
 import { seedUsage } from "./usage-seed";
+import { runManyUsersBench } from "./many-users";
 
 const ROOT = path.resolve(__dirname, "..");
 const OUT = path.join(ROOT, ".bench");
@@ -564,6 +566,28 @@ async function main(procs: Processes, cleanups: Array<() => Promise<void>>) {
         root: ROOT,
       })
     : undefined;
+  // Many users, reads: a user drawn per call (its own service processes and database).
+  const part = (name: string) => !settings.only || settings.only.includes("users") || settings.only.includes(name);
+  const manyUsers =
+    part("users-reads") || part("users-mixed")
+      ? await runManyUsersBench({
+          procs,
+          root: ROOT,
+          adminUrl: settings.adminUrl,
+          dbName: `${settings.dbName}_users`,
+          keepDb: settings.keepDb,
+          secret,
+          token,
+          seconds: settings.seconds,
+          runs: settings.runs,
+          warmupSeconds: settings.warmupSeconds,
+          concurrency: settings.concurrency,
+          sessions: settings.h2Clients,
+          workDir,
+          noop: summaries.get("a"),
+          parts: { reads: part("users-reads"), mixed: part("users-mixed") },
+        })
+      : undefined;
   // Issue 4: export of a 1 GiB model over gRPC and HTTP (its own service process and database).
   const exportBench =
     !settings.only || settings.only.includes("x")
@@ -589,6 +613,7 @@ async function main(procs: Processes, cleanups: Array<() => Promise<void>>) {
         cases: Object.fromEntries([...summaries].map(([k, s]) => [k, s])),
         ratios,
         usage,
+        manyUsers,
         export: exportBench,
       },
       null,

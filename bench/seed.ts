@@ -12,12 +12,12 @@ export const SEED = { users: 10_000, models: 100_000, bigUsers: 2_000, bigUserMo
 
 export const userName = (n: number) => `bench-user-${String(n).padStart(5, "0")}`;
 
-const OWNERS_SQL = `
+const ownersSql = (users: number) => `
   INSERT INTO model_owners (user_id, created_at)
   SELECT 'bench-user-' || lpad(u::text, 5, '0'), now() - interval '400 days'
-  FROM generate_series(0, ${SEED.users - 1}) AS u`;
+  FROM generate_series(0, ${users - 1}) AS u`;
 
-const MODELS_SQL = `
+const modelsSql = (users: number) => `
   INSERT INTO voice_models (user_id, provider, model_path, sample_rate, quality_score, metadata,
                             is_active, status, training_job_id, created_at, updated_at, deleted_at)
   SELECT 'bench-user-' || lpad(u::text, 5, '0'),
@@ -31,7 +31,7 @@ const MODELS_SQL = `
          'job-' || u || '-' || k,
          ts, ts,
          CASE WHEN k % 10 = 9 THEN ts + interval '1 day' END
-  FROM generate_series(0, ${SEED.users - 1}) AS u
+  FROM generate_series(0, ${users - 1}) AS u
   CROSS JOIN LATERAL generate_series(0, CASE WHEN u < ${SEED.bigUsers} THEN ${SEED.bigUserModels - 1} ELSE ${SEED.smallUserModels - 1} END) AS k
   CROSS JOIN LATERAL (SELECT now() - make_interval(days => k, secs => u) AS ts) AS t`;
 
@@ -76,8 +76,11 @@ export async function dropBenchDatabase(adminUrl: string, name: string): Promise
   await admin(adminUrl, (c) => c.query(`DROP DATABASE IF EXISTS ${quoteIdent(name)} WITH (FORCE)`));
 }
 
-/** Applies our migrations, bulk-inserts the data set, analyzes; returns row counts. */
-export async function migrateAndSeed(url: string): Promise<{ owners: number; models: number; active: number }> {
+/**
+ * Applies our migrations, bulk-inserts the data set, analyzes; returns row counts. More users than
+ * SEED.users (the many-users cases) adds users of SEED.smallUserModels models each.
+ */
+export async function migrateAndSeed(url: string, users: number = SEED.users): Promise<{ owners: number; models: number; active: number }> {
   const db = await openDatabase({ url });
   try {
     await migrateToLatest(db.knex);
@@ -88,8 +91,8 @@ export async function migrateAndSeed(url: string): Promise<{ owners: number; mod
   await client.connect();
   try {
     await client.query("BEGIN");
-    await client.query(OWNERS_SQL);
-    await client.query(MODELS_SQL);
+    await client.query(ownersSql(users));
+    await client.query(modelsSql(users));
     await client.query("COMMIT");
     await client.query("VACUUM ANALYZE model_owners");
     await client.query("VACUUM ANALYZE voice_models");

@@ -88,7 +88,7 @@ export function createApp(deps: AppDeps) {
   const registry = new CallRegistry();
   const gate = new CallGate(verifier, log, guard, registry);
   // Cache tables + the in-process cache (active models, list pages); caches.stats holds the hit/miss counters.
-  const caches = new Caches({ knex: db.knex, kind: db.kind, databaseUrl: config.databaseUrl, config: config.cache, log });
+  const caches = new Caches({ knex: db.knex, kind: db.kind, listenUrl: config.databaseListenUrl, config: config.cache, log });
   const models = new VoiceModelService(db.knex, caches.modelReads, new SharedAccess(governance.sharingEnabled));
   models.onChange(caches.onModelChange);
   models.onChange(auditModelChanges);

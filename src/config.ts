@@ -10,6 +10,11 @@ export interface Config {
   grpcPort: number;
   /** PostgreSQL URL; undefined means the embedded PGlite database in dataDir. */
   databaseUrl: string | undefined;
+  /**
+   * PostgreSQL URL of the one LISTEN connection (cache invalidation across instances); defaults to
+   * databaseUrl. Behind a transaction-pooling PgBouncer it must reach PostgreSQL directly.
+   */
+  databaseListenUrl: string | undefined;
   /** Embedded data folder: PGlite files, the generated JWT secret. */
   dataDir: string;
   /** PostgreSQL pool size per instance. */
@@ -241,6 +246,11 @@ export function parseConfig(env: Env = process.env): Readonly<Config> {
   if (databaseUrl && !/^postgres(ql)?:\/\//.test(databaseUrl)) {
     throw new ConfigError(`DATABASE_URL must be a postgres:// URL`);
   }
+  const databaseListenUrl = optional(env, "DATABASE_LISTEN_URL");
+  if (databaseListenUrl && !/^postgres(ql)?:\/\//.test(databaseListenUrl)) {
+    throw new ConfigError(`DATABASE_LISTEN_URL must be a postgres:// URL`);
+  }
+  if (databaseListenUrl && !databaseUrl) throw new ConfigError("DATABASE_LISTEN_URL needs DATABASE_URL (the embedded database has no LISTEN)");
   const secret = optional(env, "JWT_SECRET");
   if (secret !== undefined && secret.length < 32) {
     throw new ConfigError("JWT_SECRET must be at least 32 characters");
@@ -254,6 +264,7 @@ export function parseConfig(env: Env = process.env): Readonly<Config> {
     httpPort: integer(env, "PORT", 8080, 0, 65535),
     grpcPort: integer(env, "GRPC_PORT", 50051, 0, 65535),
     databaseUrl,
+    databaseListenUrl: databaseListenUrl ?? databaseUrl,
     dataDir: path.resolve(optional(env, "DATA_DIR") ?? "data"),
     dbPoolMax: integer(env, "DB_POOL_MAX", 10, 1, 1000),
     dbAcquireTimeoutMs: integer(env, "DB_ACQUIRE_TIMEOUT_MS", 5_000, 50, 600_000),

@@ -16,8 +16,11 @@ export interface CachesOptions {
   knex: Knex;
   /** Which database: on PGlite this process is the only instance, so local invalidation is all. */
   kind: "postgres" | "pglite";
-  /** PostgreSQL URL for the LISTEN connection; without it (on PostgreSQL) the in-process cache is off. */
-  databaseUrl: string | undefined;
+  /**
+   * PostgreSQL URL for the LISTEN connection (DATABASE_LISTEN_URL); without it (on PostgreSQL) the
+   * in-process cache is off. A session-level LISTEN cannot go through a transaction pooler.
+   */
+  listenUrl: string | undefined;
   config: Readonly<CacheConfig>;
   log: Logger;
 }
@@ -68,10 +71,10 @@ export class Caches {
   constructor(private readonly options: CachesOptions) {
     this.tables = new CacheTables(options.knex, this.stats);
     const pglite = options.kind === "pglite";
-    const entries = pglite || options.databaseUrl ? options.config.inProcessEntries : 0;
+    const entries = pglite || options.listenUrl ? options.config.inProcessEntries : 0;
     // On PGlite the cache is live at once; on PostgreSQL only once LISTEN is up.
     this.inProcess = new UserReadCache(entries, this.stats, pglite);
-    this.listener = !pglite && options.databaseUrl ? new ChangeListener(options.databaseUrl, this.inProcess, options.log) : undefined;
+    this.listener = !pglite && options.listenUrl ? new ChangeListener(options.listenUrl, this.inProcess, options.log) : undefined;
   }
 
   /** The read-through cache VoiceModelService consults for get, list and getActive. */
