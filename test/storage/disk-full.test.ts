@@ -8,6 +8,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { describeIf } from "../helpers/env";
+import { httpError } from "../helpers/expect-error";
 import { createModel, startTestServer, type Actor, type TestServer } from "../helpers/harness";
 import { grpcStreamingClient } from "../helpers/streaming-client";
 
@@ -55,9 +56,9 @@ describeIf(mounted, "needs root to mount a 1 MiB tmpfs")("a full disk under the 
     // Random bytes do not compress: 2 MiB cannot fit in what is left of 1 MiB.
     const reply = await put(model.id, randomBytes(2 * 1024 * 1024));
     expect(reply.status).toBe(429); // RESOURCE_EXHAUSTED on the HTTP mapping
-    const body = (await reply.json()) as { reason?: string; message?: string };
-    expect(body.reason).toBe("STORAGE_FULL");
-    expect(body.message).toMatch(/no space left/);
+    const body = httpError(await reply.json());
+    expect(body?.errorInfo?.reason).toBe("STORAGE_FULL");
+    expect(body?.message).toMatch(/no space left/);
     expect(reply.headers.get("retry-after")).toBeNull(); // waiting does not free a disk
 
     const error = await grpcStreamingClient(server.grpcPort, user.token)

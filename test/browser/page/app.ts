@@ -1,7 +1,8 @@
 // Runs in the browser, on a page of another origin than the service: what a web app built on
 // connect-web and fetch does. Bundled with esbuild at test time; the test drives it through
 // globalThis.scenarios and checks what each scenario returns.
-import { ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
+import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
+import { errorFromJson } from "@connectrpc/connect/protocol-connect";
 import { createConnectTransport, createGrpcWebTransport } from "@connectrpc/connect-web";
 import { ErrorInfoSchema } from "../../../gen/google/rpc/error_details_pb";
 import { VoiceModelService } from "../../../gen/voicemodel/v1/voice_model_service_pb";
@@ -56,11 +57,10 @@ function describeError(error: unknown) {
   };
 }
 
-/** The JSON error body of the file routes. */
-interface ErrorBody {
-  code: string;
-  reason: string;
-  requestId: string;
+/** The reason of a file route's error reply: Connect's error JSON with its ErrorInfo detail. */
+async function errorReason(response: Response): Promise<string | undefined> {
+  const error = errorFromJson(await response.json(), undefined, new ConnectError("not an error body", Code.Unknown));
+  return error.findDetails(ErrorInfoSchema)[0]?.reason;
 }
 
 /** The headers a script wants from a file reply: null when CORS hides one. */
@@ -118,11 +118,11 @@ const scenarios = {
         body: bytes,
       });
     const wrong = await put("0".repeat(64));
-    const wrongBody = (await wrong.json()) as ErrorBody;
+    const wrongReason = await errorReason(wrong);
     const right = await put(sha256);
     return {
       sha256,
-      wrong: { status: wrong.status, reason: wrongBody.reason, requestId: wrong.headers.get("x-request-id") },
+      wrong: { status: wrong.status, reason: wrongReason, requestId: wrong.headers.get("x-request-id") },
       right: { status: right.status, body: (await right.json()) as { file?: { sha256: string; sizeBytes: string } }, requestId: right.headers.get("x-request-id") },
     };
   },
@@ -161,7 +161,7 @@ const scenarios = {
     const missing = await fetch(`${target.baseUrl}/v1/voice-models/00000000-0000-4000-8000-000000000000/file`, { headers: auth });
     return {
       exported: { status: exported.status, ...fileHeaders(exported) },
-      missing: { status: missing.status, reason: ((await missing.json()) as ErrorBody).reason, requestId: missing.headers.get("x-request-id") },
+      missing: { status: missing.status, reason: await errorReason(missing), requestId: missing.headers.get("x-request-id") },
     };
   },
 
