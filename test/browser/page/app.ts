@@ -3,6 +3,7 @@
 // globalThis.scenarios and checks what each scenario returns.
 import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
 import { errorFromJson } from "@connectrpc/connect/protocol-connect";
+import type { JsonValue } from "@bufbuild/protobuf";
 import { createConnectTransport, createGrpcWebTransport } from "@connectrpc/connect-web";
 import { ErrorInfoSchema } from "../../../gen/google/rpc/error_details_pb";
 import { VoiceModelService } from "../../../gen/voicemodel/v1/voice_model_service_pb";
@@ -59,7 +60,7 @@ function describeError(error: unknown) {
 
 /** The reason of a file route's error reply: Connect's error JSON with its ErrorInfo detail. */
 async function errorReason(response: Response): Promise<string | undefined> {
-  const error = errorFromJson(await response.json(), undefined, new ConnectError("not an error body", Code.Unknown));
+  const error = errorFromJson((await response.json()) as JsonValue, undefined, new ConnectError("not an error body", Code.Unknown));
   return error.findDetails(ErrorInfoSchema)[0]?.reason;
 }
 
