@@ -84,9 +84,15 @@ function runJest(db) {
       try {
         const json = JSON.parse(fs.readFileSync(report, "utf8"));
         const skipped = [];
+        const failures = [];
         for (const suite of json.testResults) {
           for (const test of suite.assertionResults) {
             if (test.status === "pending" || test.status === "skipped") skipped.push(test.fullName);
+            if (test.status === "failed") failures.push({ name: `${path.relative(root, suite.name)}: ${test.fullName}`, message: firstLines(test.failureMessages.join("\n")) });
+          }
+          // A file that failed to load has no failed test, only its own message.
+          if (suite.status === "failed" && suite.assertionResults.every((t) => t.status !== "failed")) {
+            failures.push({ name: path.relative(root, suite.name), message: firstLines(suite.message) });
           }
         }
         if (timedOut) throw new Error("timed out");
@@ -98,14 +104,27 @@ function runJest(db) {
           failed: json.numFailedTests + json.numRuntimeErrorTestSuites,
           skipped: json.numPendingTests + json.numTodoTests,
           skippedNames: skipped,
+          failures,
         };
       } catch {
-        result = { db, exitCode: 1, passed: 0, failed: 1, skipped: 0, skippedNames: [], crashed: timedOut ? "timed out" : (signal ?? code) };
+        result = { db, exitCode: 1, passed: 0, failed: 1, skipped: 0, skippedNames: [], failures: [], crashed: timedOut ? "timed out" : (signal ?? code) };
       }
       fs.rmSync(path.dirname(report), { recursive: true, force: true });
       resolve(result);
     });
   });
+}
+
+/** The head of a failure message: the assertion and the project's own frames, without colour codes. */
+function firstLines(text, count = 16) {
+  return (text ?? "")
+    // eslint-disable-next-line no-control-regex
+    .replace(/\u001b\[[0-9;]*m/g, "")
+    .split("\n")
+    .filter((line) => !/node_modules\/|node:internal|<anonymous>/.test(line))
+    .slice(0, count)
+    .map((line) => `    ${line}`)
+    .join("\n");
 }
 
 const passes = [];
@@ -120,7 +139,7 @@ if (reachable.ok) {
     `(${reachable.reason})`,
     "REQUIRE_POSTGRES=1: the PostgreSQL pass counts as FAILED.",
   ]);
-  passes.push({ db: "postgres", exitCode: 1, passed: 0, failed: 1, skipped: 0, skippedNames: [], unreachable: true });
+  passes.push({ db: "postgres", exitCode: 1, passed: 0, failed: 1, skipped: 0, skippedNames: [], failures: [], unreachable: true });
 } else {
   banner([
     `WARNING: PostgreSQL is NOT reachable at ${databaseUrl}`,
@@ -135,6 +154,10 @@ for (const p of passes) {
   const state = p.unreachable ? "NOT RUN (PostgreSQL unreachable)" : p.exitCode === 0 ? "ok" : p.crashed !== undefined ? `CRASHED (${p.crashed})` : "FAILED";
   process.stderr.write(`${p.db.padEnd(9)} ${state}: ${p.passed} passed, ${p.failed} failed, ${p.skipped} skipped\n`);
   for (const name of p.skippedNames) process.stderr.write(`  skipped on ${p.db}: ${name}\n`);
+}
+// Failures last, so the tail of a CI log names them.
+for (const p of passes) {
+  for (const f of p.failures) process.stderr.write(`\nFAILED on ${p.db}: ${f.name}\n${f.message}\n`);
 }
 if (!reachable.ok && !requirePostgres) process.stderr.write("postgres  SKIPPED: PostgreSQL unreachable (see the warning above)\n");
 
