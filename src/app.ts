@@ -38,6 +38,7 @@ import { limitGrpcSessions } from "./server/grpc-sessions";
 import { grpcService } from "./server/grpc-transport";
 import { answerClientError, createHttpHandler } from "./server/http-server";
 import { addReflection } from "./server/reflection";
+import { findPermission } from "./sharing/share-repository";
 import { endSharesOfDeletedModels, SharingService } from "./sharing/sharing-service";
 import { BlobStoreHealth } from "./storage/blob-store-health";
 import { openBlobStore, openKeyProvider } from "./storage/open-storage";
@@ -46,7 +47,7 @@ import { SealedStore } from "./storage/sealed-store";
 import { SelectionService } from "./usage/selection";
 import { UsageService } from "./usage/usage-service";
 import { UserErasure } from "./user-data/user-erasure";
-import { SharedAccess } from "./voice-models/access";
+import { NO_SHARES, SharedAccess } from "./voice-models/access";
 import { VoiceModelService } from "./voice-models/voice-model-service";
 
 /** The gRPC health service name of the blob store's entry (readiness stays the database's). */
@@ -89,7 +90,7 @@ export function createApp(deps: AppDeps) {
   const gate = new CallGate(verifier, log, guard, registry);
   // Cache tables + the in-process cache (active models, list pages); caches.stats holds the hit/miss counters.
   const caches = new Caches({ knex: db.knex, kind: db.kind, listenUrl: config.databaseListenUrl, config: config.cache, log });
-  const models = new VoiceModelService(db.knex, caches.modelReads, new SharedAccess(governance.sharingEnabled));
+  const models = new VoiceModelService(db.knex, caches.modelReads, new SharedAccess(governance.sharingEnabled ? findPermission : NO_SHARES));
   models.onChange(caches.onModelChange);
   models.onChange(auditModelChanges);
   models.onChange(endSharesOfDeletedModels);

@@ -4,6 +4,7 @@ import type { Knex } from "knex";
 import { openDatabase, type Database } from "../src/db/connection";
 import { migrateToLatest } from "../src/db/migrate";
 import { migrationSource } from "../src/db/migrations";
+import { PROVIDERS, SAMPLE_RATES, STATUSES } from "../src/voice-models/constants";
 import { createPostgresDatabase, createTestDatabase, type TestDatabase } from "./helpers/database";
 import { describeOnPostgres, TEST_DB } from "./helpers/env";
 
@@ -44,6 +45,21 @@ describe(`schema on ${TEST_DB}`, () => {
     ["metadata that is not an object", { metadata: JSON.stringify([1, 2]) }],
   ])("check constraints refuse %s", async (_name, fields) => {
     await expect(knex("voice_models").insert(row(fields))).rejects.toMatchObject({ code: "23514" });
+  });
+
+  // The migrations hold frozen literals; the constants the code validates with must match them
+  // (a new value needs a new migration).
+  test.each([
+    ["provider", PROVIDERS],
+    ["status", STATUSES],
+    ["sample_rate", SAMPLE_RATES],
+  ] as const)("the database accepts every %s the code declares, in one transaction rolled back", async (column, values) => {
+    await knex.transaction(async (trx) => {
+      for (const value of values) await trx("voice_models").insert(row({ [column]: value }));
+      await trx.rollback();
+    }).catch((error: unknown) => {
+      if (error !== undefined) throw error;
+    });
   });
 
   test("quality scores are stored with 3 decimals and read back as numbers", async () => {

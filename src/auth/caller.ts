@@ -1,5 +1,5 @@
 import { accessDenied, invalidArgument } from "../errors";
-import { LIMITS } from "../voice-models/constants";
+import { isUserId, USER_ID_RULE } from "./user-id";
 
 export const ROLES = ["user", "service", "admin"] as const;
 export type Role = (typeof ROLES)[number];
@@ -31,8 +31,8 @@ export function resolveTargetUser(caller: Caller, requested: string | undefined,
     if (caller.privileged) throw invalidArgument(field, "is required for service and admin callers");
     return caller.userId;
   }
-  if (!LIMITS.userIdPattern.test(requested)) {
-    throw invalidArgument(field, "must be 1-128 characters of A-Z a-z 0-9 . _ : @ | -");
+  if (!isUserId(requested)) {
+    throw invalidArgument(field, `must be ${USER_ID_RULE}`);
   }
   if (!caller.privileged && requested !== caller.userId) {
     throw accessDenied(`caller may not act for user ${requested}`, { field, userId: requested });

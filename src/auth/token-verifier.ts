@@ -1,8 +1,8 @@
 import { createRemoteJWKSet, errors as joseErrors, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from "jose";
 import type { JwtConfig } from "../config";
 import { AppError } from "../errors";
-import { LIMITS } from "../voice-models/constants";
 import { makeCaller, ROLES, type Caller, type Role } from "./caller";
+import { isUserId, USER_ID_MAX_CHARS } from "./user-id";
 
 export interface TokenVerifier {
   /**
@@ -40,10 +40,10 @@ export function createTokenVerifier(config: JwtConfig, secret: string | undefine
     }
     if (typeof payload.sub !== "string" || payload.sub === "") throw unauthenticated("token has no sub");
     // The sub becomes the user id stored in rows, audit events and rate-limit keys.
-    if (!LIMITS.userIdPattern.test(payload.sub)) {
+    if (!isUserId(payload.sub)) {
       throw unauthenticated(
-        payload.sub.length > 128
-          ? `token sub is ${payload.sub.length} characters long; a user id has at most 128`
+        payload.sub.length > USER_ID_MAX_CHARS
+          ? `token sub is ${payload.sub.length} characters long; a user id has at most ${USER_ID_MAX_CHARS}`
           : "token sub holds a character a user id may not have (allowed: A-Z a-z 0-9 . _ : @ | -)",
       );
     }

@@ -5,7 +5,7 @@ import {
   type WhoAmIResponse,
 } from "../../gen/voicemodel/v1/voice_model_service_pb";
 import type { Caller } from "../auth/caller";
-import type { ServiceHandlers } from "../server/handlers";
+import type { ServiceHandlers } from "./service-handlers";
 import type { VoiceModelService } from "../voice-models/voice-model-service";
 import { toProto } from "./voice-model-mapper";
 

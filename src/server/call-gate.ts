@@ -7,7 +7,7 @@ import { AppError } from "../errors";
 import { fromProtocolError } from "./protocol-errors";
 import type { CallEnd, CallRegistry } from "./call-end";
 import { shuttingDown } from "./call-end";
-import type { RequestContext } from "./request-context";
+import type { RequestContext } from "../rpc/service-handlers";
 
 /** Told about calls the gate refuses before any handler runs (metrics, audit). */
 export interface RefusalObserver {

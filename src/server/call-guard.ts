@@ -9,7 +9,7 @@ import { OPERATION_OF_METHOD, type RateLimitedOperation, type RateLimiter, type 
 import { toAppError, type IncomingCall } from "./call-gate";
 import { checkedStream, checkRequestText } from "./text-check";
 import { unimplemented, type AnyClientStream, type AnyServerStream, type AnyUnary } from "./handlers";
-import type { RequestContext } from "./request-context";
+import type { RequestContext } from "../rpc/service-handlers";
 
 // Errors that mean the call never passed validation or authorization: it gives its rate-limit
 // slot back, since "a call counts once it has passed authentication and validation".

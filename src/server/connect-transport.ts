@@ -7,7 +7,7 @@ import { ERROR_DOMAIN, errorMetadata } from "../errors";
 import type { CallEnd, CallRegistry } from "./call-end";
 import { requestIdFor, toAppError, type CallGate } from "./call-gate";
 import { unimplemented, type AnyClientStream, type AnyServerStream, type AnyUnary } from "./handlers";
-import type { RequestContext } from "./request-context";
+import type { RequestContext } from "../rpc/service-handlers";
 
 /** The client's socket address, set by the HTTP adapter for each request. */
 export const clientAddressKey = createContextKey<string>("unknown");

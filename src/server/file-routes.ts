@@ -19,7 +19,7 @@ import { requestIdFor, type CallGate } from "./call-gate";
 import type { CallGuard } from "./call-guard";
 import { sendHttpError } from "./http-error";
 import { parseRange } from "./http-range";
-import type { RequestContext } from "./request-context";
+import type { RequestContext } from "../rpc/service-handlers";
 
 export interface FileRoutesDeps {
   gate: CallGate;

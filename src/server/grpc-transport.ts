@@ -12,7 +12,7 @@ import type { CallEnd, CallRegistry } from "./call-end";
 import { requestIdFor, toAppError, type CallGate, type IncomingCall } from "./call-gate";
 import { refuseProtoKey } from "./text-check";
 import { unimplemented, type AnyClientStream, type AnyServerStream, type AnyUnary } from "./handlers";
-import type { RequestContext } from "./request-context";
+import type { RequestContext } from "../rpc/service-handlers";
 
 /** The part of a grpc-js call every kind shares. */
 type SurfaceCall = Pick<grpc.ServerUnaryCall<unknown, unknown>, "metadata" | "getPeer" | "getDeadline"> & NodeJS.EventEmitter;

@@ -8,7 +8,7 @@ import { byActor, recordAudit } from "../audit/audit-log";
 import { resolveTargetUser } from "../auth/caller";
 import { inTransaction } from "../db/transaction";
 import { AppError, accessDenied, invalidArgument, modelNotFound } from "../errors";
-import { LIMITS } from "../voice-models/constants";
+import { isUserId } from "../auth/user-id";
 import type { Actor, ModelChangeListener } from "../voice-models/model-events";
 import * as models from "../voice-models/repository";
 import * as valid from "../voice-models/validation";
@@ -28,7 +28,7 @@ function targetUsers(ids: string[], ownerId: string, field: string, required: bo
   if (required && unique.length === 0) throw invalidArgument(field, "names no user");
   if (unique.length > MAX_SHARE_TARGETS) throw invalidArgument(field, `at most ${MAX_SHARE_TARGETS} users at once, got ${unique.length}`);
   for (const id of unique) {
-    if (!LIMITS.userIdPattern.test(id)) throw invalidArgument(field, `"${id.slice(0, 64)}" is not a user id`);
+    if (!isUserId(id)) throw invalidArgument(field, `"${id.slice(0, 64)}" is not a user id`);
     if (required && id === ownerId) throw invalidArgument(field, "a model cannot be shared with its owner");
   }
   return unique;

@@ -1,17 +1,18 @@
 import type { Knex } from "knex";
 import type { CompareVoiceModelsRequest, SelectBestVoiceModelRequest } from "../../gen/voicemodel/v1/usage_pb";
 import { resolveTargetUser } from "../auth/caller";
-import { VoiceModelRow } from "../db/models/voice-model-row";
 import type { Db } from "../db/transaction";
 import { invalidArgument } from "../errors";
 import * as activation from "../voice-models/activation";
 import type { Actor } from "../voice-models/model-events";
 import { scoreToMillis } from "../voice-models/quality";
+import * as repo from "../voice-models/repository";
 import * as valid from "../voice-models/validation";
-import { toRecord, type VoiceModelRecord } from "../voice-models/voice-model";
+import type { VoiceModelRecord } from "../voice-models/voice-model";
 import type { ModelReadCache } from "../voice-models/read-cache";
 import type { VoiceModelService } from "../voice-models/voice-model-service";
-import { explainBest, explainOrder, rankModels, withLatency, type Candidate, type Criterion, type RankingCriteria } from "./ranking";
+import { explainBest, explainOrder, rankModels, type Candidate, type Criterion, type RankingCriteria } from "../voice-models/ranking";
+import { withLatency } from "./latency";
 import { EMPTY_SUMS, lifetimeSums } from "./usage-repository";
 import { usableModel } from "./usable-model";
 import { statsFromSums, type UsageStats } from "./usage-service";
@@ -114,8 +115,7 @@ function parseCriteria(req: SelectBestVoiceModelRequest): RankingCriteria {
 
 /** All of a user's live models (any status: the reply says why the others do not qualify). */
 async function liveCandidates(db: Db, userId: string): Promise<Candidate[]> {
-  const rows = await VoiceModelRow.query(db).where("user_id", userId).whereNull("deleted_at");
-  return withLatency(db, rows.map(toRecord));
+  return withLatency(db, await repo.liveModels(db, userId));
 }
 
 function explainSelection(candidates: Candidate[], criteria: RankingCriteria, activated: boolean): Selection {

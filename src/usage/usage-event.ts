@@ -2,7 +2,7 @@ import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { createHash } from "node:crypto";
 import type { RecordUsageRequest } from "../../gen/voicemodel/v1/usage_pb";
 import { invalidArgument } from "../errors";
-import { LIMITS } from "../voice-models/constants";
+import { isUserId, USER_ID_RULE } from "../auth/user-id";
 import * as valid from "../voice-models/validation";
 
 /** A validated usage event, ready to store. */
@@ -38,8 +38,8 @@ export const USAGE_LIMITS = {
 export function toUsageEvent(req: RecordUsageRequest, now: Date, prefix = ""): UsageEvent {
   const field = (name: string) => `${prefix}${name}`;
   const modelId = valid.modelId(req.modelId, field("modelId"));
-  if (!LIMITS.userIdPattern.test(req.userId)) {
-    throw invalidArgument(field("userId"), "must be 1-128 characters of A-Z a-z 0-9 . _ : @ | -");
+  if (!isUserId(req.userId)) {
+    throw invalidArgument(field("userId"), `must be ${USER_ID_RULE}`);
   }
   const key = req.idempotencyKey;
   if (!key || key.length > USAGE_LIMITS.idempotencyKeyMaxChars || /[\u0000-\u001f]/.test(key)) {

@@ -7,7 +7,7 @@ import { accessDenied, invalidArgument } from "../errors";
 import { deleteModelRows } from "../model-files/retention";
 import type { BlobStore } from "../storage/blob-store";
 import type { Actor } from "../voice-models/model-events";
-import { LIMITS } from "../voice-models/constants";
+import { isUserId } from "../auth/user-id";
 import * as modelRepo from "../voice-models/repository";
 import { toRecord } from "../voice-models/voice-model";
 import { VoiceModelRow } from "../db/models/voice-model-row";
@@ -58,7 +58,7 @@ export class UserErasure {
   /** Tombstones the user (once) and runs the object purge, reporting progress. */
   async *erase(actor: Actor, userId: string | undefined): AsyncIterable<ErasureProgress> {
     if (!hasRole(actor.caller, "admin") && !hasRole(actor.caller, "service")) throw accessDenied("DeleteUserData needs the admin or service role");
-    if (!userId || !LIMITS.userIdPattern.test(userId)) throw invalidArgument("userId", "is required: the user whose data to delete");
+    if (!userId || !isUserId(userId)) throw invalidArgument("userId", "is required: the user whose data to delete");
     const hash = userHash(userId);
     const existing = await this.knex("user_tombstones").where({ user_hash: hash }).first();
     if (!existing) await this.tombstone(actor, userId, hash);

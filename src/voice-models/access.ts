@@ -1,7 +1,6 @@
 import type { Caller } from "../auth/caller";
 import { accessDenied } from "../errors";
 import type { Db } from "../db/transaction";
-import { findPermission } from "../sharing/share-repository";
 import type { VoiceModelRecord } from "./voice-model";
 
 /** Who may read a model: its owner, and service and admin callers (shares extend this). */
@@ -24,16 +23,15 @@ export function assertCanWrite(caller: Caller, model: Pick<VoiceModelRecord, "us
 
 type Owned = Pick<VoiceModelRecord, "userId" | "id">;
 
-/**
- * Access that shares can grant. With sharing switched off (SHARING_ENABLED=false) shares are not
- * consulted at all, so shares made earlier stop granting access too.
- */
-export class SharedAccess {
-  constructor(private readonly sharingEnabled: boolean) {}
+/** What a share grants a user on a model, if any; the sharing room provides it. */
+export type ShareLookup = (db: Db, modelId: string, userId: string) => Promise<"view" | "use" | undefined>;
 
-  private permission(db: Db, modelId: string, userId: string) {
-    return this.sharingEnabled ? findPermission(db, modelId, userId) : Promise.resolve(undefined);
-  }
+/** No shares at all: with sharing switched off, shares made earlier stop granting access too. */
+export const NO_SHARES: ShareLookup = async () => undefined;
+
+/** Access that shares can grant, on top of the owner's and privileged callers'. */
+export class SharedAccess {
+  constructor(private readonly permission: ShareLookup) {}
 
   /**
    * Who may view a model (GetVoiceModel, ListSharedVoiceModels): the owner, service and admin

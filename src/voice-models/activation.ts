@@ -1,7 +1,7 @@
 import type { Tx } from "../db/transaction";
-import { bestModel } from "../usage/ranking";
 import { AUTO_ACTIVATE_ABOVE_MILLIS } from "./constants";
 import type { ChangeLog } from "./model-events";
+import { rankModels } from "./ranking";
 import * as repo from "./repository";
 import type { VoiceModelRecord } from "./voice-model";
 
@@ -33,7 +33,8 @@ export async function onCompleted(trx: Tx, log: ChangeLog, model: VoiceModelReco
  * the next best completed model takes its place. Returns the new active model, if any.
  */
 export async function replaceActive(trx: Tx, log: ChangeLog, former: VoiceModelRecord): Promise<VoiceModelRecord | undefined> {
-  // The shared ranking (src/usage/ranking.ts) with no criteria: highest score, newest on ties.
-  const next = await bestModel(trx, former.userId, {}, [former.id]);
+  // The shared ranking with no criteria (no latency needed): highest score, newest on ties.
+  const completed = await repo.liveModels(trx, former.userId, { status: "completed", excludeIds: [former.id] });
+  const next = rankModels(completed.map((model) => ({ model, averageLatency: undefined })), {}).ranked[0]?.model;
   return next ? log.add("activated", await repo.patchModel(trx, next.id, { is_active: true })) : undefined;
 }

@@ -14,7 +14,6 @@ export const AUTO_ACTIVATE_ABOVE_MILLIS = 800;
 export const QUALITY_WEIGHTS = { similarity: 4, naturalness: 3, clarity: 2, consistency: 1 } as const;
 
 export const LIMITS = {
-  userIdPattern: /^[A-Za-z0-9._:@|-]{1,128}$/,
   modelPathMaxChars: 1024,
   metadataMaxBytes: 16 * 1024,
   trainingJobIdMaxChars: 128,

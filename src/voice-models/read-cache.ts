@@ -15,10 +15,3 @@ export interface ModelReadCache {
     load: () => Promise<{ models: VoiceModelRecord[]; total: number }>,
   ): Promise<{ models: VoiceModelRecord[]; total: number }>;
 }
-
-/** No cache: every read goes to the database. */
-export const noReadCache: ModelReadCache = {
-  model: (_modelId, load) => load(),
-  active: (_userId, load) => load(),
-  list: (_userId, _key, load) => load(),
-};

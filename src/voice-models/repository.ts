@@ -1,5 +1,6 @@
 import { VoiceModelRow } from "../db/models/voice-model-row";
 import type { Db, Tx } from "../db/transaction";
+import type { Status } from "./constants";
 import type { ListCursor } from "./paging";
 import { toRecord, type VoiceModelRecord } from "./voice-model";
 
@@ -21,6 +22,14 @@ export async function findActiveModel(db: Db, userId: string): Promise<VoiceMode
     .whereNull("deleted_at")
     .first();
   return row ? toRecord(row) : undefined;
+}
+
+/** A user's live (not deleted) models, optionally of one status and without some ids. */
+export async function liveModels(db: Db, userId: string, options: { status?: Status; excludeIds?: string[] } = {}): Promise<VoiceModelRecord[]> {
+  const query = VoiceModelRow.query(db).where("user_id", userId).whereNull("deleted_at");
+  if (options.status) query.where("status", options.status);
+  if (options.excludeIds?.length) query.whereNotIn("id", options.excludeIds);
+  return (await query).map(toRecord);
 }
 
 export async function findByTrainingJob(trx: Tx, userId: string, trainingJobId: string) {

@@ -17,7 +17,7 @@ import * as repo from "./repository";
 import * as valid from "./validation";
 import { ChangeLog, type Actor, type ModelChange, type ModelChangeListener } from "./model-events";
 import { etagOf, type VoiceModelRecord } from "./voice-model";
-import { noReadCache, type ModelReadCache } from "./read-cache";
+import type { ModelReadCache } from "./read-cache";
 
 const UPDATABLE = ["quality_score", "sample_rate", "status", "metadata", "model_path"] as const;
 type Updatable = (typeof UPDATABLE)[number];
@@ -43,9 +43,9 @@ export class VoiceModelService {
   constructor(
     private readonly knex: Knex,
     /** Read-through cache for get, list and getActive (src/cache); none by default. */
-    private readonly reads: ModelReadCache = noReadCache,
+    private readonly reads: ModelReadCache,
     /** What shares grant; every room checks view/use access through this one object. */
-    readonly access: SharedAccess = new SharedAccess(true),
+    readonly access: SharedAccess,
   ) {}
 
   /** Adds a listener that runs in every writing transaction (see ModelChangeListener). */

@@ -1,8 +1,4 @@
 import type { Knex } from "knex";
-import { PROVIDERS, SAMPLE_RATES, STATUSES } from "../../voice-models/constants";
-
-const list = (values: readonly (string | number)[]) =>
-  values.map((v) => (typeof v === "number" ? String(v) : `'${v}'`)).join(", ");
 
 export async function up(knex: Knex): Promise<void> {
   // One row per user who owns models: the row the activation rules lock (SELECT ... FOR UPDATE),
@@ -38,9 +34,9 @@ export async function up(knex: Knex): Promise<void> {
 
   await knex.raw(`
     ALTER TABLE voice_models
-      ADD CONSTRAINT voice_models_provider_check CHECK (provider IN (${list(PROVIDERS)})),
-      ADD CONSTRAINT voice_models_status_check CHECK (status IN (${list(STATUSES)})),
-      ADD CONSTRAINT voice_models_sample_rate_check CHECK (sample_rate IN (${list(SAMPLE_RATES)})),
+      ADD CONSTRAINT voice_models_provider_check CHECK (provider IN ('xtts-v2', 'google-cloud-tts', 'openai-tts')),
+      ADD CONSTRAINT voice_models_status_check CHECK (status IN ('pending', 'training', 'completed', 'failed')),
+      ADD CONSTRAINT voice_models_sample_rate_check CHECK (sample_rate IN (8000, 16000, 22050, 24000, 44100, 48000)),
       ADD CONSTRAINT voice_models_quality_check CHECK (quality_score BETWEEN 0 AND 1
         AND coalesce(similarity, 0) BETWEEN 0 AND 1 AND coalesce(naturalness, 0) BETWEEN 0 AND 1
         AND coalesce(clarity, 0) BETWEEN 0 AND 1 AND coalesce(consistency, 0) BETWEEN 0 AND 1),

@@ -1,12 +1,10 @@
-import { VoiceModelRow } from "../db/models/voice-model-row";
-import type { Db } from "../db/transaction";
-import type { Provider } from "../voice-models/constants";
-import { toRecord, type VoiceModelRecord } from "../voice-models/voice-model";
-import { lifetimeSums } from "./usage-repository";
+import type { Provider } from "./constants";
+import type { VoiceModelRecord } from "./voice-model";
 
 /**
  * The one ranking of models: SelectBestVoiceModel, CompareVoiceModels' recommendation and the
- * next best model on delete (activation.replaceActive) all use rankModels.
+ * next best model on delete (activation.replaceActive) all use rankModels. It is pure: the usage
+ * room attaches latency to candidates when a criterion needs it.
  *
  * A model qualifies when it is completed, live, scores at least minQualityMillis and its known
  * average latency is not above maxLatency. Qualified models rank by:
@@ -116,30 +114,4 @@ export function explainBest(best: Candidate, runnerUp: Candidate | undefined, cr
   return { criterion, reason: `${summary} ranks first: ${why[criterion]}` };
 }
 
-/** Attaches lifetime average latency to models (from usage_totals, never raw events). */
-export async function withLatency(db: Db, models: VoiceModelRecord[]): Promise<Candidate[]> {
-  const sums = await lifetimeSums(
-    db,
-    models.map((m) => m.id),
-  );
-  return models.map((model) => {
-    const s = sums.get(model.id);
-    return { model, averageLatency: s && s.usageCount > 0 ? s.latencySum / s.usageCount : undefined };
-  });
-}
-
 const round1 = (n: number) => Math.round(n * 10) / 10;
-
-/** A user's completed, live models (minus some ids) as ranking candidates. */
-export async function userCandidates(db: Db, userId: string, excludeIds: string[] = []): Promise<Candidate[]> {
-  const rows = await VoiceModelRow.query(db)
-    .where({ user_id: userId, status: "completed" })
-    .whereNull("deleted_at")
-    .whereNotIn("id", excludeIds);
-  return withLatency(db, rows.map(toRecord));
-}
-
-/** The best of a user's completed models for the criteria (the next best on delete: no criteria). */
-export async function bestModel(db: Db, userId: string, criteria: RankingCriteria, excludeIds: string[] = []) {
-  return rankModels(await userCandidates(db, userId, excludeIds), criteria).ranked[0]?.model;
-}
