@@ -9,7 +9,9 @@ import type { ModelFileService } from "../model-files/model-file-service";
 import { checkKey, InvalidBlobKeyError } from "../storage/blob-store";
 import { CorruptObjectError } from "../storage/sealed-format";
 import type { SealedObject } from "../storage/sealed-store";
-import type { Actor } from "../voice-models/model-events";
+import * as activation from "../voice-models/activation";
+import type { Actor, ChangeLog } from "../voice-models/model-events";
+import { rankModels } from "../voice-models/ranking";
 import * as modelRepo from "../voice-models/repository";
 import { toRecord as modelToRecord, type VoiceModelRecord } from "../voice-models/voice-model";
 import { VoiceModelRow } from "../db/models/voice-model-row";
@@ -278,7 +280,7 @@ export class BackupService {
   /** The transaction of a restore: every row change of it commits together or not at all. */
   private async restoreRows(
     trx: Tx,
-    log: import("../voice-models/model-events").ChangeLog,
+    log: ChangeLog,
     userId: string,
     manifest: Manifest,
     req: { overwriteExisting: boolean; activateRestored: boolean },
@@ -348,14 +350,9 @@ export class BackupService {
       touched.push((await modelRepo.findModel(trx, model.id))!);
     }
     if (req.activateRestored) {
-      const best = touched
-        .filter((t) => t.status === "completed" && !t.deletedAt)
-        .sort((a, b) => b.qualityScore - a.qualityScore || b.createdAt.getTime() - a.createdAt.getTime() || (a.id < b.id ? 1 : -1))[0];
-      if (best) {
-        const active = await modelRepo.findActiveModel(trx, userId);
-        if (active && active.id !== best.id) log.add("deactivated", await modelRepo.patchModel(trx, active.id, { is_active: false }));
-        if (!active || active.id !== best.id) log.add("activated", await modelRepo.patchModel(trx, best.id, { is_active: true }));
-      }
+      // The best restored model by the one ranking (no criteria), made active by the activation rule.
+      const best = rankModels(touched.map((model) => ({ model, averageLatency: undefined })), {}).ranked[0]?.model;
+      if (best && !best.isActive) await activation.makeActive(trx, log, best);
     }
     const active = await modelRepo.findActiveModel(trx, userId);
     return { restored, skipped, overwritten, activeModelId: active?.id };
