@@ -1,5 +1,5 @@
 /**
- * npm run bench: the throughput benchmark of issue 2 ("Benchmark").
+ * npm run bench: the throughput benchmarks.
  *
  * Creates and seeds a PostgreSQL database (100,000 models of 10,000 users), starts our service
  * (compiled, as the Dockerfile runs it: dist/src/main.js) and two bare @grpc/grpc-js baselines

@@ -75,7 +75,7 @@ export interface RunningApp {
 export function createApp(deps: AppDeps) {
   const { config, db, log } = deps;
   const verifier = createTokenVerifier(config.jwt, config.jwt.secret ?? deps.jwtSecret);
-  // Governance (issue 5): metrics, rate limits and refused-access audit around every call.
+  // Governance: metrics, rate limits and refused-access audit around every call.
   const governance = config.governance;
   const instanceId = `${hostname()}:${process.pid}:${randomBytes(3).toString("hex")}`;
   const metrics = new ServiceMetrics(db.knex, { storageQuotaBytes: governance.alerts.storageQuotaBytes });
@@ -106,7 +106,7 @@ export function createApp(deps: AppDeps) {
     log,
   });
   const usage = new UsageService(db.knex, caches, { ...config.usage, ...config.cache }, models.access);
-  // Model files (issue 4): sealed (encrypted, compressed) objects in the configured blob store.
+  // Model files: sealed (encrypted, compressed) objects in the configured blob store.
   // The blob store's own health: a cached probe, shown in /readyz's body, gRPC health and a metric.
   // A call that finds the store down marks it down at once (only a probe marks it up again).
   const blobs = openBlobStore(config.files, (error) => storageHealth.markDown(error));
@@ -147,7 +147,6 @@ export function createApp(deps: AppDeps) {
   };
   const handlers: VoiceModelHandlers = {
     ...voiceModelHandlers(models),
-    // After the core handlers: its createVoiceModel ingests modelPaths under incoming/.
     ...modelFileHandlers(files, retention, usageOf),
     ...backupHandlers(backups, erasure),
     ...usageHandlers(usage, new SelectionService(db.knex, models, caches.modelReads)),
@@ -159,7 +158,7 @@ export function createApp(deps: AppDeps) {
       instanceId,
     }),
   };
-  const served = guard.wrap(VoiceModelServiceDesc, handlers as unknown as Record<string, unknown>);
+  const served = guard.wrap(VoiceModelServiceDesc, handlers);
   const services = [VoiceModelServiceDesc];
 
   const isReady = async () => {
@@ -199,7 +198,7 @@ export function createApp(deps: AppDeps) {
 
   const httpHandler = createHttpHandler({
     routes: (router) => services.forEach((s) => registerConnectService(router, s, served, gate, log, registry)),
-    plainRoutes: fileRoutes({ gate, guard, files, backups, usageOf, log, rpc: served as unknown as VoiceModelHandlers }),
+    plainRoutes: fileRoutes({ gate, guard, files, backups, usageOf, log, rpc: served }),
     corsOrigins: config.corsOrigins,
     isReady,
     readinessDetails: () => ({ blobStore: storageHealth.state }),

@@ -114,7 +114,7 @@ export interface RateLimit {
   windowSeconds: number;
 }
 
-/** Sharing, cleanup, rate limits, audit, metrics and alerts (issue 5). */
+/** Sharing, cleanup, rate limits, audit, metrics and alerts. */
 export interface GovernanceConfig {
   sharingEnabled: boolean;
   cleanup: {
@@ -301,7 +301,7 @@ export function parseConfig(env: Env = process.env): Readonly<Config> {
   });
 }
 
-/** Model files, blob storage and encryption at rest (issue 4). */
+/** Model files, blob storage and encryption at rest. */
 export interface FilesConfig {
   /** Where model files and backups live: the local data folder or a GCS bucket. */
   blobStore: "fs" | "gcs";

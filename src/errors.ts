@@ -44,6 +44,13 @@ export const ErrorCodes = {
 
 export type ErrorCode = keyof typeof ErrorCodes;
 
+/**
+ * Errors that mean a call never passed validation or authorization: a rate-limited call that
+ * ends with one gives its slot back ("a call counts once it has passed authentication and
+ * validation").
+ */
+export const NOT_COUNTED_ERRORS: readonly ErrorCode[] = ["INVALID_ARGUMENT", "ACCESS_DENIED", "VOICE_MODEL_NOT_FOUND", "UNAUTHENTICATED", "SHARING_DISABLED"];
+
 export const ERROR_DOMAIN = "voicemodel.v1";
 
 /** Context that names what the error is about; lands in ErrorInfo.metadata. */

@@ -1,6 +1,7 @@
 import * as grpc from "@grpc/grpc-js";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { service as healthService } from "grpc-health-check";
+import { ErrorInfoSchema } from "../gen/google/rpc/error_details_pb";
 import { VoiceModelService } from "../gen/voicemodel/v1/voice_model_service_pb";
 import { connectJsonClient } from "./helpers/connect-client";
 import { createPostgresDatabase } from "./helpers/database";
@@ -76,10 +77,12 @@ describeOnPostgres("shutdown on SIGTERM", () => {
         () => "served",
         (e: unknown) => {
           const error = ConnectError.from(e);
-          // A refused call is UNAVAILABLE; a request racing the close of its idle keep-alive
-          // connection fails at the socket (the listener is closed by then).
+          // A refused call is UNAVAILABLE (SHUTTING_DOWN); a request racing the close of its idle
+          // keep-alive connection fails at the socket (the listener is closed by then).
           const socketCode = (error.cause as { code?: string } | undefined)?.code;
-          return error.code === Code.Unavailable || ["EPIPE", "ECONNRESET", "ECONNREFUSED"].includes(socketCode ?? "") ? "refused" : error.message;
+          const reason = error.findDetails(ErrorInfoSchema)[0]?.reason;
+          if (error.code === Code.Unavailable && reason === "SHUTTING_DOWN") return "refused";
+          return ["EPIPE", "ECONNRESET", "ECONNREFUSED"].includes(socketCode ?? "") ? "refused" : `${Code[error.code]} ${reason}: ${error.message}`;
         },
       );
       if (outcome !== "served") {

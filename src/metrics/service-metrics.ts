@@ -7,7 +7,7 @@ import { storedBytes } from "./storage";
 /** Server-side failures count towards the error-rate alert; client mistakes (4xx) do not. */
 export const SERVER_ERROR_CODES = new Set(["UNKNOWN", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "DEADLINE_EXCEEDED"]);
 
-/** Cache statistics as issue 3's cache reports them (read at scrape time). */
+/** Cache statistics as the cache reports them (read at scrape time). */
 export interface CacheStats {
   hits: number;
   misses: number;
@@ -149,7 +149,7 @@ export class ServiceMetrics {
     });
   }
 
-  /** Where cache hit/miss figures come from (the cache of issue 3 registers itself here). */
+  /** Where cache hit/miss figures come from (the cache registers itself here). */
   setCacheStatsSource(source: () => Record<string, CacheStats>): void {
     this.cacheStats = source;
   }

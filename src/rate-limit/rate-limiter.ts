@@ -4,21 +4,6 @@ import { inTransaction } from "../db/transaction";
 
 export type RateLimitedOperation = "create" | "update" | "analytics" | "backup";
 
-/**
- * Which RPCs count against which limit (the design document's operations). Methods not built
- * yet in this tree simply never match.
- */
-export const OPERATION_OF_METHOD: Readonly<Record<string, RateLimitedOperation>> = {
-  createVoiceModel: "create",
-  importVoiceModel: "create",
-  updateVoiceModel: "update",
-  getVoiceModelAnalytics: "analytics",
-  getVoiceModelUsageStats: "analytics",
-  compareVoiceModels: "analytics",
-  createBackup: "backup",
-  restoreBackup: "backup",
-};
-
 export type Reservation =
   | { granted: true; /** Gives the slot back (the call turned out invalid). */ release(): Promise<void> }
   | { granted: false; retryAfterSeconds: number; limit: RateLimit };

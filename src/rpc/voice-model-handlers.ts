@@ -12,8 +12,8 @@ import { toProto } from "./voice-model-mapper";
 /** Every RPC of VoiceModelService; each room's handler factory supplies its part. */
 export type VoiceModelHandlers = ServiceHandlers<typeof VoiceModelServiceDesc>;
 
+// CreateVoiceModel is served with the model files (modelFileHandlers): it may ingest a file.
 type CoreRpc =
-  | "createVoiceModel"
   | "getVoiceModel"
   | "listVoiceModels"
   | "updateVoiceModel"
@@ -26,9 +26,6 @@ type CoreRpc =
 /** Thin handlers of the core lifecycle: one domain call each, the reply shaped from its result. */
 export function voiceModelHandlers(models: VoiceModelService): Pick<VoiceModelHandlers, CoreRpc> {
   return {
-    async createVoiceModel(req, ctx) {
-      return { model: toProto(await models.create(ctx, req)) };
-    },
     async getVoiceModel(req, ctx) {
       return { model: toProto(await models.get(ctx, req.modelId)) };
     },

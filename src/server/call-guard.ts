@@ -1,33 +1,21 @@
-import type { DescService } from "@bufbuild/protobuf";
+import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
 import { Code } from "@connectrpc/connect";
 import type { Knex } from "knex";
 import type { Logger } from "pino";
 import { recordAudit, recordUnauthenticated } from "../audit/audit-log";
-import { AppError } from "../errors";
+import { AppError, NOT_COUNTED_ERRORS } from "../errors";
 import type { ServiceMetrics } from "../metrics/service-metrics";
-import { OPERATION_OF_METHOD, type RateLimitedOperation, type RateLimiter, type Reservation } from "../rate-limit/rate-limiter";
+import type { RateLimitedOperation, RateLimiter, Reservation } from "../rate-limit/rate-limiter";
+import { CALL_POLICY, type CallName, type CallPolicy } from "../rpc/call-policy";
 import { toAppError, type IncomingCall } from "./call-gate";
 import { checkedStream, checkRequestText } from "./text-check";
-import { unimplemented, type AnyClientStream, type AnyServerStream, type AnyUnary } from "./handlers";
-import type { RequestContext } from "../rpc/service-handlers";
+import type { AnyClientStream, AnyServerStream, AnyUnary } from "./handlers";
+import type { RequestContext, ServiceHandlers } from "../rpc/service-handlers";
 
-// Errors that mean the call never passed validation or authorization: it gives its rate-limit
-// slot back, since "a call counts once it has passed authentication and validation".
-const NOT_COUNTED = new Set(["INVALID_ARGUMENT", "ACCESS_DENIED", "VOICE_MODEL_NOT_FOUND", "UNAUTHENTICATED", "SHARING_DISABLED"]);
+const NOT_COUNTED = new Set<string>(NOT_COUNTED_ERRORS);
 
-/**
- * Calls audited here, after they succeed, because no model-change listener sees them: reads of
- * model files and backups (no transaction to join), and the backup calls. (RecordUsage writes
- * its event inside its own transaction.)
- */
-const AUDITED_CALLS: Readonly<Record<string, string>> = {
-  readModelFile: "file.read",
-  exportVoiceModel: "model.exported",
-  createBackup: "backup.created",
-  restoreBackup: "backup.restored",
-  // The plain HTTP routes of src/server/file-routes.ts, when they run through guardCall.
-  downloadBackup: "backup.read",
-};
+/** The policy of a call; a name outside the table (no such RPC in this build) has none. */
+const policyOf = (method: string): CallPolicy => (CALL_POLICY as Record<string, CallPolicy>)[method] ?? {};
 
 const codeName = (code: Code) => Code[code].replace(/([a-z])([A-Z])/g, "$1_$2").toUpperCase();
 
@@ -59,12 +47,13 @@ export interface CallGuardOptions {
 export class CallGuard {
   constructor(private readonly options: CallGuardOptions) {}
 
-  /** The handlers of a service, each wrapped; methods without a handler answer UNIMPLEMENTED. */
-  wrap(service: DescService, handlers: Record<string, unknown>): Record<string, unknown> {
+  /** The handlers of a service, each wrapped. */
+  wrap<S extends GenService<GenServiceMethods>>(service: S, handlers: ServiceHandlers<S>): ServiceHandlers<S> {
+    const byName = handlers as Record<string, unknown>;
     const wrapped: Record<string, unknown> = {};
     for (const method of service.methods) {
       const name = method.localName;
-      const handler = handlers[name] ?? unimplemented(`${service.typeName}/${method.name}`);
+      const handler = byName[name];
       switch (method.methodKind) {
         case "unary":
           wrapped[name] = (request: unknown, ctx: RequestContext) =>
@@ -84,7 +73,7 @@ export class CallGuard {
           wrapped[name] = handler;
       }
     }
-    return wrapped;
+    return wrapped as ServiceHandlers<S>;
   }
 
   /** An unauthenticated call: counted in the metrics and audited (aggregated per address and minute). */
@@ -106,7 +95,7 @@ export class CallGuard {
    * metrics, rate limit, audit of the read and of a refusal. `method` is the RPC-style local name,
    * e.g. "readModelFile", "exportVoiceModel", "downloadBackup".
    */
-  guardCall<T>(method: string, request: unknown, ctx: RequestContext, run: () => Promise<T>): Promise<T> {
+  guardCall<T>(method: CallName, request: unknown, ctx: RequestContext, run: () => Promise<T>): Promise<T> {
     return this.around(method, request, ctx, run);
   }
 
@@ -114,8 +103,7 @@ export class CallGuard {
     const startedAtMs = performance.now();
     let reservation: Reservation | undefined;
     // Most calls are neither rate limited nor audited: they skip both awaits.
-    const operation = OPERATION_OF_METHOD[method];
-    const auditAction = AUDITED_CALLS[method];
+    const { rateLimit: operation, audit: auditAction } = policyOf(method);
     try {
       if (operation) reservation = await this.reserve(operation, requestedUser(request), ctx);
       const reply = await run();
@@ -132,8 +120,7 @@ export class CallGuard {
   private async *stream(method: string, request: unknown, ctx: RequestContext, handler: AnyServerStream): AsyncIterable<unknown> {
     const startedAtMs = performance.now();
     let reservation: Reservation | undefined;
-    const operation = OPERATION_OF_METHOD[method];
-    const auditAction = AUDITED_CALLS[method];
+    const { rateLimit: operation, audit: auditAction } = policyOf(method);
     let ended = false;
     try {
       if (operation) reservation = await this.reserve(operation, requestedUser(request), ctx);
@@ -152,7 +139,7 @@ export class CallGuard {
     }
   }
 
-  /** The audit event of a call in AUDITED_CALLS, after it succeeded. */
+  /** The audit event of a call whose policy names one, after it succeeded. */
   private async audited(action: string, request: unknown, ctx: RequestContext): Promise<void> {
     type Subject = { userId?: unknown; modelId?: unknown };
     const r = (request ?? {}) as Subject & { events?: Subject[] };

@@ -9,6 +9,7 @@ import {
   UploadModelFileHeaderSchema,
   UploadModelFileResponseSchema,
 } from "../../gen/voicemodel/v1/model_files_pb";
+import type { CallName } from "../rpc/call-policy";
 import type { VoiceModelHandlers } from "../rpc/voice-model-handlers";
 import { invalidArgument } from "../errors";
 import { exportBytes, exportLayout, readExportStart } from "../model-files/export-file";
@@ -42,7 +43,7 @@ type Route = (req: http.IncomingMessage, res: http.ServerResponse, ctx: RequestC
  * How a route is accounted for: uploads and imports run through the guarded RPC handlers
  * already; downloads are guarded here under the name of the RPC they mirror.
  */
-type Guarded = { as: string; request: (params: string[]) => object } | undefined;
+type Guarded = { as: CallName; request: (params: string[]) => object } | undefined;
 const viaRpcHandler: Guarded = undefined;
 
 /**

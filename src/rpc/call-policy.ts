@@ -1,0 +1,64 @@
+import type { VoiceModelService } from "../../gen/voicemodel/v1/voice_model_service_pb";
+import type { RateLimitedOperation } from "../rate-limit/rate-limiter";
+
+/** An RPC of the service, by its generated local name. */
+export type MethodName = keyof typeof VoiceModelService.method;
+
+/** Plain HTTP routes with no RPC of their own (the others are accounted under the RPC they mirror). */
+export const FILE_ROUTE_CALLS = ["downloadBackup"] as const;
+export type FileRouteName = (typeof FILE_ROUTE_CALLS)[number];
+
+/** Every call the service answers: its RPCs and its route-only file calls. */
+export type CallName = MethodName | FileRouteName;
+
+/** What happens around a call besides its handler. */
+export interface CallPolicy {
+  /** The per-user rate limit the call counts against. */
+  readonly rateLimit?: RateLimitedOperation;
+  /**
+   * The audit event written after the call succeeds, for calls no model-change listener sees:
+   * reads of model files and backups (no transaction to join) and the backup calls.
+   */
+  readonly audit?: string;
+}
+
+const PLAIN: CallPolicy = {};
+
+/**
+ * The one table of per-call policy. A call missing here, or a misspelt name, does not compile;
+ * the design document's rate-limited operations are create, update, analytics and backup.
+ */
+export const CALL_POLICY = {
+  createVoiceModel: { rateLimit: "create" },
+  getVoiceModel: PLAIN,
+  listVoiceModels: PLAIN,
+  updateVoiceModel: { rateLimit: "update" },
+  deleteVoiceModel: PLAIN,
+  activateVoiceModel: PLAIN,
+  deactivateVoiceModel: PLAIN,
+  getActiveVoiceModel: PLAIN,
+  whoAmI: PLAIN,
+  recordUsage: PLAIN,
+  recordUsageBatch: PLAIN,
+  getVoiceModelUsageStats: { rateLimit: "analytics" },
+  getVoiceModelAnalytics: { rateLimit: "analytics" },
+  compareVoiceModels: { rateLimit: "analytics" },
+  selectBestVoiceModel: PLAIN,
+  shareVoiceModel: PLAIN,
+  revokeShare: PLAIN,
+  listSharedVoiceModels: PLAIN,
+  cleanupExpiredModels: PLAIN,
+  listExpiringModels: PLAIN,
+  listAuditEvents: PLAIN,
+  getAlerts: PLAIN,
+  uploadModelFile: PLAIN,
+  readModelFile: { audit: "file.read" },
+  exportVoiceModel: { audit: "model.exported" },
+  importVoiceModel: { rateLimit: "create" },
+  undeleteVoiceModel: PLAIN,
+  createBackup: { rateLimit: "backup", audit: "backup.created" },
+  listBackups: PLAIN,
+  restoreBackup: { rateLimit: "backup", audit: "backup.restored" },
+  deleteUserData: PLAIN,
+  downloadBackup: { audit: "backup.read" },
+} as const satisfies Record<CallName, CallPolicy>;
