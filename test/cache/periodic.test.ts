@@ -24,8 +24,10 @@ describe("everyOnOneInstance (job_leases)", () => {
     const b = job("b");
     const first = runs.a > 0 ? "a" : "b";
     const second = first === "a" ? "b" : "a";
-    await sleep(600);
-    expect(runs[first]).toBeGreaterThanOrEqual(5);
+    // Both tick every 50 ms: by the time the holder has run ten more times, the other has had
+    // about as many chances, and took none.
+    const before = runs[first];
+    await eventually(() => runs[first] >= before + 10);
     expect(runs[second]).toBe(0);
 
     // A graceful stop hands the lease back: the other instance runs within a few ticks.
@@ -36,13 +38,15 @@ describe("everyOnOneInstance (job_leases)", () => {
 
   test("a holder that died (stopped renewing) loses the job once its lease lapses", async () => {
     const knex = database.db.knex;
+    const leaseTakenAt = Date.now();
     expect(await holdLease(knex, "lapsing-job", "dead-instance", 300)).toBe(true);
     expect(await holdLease(knex, "lapsing-job", "live-instance", 300)).toBe(false);
     let runs = 0;
-    const live = everyOnOneInstance(knex, { name: "lapsing-job", holder: "live-instance" }, 50, async () => void runs++, log);
-    await sleep(150);
-    expect(runs).toBe(0);
+    let firstRunAt = 0;
+    const live = everyOnOneInstance(knex, { name: "lapsing-job", holder: "live-instance" }, 50, async () => void (runs++ === 0 && (firstRunAt = Date.now())), log);
     await eventually(() => runs > 0, 2_000);
+    // Not before the dead holder's lease lapsed (the database's clock decides; a little slack).
+    expect(firstRunAt - leaseTakenAt).toBeGreaterThanOrEqual(250);
     await live.stop();
     // Jobs are independent: another job's lease is its own.
     expect(await holdLease(knex, "other-job", "dead-instance", 300)).toBe(true);

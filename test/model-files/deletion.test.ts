@@ -59,8 +59,12 @@ describe("soft delete, undelete, deduplicated references", () => {
     expect(keysUnder(root, user.userId)).toHaveLength(1);
 
     await user.grpc.deleteVoiceModel({ modelId: m1.id });
-    await sleep(300);
-    // m2 still refers to the same bytes: nothing moves.
+    // m2 still refers to the same bytes: the file's row (the mover's job list, committed with the
+    // delete) asks for no move, and nothing moved.
+    const rows = await server.db.knex("model_files").where({ user_id: user.userId });
+    expect(rows.map((r) => ({ location: r.location, live_refs: r.live_refs, moveWanted: r.storage_key !== r.live_key }))).toEqual([
+      { location: "live", live_refs: 1, moveWanted: false },
+    ]);
     expect(keysUnder(root, user.userId)).toHaveLength(1);
     expect(keysUnder(root, `deleted/${user.userId}`)).toHaveLength(0);
     expect((await readFile(server, user, m2.id)).equals(body)).toBe(true);
