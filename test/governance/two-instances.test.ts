@@ -117,8 +117,10 @@ describeOnPostgres("two instances on one PostgreSQL", () => {
       const until = Date.now() + 60_000;
       while ((await liveOld()) > 0 && Date.now() < until) await sleep(200);
       expect(await liveOld()).toBe(0);
-      await sleep(300);
-      const all = await runs();
+      // The survivor records its run once its pass is over: wait for that record.
+      let all = await runs();
+      const survivorDone = () => all.some((r) => r.holder.includes(`:${survivor.pid}:`) && r.status === "succeeded");
+      for (const end = Date.now() + 10_000; !survivorDone() && Date.now() < end; all = await runs()) await sleep(100);
       const abandoned = all.find((r) => r.id === running!.id)!;
       expect(abandoned).toMatchObject({ status: "failed", error: expect.stringMatching(/abandoned/) });
       const finishedBySurvivor = all.filter((r) => r.holder.includes(`:${survivor.pid}:`) && r.status === "succeeded");
