@@ -7,16 +7,16 @@ import { hostname } from "node:os";
 import type { Logger } from "pino";
 import { VoiceModelService as VoiceModelServiceDesc } from "../gen/voicemodel/v1/voice_model_service_pb";
 import { auditModelChanges } from "./audit/audit-log";
-import { startHousekeeping } from "./audit/housekeeping";
+import { housekeepingJobs } from "./audit/housekeeping";
 import { makeCaller } from "./auth/caller";
 import { createTokenVerifier } from "./auth/token-verifier";
 import { BackupService } from "./backups/backup-service";
 import { Caches } from "./cache/caches";
-import { everyOnOneInstance } from "./cache/periodic";
-import { CleanupScheduler } from "./cleanup/cleanup-scheduler";
+import { cleanupJob } from "./cleanup/cleanup-job";
 import { CleanupService } from "./cleanup/cleanup-service";
 import type { Config } from "./config";
 import type { Database } from "./db/connection";
+import { Scheduler } from "./jobs/scheduler";
 import { registerBlobStoreMetric } from "./metrics/blob-store-metric";
 import { ServiceMetrics } from "./metrics/service-metrics";
 import { FileMover } from "./model-files/file-mover";
@@ -97,14 +97,6 @@ export function createApp(deps: AppDeps) {
   models.onChange(metrics.onModelChanges);
   metrics.setCacheStatsSource(() => ({ ...caches.stats.tables, in_process: caches.stats.inProcess }));
   const cleanup = new CleanupService(db.knex, governance.cleanup, metrics, (trx, changes, actor) => models.notifyChanges(trx, changes, actor));
-  const scheduler = new CleanupScheduler({
-    knex: db.knex,
-    cleanup,
-    intervalMs: governance.cleanup.intervalMs,
-    leaseMs: governance.cleanup.leaseMs,
-    holder: instanceId,
-    log,
-  });
   const usage = new UsageService(db.knex, caches, { ...config.usage, ...config.cache }, models.access);
   // Model files: sealed (encrypted, compressed) objects in the configured blob store.
   // The blob store's own health: a cached probe, shown in /readyz's body, gRPC health and a metric.
@@ -208,22 +200,29 @@ export function createApp(deps: AppDeps) {
     log,
   });
 
+  // All periodic work. Fleet-wide purges run on one instance at a time, under a lease that lasts two
+  // intervals and 10 s (a late tick or a slow database does not hand the job over).
+  const jobs = new Scheduler(db.knex, instanceId, log);
+  const fleetWide = (intervalMs: number) => ({ kind: "one-instance" as const, leaseMs: 2 * intervalMs + 10_000 });
+  jobs.add(
+    ...caches.jobs(),
+    ...housekeepingJobs({ knex: db.knex, metrics, config: governance, log }),
+    cleanupJob({ knex: db.knex, cleanup, intervalMs: governance.cleanup.intervalMs, leaseMs: governance.cleanup.leaseMs, holder: instanceId, log }),
+    mover.job(60_000),
+    { name: "usage-purge", intervalMs: config.usage.purgeIntervalMs, mode: fleetWide(config.usage.purgeIntervalMs), run: () => usage.purgeExpired() },
+    {
+      name: "file-retention",
+      intervalMs: config.files.purgeIntervalMs,
+      mode: fleetWide(config.files.purgeIntervalMs),
+      run: () => retention.runOnce().then(() => erasure.resumeAll()),
+    },
+  );
+
   /** Binds both listeners (port 0 picks free ports). */
   async function listen(): Promise<RunningApp> {
     await caches.start();
-    // Fleet-wide jobs run on one instance at a time (a lease in job_leases).
-    const usagePurge = everyOnOneInstance(db.knex, { name: "usage-purge", holder: instanceId }, config.usage.purgeIntervalMs, () => usage.purgeExpired(), log);
-    const stopHousekeeping = startHousekeeping({ knex: db.knex, metrics, config: governance, log });
-    scheduler.start();
-    mover.start(60_000);
+    jobs.start();
     storageHealth.start();
-    const fileRetention = everyOnOneInstance(
-      db.knex,
-      { name: "file-retention", holder: instanceId },
-      config.files.purgeIntervalMs,
-      () => retention.runOnce().then(() => erasure.resumeAll()),
-      log,
-    );
     // Account deletions a crash interrupted carry on now.
     erasure.resumeAll().catch((error) => log.error({ err: error }, "resuming user data purges failed"));
     // After a master key rotation (MASTER_KEYS_PREVIOUS set), move every data key to the new key.
@@ -283,12 +282,9 @@ export function createApp(deps: AppDeps) {
         httpServer.closeAllConnections();
         await closed;
         clearTimeout(forced);
-        await usagePurge.stop();
-        await scheduler.stop();
-        await stopHousekeeping();
+        await jobs.stop();
         await caches.stop();
-        await fileRetention.stop();
-        await mover.stop();
+        await mover.idle();
         storageHealth.stop();
       },
     };

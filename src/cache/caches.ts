@@ -3,13 +3,13 @@ import type { Knex } from "knex";
 import type { Logger } from "pino";
 import type { CacheConfig } from "../config";
 import type { Tx } from "../db/transaction";
+import type { Job } from "../jobs/scheduler";
 import type { ModelChangeListener } from "../voice-models/model-events";
 import type { ModelReadCache } from "../voice-models/read-cache";
 import type { VoiceModelRecord } from "../voice-models/voice-model";
 import { createCacheStats, type CacheStats } from "./cache-stats";
 import { CacheTables, invalidateInTransaction, scopes, type Codec } from "./cache-tables";
 import { CHANGES_CHANNEL, ChangeListener } from "./change-listener";
-import { every, type Periodic } from "./periodic";
 import { UserReadCache } from "./user-read-cache";
 
 export interface CachesOptions {
@@ -66,7 +66,6 @@ export class Caches {
   readonly tables: CacheTables;
   readonly inProcess: UserReadCache;
   private readonly listener: ChangeListener | undefined;
-  private readonly periodic: Periodic[] = [];
 
   constructor(private readonly options: CachesOptions) {
     this.tables = new CacheTables(options.knex, this.stats);
@@ -129,17 +128,19 @@ export class Caches {
   }
 
   async start(): Promise<void> {
-    const { config, log } = this.options;
     await this.listener?.start();
-    this.periodic.push(
-      every(config.hitFlushIntervalMs, () => this.tables.flushHits(), log, "cache hit flush"),
-      every(config.sweepIntervalMs, () => this.tables.sweepExpired(config.sweepBatchSize), log, "cache sweep"),
-    );
+  }
+
+  /** The periodic work of every instance: the hit-count flush (once more at stop) and the sweep of expired rows. */
+  jobs(): Job[] {
+    const { config } = this.options;
+    return [
+      { name: "cache hit flush", intervalMs: config.hitFlushIntervalMs, mode: { kind: "every-instance" }, runAtStop: true, run: () => this.tables.flushHits() },
+      { name: "cache sweep", intervalMs: config.sweepIntervalMs, mode: { kind: "every-instance" }, run: () => this.tables.sweepExpired(config.sweepBatchSize) },
+    ];
   }
 
   async stop(): Promise<void> {
-    await Promise.all(this.periodic.splice(0).map((p) => p.stop()));
     await this.listener?.stop();
-    await this.tables.flushHits().catch(() => {});
   }
 }

@@ -1,5 +1,6 @@
 import type { Knex } from "knex";
 import type { Logger } from "pino";
+import type { Job } from "../jobs/scheduler";
 import { BlobNotFoundError, type BlobStore } from "../storage/blob-store";
 import type { VoiceModelService } from "../voice-models/voice-model-service";
 import * as files from "./model-file-repository";
@@ -13,7 +14,6 @@ import * as files from "./model-file-repository";
 export class FileMover {
   private running: Promise<void> | undefined;
   private again = false;
-  private timer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly knex: Knex,
@@ -57,14 +57,17 @@ export class FileMover {
     while (this.running) await this.running;
   }
 
-  start(intervalMs: number): void {
-    this.timer = setInterval(() => this.kick(), intervalMs);
-    this.timer.unref();
-  }
-
-  async stop(): Promise<void> {
-    if (this.timer) clearInterval(this.timer);
-    await this.idle();
+  /** A pass every intervalMs on every instance, for moves a crash or a failed pass left. */
+  job(intervalMs: number): Job {
+    return {
+      name: "file mover",
+      intervalMs,
+      mode: { kind: "every-instance" },
+      run: async () => {
+        this.kick();
+        await this.idle();
+      },
+    };
   }
 
   private async runUntilDone(): Promise<void> {
