@@ -1,6 +1,9 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import { randomBytes } from "node:crypto";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
 import { ErrorInfoSchema, type ErrorInfo } from "../../gen/google/rpc/error_details_pb";
 import type { VoiceModel } from "../../gen/voicemodel/v1/voice_model_pb";
 import { CreateVoiceModelRequestSchema, VoiceModelService } from "../../gen/voicemodel/v1/voice_model_service_pb";
@@ -84,7 +87,10 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
   else if (options.databaseUrl) db = await openDatabase({ url: options.databaseUrl, poolMax: 10 });
   else db = (owned = await createTestDatabase()).db;
 
+  // A data folder of its own unless the test names one (the embedded key files land there).
+  const ownDataDir = options.env && "DATA_DIR" in options.env ? undefined : fs.mkdtempSync(path.join(os.tmpdir(), "vm-server-"));
   const config = parseConfig({
+    ...(ownDataDir ? { DATA_DIR: ownDataDir } : {}),
     HOST: "127.0.0.1",
     PORT: "0",
     GRPC_PORT: "0",
@@ -99,6 +105,7 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
     running = await createApp({ config, db, log: createLogger(config.logLevel), jwtSecret: undefined }).listen();
   } catch (error) {
     await owned?.dispose();
+    if (ownDataDir) fs.rmSync(ownDataDir, { recursive: true, force: true });
     throw error;
   }
   const baseUrl = `http://127.0.0.1:${running.httpPort}`;
@@ -178,6 +185,7 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
       } finally {
         if (owned) await owned.dispose();
         else if (options.databaseUrl) await db.close();
+        if (ownDataDir) fs.rmSync(ownDataDir, { recursive: true, force: true });
       }
     },
   };
