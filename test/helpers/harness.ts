@@ -79,6 +79,21 @@ export function modelInput(
 
 export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
+let sharedDataDir: string | undefined;
+
+/**
+ * The data folder of servers whose test names none: one per test file, shared by its servers as
+ * a fleet shares its key files (the master key file lands there), and never the checkout's ./data.
+ */
+function defaultDataDir(): string {
+  if (!sharedDataDir) {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "vm-test-data-"));
+    process.once("exit", () => fs.rmSync(dir, { recursive: true, force: true }));
+    sharedDataDir = dir;
+  }
+  return sharedDataDir;
+}
+
 /** Starts the real app in-process on random ports (127.0.0.1) against its own database. */
 export async function startTestServer(options: TestServerOptions = {}): Promise<TestServer> {
   let owned: TestDatabase | undefined;
@@ -87,10 +102,8 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
   else if (options.databaseUrl) db = await openDatabase({ url: options.databaseUrl, poolMax: 10 });
   else db = (owned = await createTestDatabase()).db;
 
-  // A data folder of its own unless the test names one (the embedded key files land there).
-  const ownDataDir = options.env && "DATA_DIR" in options.env ? undefined : fs.mkdtempSync(path.join(os.tmpdir(), "vm-server-"));
   const config = parseConfig({
-    ...(ownDataDir ? { DATA_DIR: ownDataDir } : {}),
+    ...(options.env && "DATA_DIR" in options.env ? {} : { DATA_DIR: defaultDataDir() }),
     HOST: "127.0.0.1",
     PORT: "0",
     GRPC_PORT: "0",
@@ -105,7 +118,6 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
     running = await createApp({ config, db, log: createLogger(config.logLevel), jwtSecret: undefined }).listen();
   } catch (error) {
     await owned?.dispose();
-    if (ownDataDir) fs.rmSync(ownDataDir, { recursive: true, force: true });
     throw error;
   }
   const baseUrl = `http://127.0.0.1:${running.httpPort}`;
@@ -185,7 +197,6 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
       } finally {
         if (owned) await owned.dispose();
         else if (options.databaseUrl) await db.close();
-        if (ownDataDir) fs.rmSync(ownDataDir, { recursive: true, force: true });
       }
     },
   };
