@@ -4,6 +4,9 @@
 // and a key rotation.
 import { Code } from "@connectrpc/connect";
 import { createHmac, hkdfSync, randomBytes } from "node:crypto";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
 import { expectRpcError } from "./helpers/expect-error";
 import { createModel, startTestServer, TRANSPORTS, useTestServer, type Actor, type MethodName, type TestServer, type Transport } from "./helpers/harness";
 
@@ -247,6 +250,27 @@ describe("instances and restarts", () => {
       }
     } finally {
       await twin.close();
+    }
+  });
+
+  test("without MASTER_KEY, a restart on the same data folder keeps its key file, and its tokens", async () => {
+    const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "vm-page-tokens-"));
+    try {
+      const before = await startTestServer({ database: server().db, env: { DATA_DIR: dataDir } });
+      const tokens = await Promise.all(TRANSPORTS.map((transport) => firstPage(before, transport, list)));
+      await before.close();
+      const after = await startTestServer({ database: server().db, env: { DATA_DIR: dataDir } });
+      try {
+        for (const [i, transport] of TRANSPORTS.entries()) {
+          expect((await after.call(transport, list.method, { ...list.request, pageToken: tokens[i] }, list.who().token)).code).toBe(0);
+          // The test file's own server has MASTER_KEY set: another key.
+          expectRpcError(await server().call(transport, list.method, { ...list.request, pageToken: tokens[i] }, list.who().token), refused);
+        }
+      } finally {
+        await after.close();
+      }
+    } finally {
+      fs.rmSync(dataDir, { recursive: true, force: true });
     }
   });
 
