@@ -12,7 +12,7 @@ const src = path.join(root, "src");
 // Lowest first.
 const LAYERS = [
   ["errors", "config", "logger", "data-dir-secret"],
-  ["db", "storage", "auth", "jobs"],
+  ["db", "storage", "auth", "jobs", "paging"],
   ["voice-models"],
   ["cache", "audit", "metrics", "rate-limit"],
   ["usage", "sharing", "cleanup", "model-files", "backups", "user-data"],

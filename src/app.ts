@@ -17,6 +17,7 @@ import { CleanupService } from "./cleanup/cleanup-service";
 import type { Config } from "./config";
 import type { Database } from "./db/connection";
 import { Scheduler } from "./jobs/scheduler";
+import { PageTokens } from "./paging/page-token";
 import { registerBlobStoreMetric } from "./metrics/blob-store-metric";
 import { ServiceMetrics } from "./metrics/service-metrics";
 import { FileMover } from "./model-files/file-mover";
@@ -41,7 +42,7 @@ import { addReflection } from "./server/reflection";
 import { findPermission } from "./sharing/share-repository";
 import { endSharesOfDeletedModels, SharingService } from "./sharing/sharing-service";
 import { BlobStoreHealth } from "./storage/blob-store-health";
-import { openBlobStore, openKeyProvider } from "./storage/open-storage";
+import { masterKeySource, openBlobStore, openKeyProvider } from "./storage/open-storage";
 import { rewrapDataKeys } from "./storage/rewrap";
 import { SealedStore } from "./storage/sealed-store";
 import { SelectionService } from "./usage/selection";
@@ -90,7 +91,14 @@ export function createApp(deps: AppDeps) {
   const gate = new CallGate(verifier, log, guard, registry);
   // Cache tables + the in-process cache (active models, list pages); caches.stats holds the hit/miss counters.
   const caches = new Caches({ knex: db.knex, kind: db.kind, listenUrl: config.databaseListenUrl, config: config.cache, log });
-  const models = new VoiceModelService(db.knex, caches.modelReads, new SharedAccess(governance.sharingEnabled ? findPermission : NO_SHARES));
+  // One master key source for file encryption and page tokens (each derives keys of its own).
+  const masterKeys = masterKeySource(config.files, config.dataDir);
+  const pageTokens = new PageTokens(masterKeys);
+  const models = new VoiceModelService(db.knex, {
+    pageTokens,
+    reads: caches.modelReads,
+    access: new SharedAccess(governance.sharingEnabled ? findPermission : NO_SHARES),
+  });
   models.onChange(caches.onModelChange);
   models.onChange(auditModelChanges);
   models.onChange(endSharesOfDeletedModels);
@@ -106,7 +114,7 @@ export function createApp(deps: AppDeps) {
   registerBlobStoreMetric(metrics.registry, storageHealth);
   const mover = new FileMover(db.knex, blobs, log);
   mover.listenTo(models);
-  const keyProvider = openKeyProvider(config.files, config.dataDir);
+  const keyProvider = openKeyProvider(masterKeys);
   const files = new ModelFileService({
     knex: db.knex,
     models,
@@ -144,7 +152,8 @@ export function createApp(deps: AppDeps) {
     ...usageHandlers(usage, new SelectionService(db.knex, models, caches.modelReads)),
     ...governanceHandlers({
       knex: db.knex,
-      sharing: new SharingService(db.knex, governance.sharingEnabled),
+      pageTokens,
+      sharing: new SharingService(db.knex, governance.sharingEnabled, pageTokens),
       cleanup,
       config: governance,
       instanceId,

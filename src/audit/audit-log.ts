@@ -2,6 +2,8 @@ import type { Knex } from "knex";
 import type { Caller } from "../auth/caller";
 import type { Db } from "../db/transaction";
 import { accessDenied, invalidArgument } from "../errors";
+import { TIME_MS, TIME_RANGE_MS, type PageTokens, type PositionField } from "../paging/page-token";
+import { isUserId, USER_ID_RULE } from "../auth/user-id";
 import * as valid from "../voice-models/validation";
 import type { Actor, ModelChange, ModelChangeKind, ModelChangeListener } from "../voice-models/model-events";
 
@@ -143,22 +145,16 @@ export interface AuditPage {
   nextPageToken: string;
 }
 
-function encodeToken(last: AuditEvent): string {
-  return Buffer.from(JSON.stringify([last.at.getTime(), last.id])).toString("base64url");
+/** Position after an event in the list order (at, id; both descending). */
+interface AuditCursor {
+  atMs: number;
+  id: string;
 }
 
-function decodeToken(token: string): { atMs: number; id: string } {
-  try {
-    const [atMs, id] = JSON.parse(Buffer.from(token, "base64url").toString("utf8"));
-    if (Number.isInteger(atMs) && typeof id === "string" && /^\d{1,19}$/.test(id)) return { atMs, id };
-  } catch {
-    // fall through
-  }
-  throw invalidArgument("pageToken", "is not a token this service issued");
-}
+const CURSOR: readonly PositionField[] = [TIME_MS, { kind: "serial" }];
 
 /** Events newest first, keyset-paged on (at, id). */
-export async function listAuditEvents(db: Knex, filters: AuditFilters, limit: number, pageToken?: string): Promise<AuditPage> {
+export async function listAuditEvents(db: Knex, filters: AuditFilters, limit: number, after?: AuditCursor): Promise<AuditEvent[]> {
   const query = db<AuditRow>("audit_events").select("*");
   if (filters.userId !== undefined) {
     const userId = filters.userId;
@@ -168,16 +164,12 @@ export async function listAuditEvents(db: Knex, filters: AuditFilters, limit: nu
   if (filters.action !== undefined) query.where("action", filters.action);
   if (filters.since !== undefined) query.where("at", ">=", filters.since);
   if (filters.until !== undefined) query.where("at", "<", filters.until);
-  if (pageToken) {
-    const after = decodeToken(pageToken);
-    query.whereRaw("(at, id) < (?::timestamptz, ?::bigint)", [new Date(after.atMs).toISOString(), after.id]);
-  }
+  if (after) query.whereRaw("(at, id) < (?::timestamptz, ?::bigint)", [new Date(after.atMs).toISOString(), after.id]);
   const rows = await query.orderBy([
     { column: "at", order: "desc" },
     { column: "id", order: "desc" },
   ]).limit(limit);
-  const events = (rows as AuditRow[]).map(toEvent);
-  return { events, nextPageToken: events.length === limit ? encodeToken(events[events.length - 1]) : "" };
+  return (rows as AuditRow[]).map(toEvent);
 }
 
 /** Deletes events older than the retention, a bounded batch per statement; returns how many. */
@@ -197,6 +189,9 @@ export async function purgeAuditEvents(db: Knex, retentionDays: number, batch = 
 
 /** Whose events a caller may list: admins anyone's (or all); everyone else only their own. */
 export function auditScope(caller: Caller, requestedUserId: string | undefined): string | undefined {
+  if (requestedUserId && !isUserId(requestedUserId)) {
+    throw invalidArgument("userId", `must be ${USER_ID_RULE}`);
+  }
   if (caller.roles.includes("admin")) return requestedUserId || undefined;
   if (requestedUserId && requestedUserId !== caller.userId) {
     throw accessDenied(`caller may not read the audit events of user ${requestedUserId}`, { field: "userId", userId: requestedUserId });
@@ -210,6 +205,7 @@ const LIMIT_MAX = 500;
 /** ListAuditEvents: who may see what, validated filters, one page. */
 export async function queryAuditEvents(
   db: Knex,
+  pageTokens: PageTokens,
   caller: Caller,
   req: { userId?: string; modelId?: string; action?: string; since?: Date; until?: Date; limit?: number; pageToken?: string },
 ): Promise<AuditPage> {
@@ -220,8 +216,24 @@ export async function queryAuditEvents(
     userId,
     modelId: req.modelId === undefined ? undefined : valid.modelId(req.modelId),
     action: req.action || undefined,
-    since: req.since,
-    until: req.until,
+    since: req.since === undefined ? undefined : time(req.since, "since"),
+    until: req.until === undefined ? undefined : time(req.until, "until"),
   };
-  return listAuditEvents(db, filters, limit, req.pageToken || undefined);
+  // A token opens only for the caller and filters it was minted for.
+  const scope = { callerId: caller.userId, filters };
+  let after: AuditCursor | undefined;
+  if (req.pageToken) {
+    const [atMs, id] = pageTokens.open("ListAuditEvents", scope, CURSOR, req.pageToken);
+    after = { atMs: atMs as number, id: id as string };
+  }
+  const events = await listAuditEvents(db, filters, limit, after);
+  const last = events[events.length - 1];
+  return { events, nextPageToken: events.length === limit && last ? pageTokens.mint("ListAuditEvents", scope, CURSOR, [last.at.getTime(), last.id]) : "" };
+}
+
+/** A time PostgreSQL takes (years 1 to 9999). */
+function time(value: Date, field: string): Date {
+  const ms = value.getTime();
+  if (!(ms >= TIME_RANGE_MS.min && ms <= TIME_RANGE_MS.max)) throw invalidArgument(field, "must be a time from year 1 to 9999");
+  return value;
 }

@@ -13,6 +13,7 @@ import * as activation from "../voice-models/activation";
 import type { Actor, ChangeLog } from "../voice-models/model-events";
 import { rankModels } from "../voice-models/ranking";
 import * as modelRepo from "../voice-models/repository";
+import * as valid from "../voice-models/validation";
 import { toRecord as modelToRecord, type VoiceModelRecord } from "../voice-models/voice-model";
 import { VoiceModelRow } from "../db/models/voice-model-row";
 import type { VoiceModelService } from "../voice-models/voice-model-service";
@@ -162,7 +163,7 @@ export class BackupService {
 
   /** A backup the caller may read (its owner, service and admin). */
   async get(actor: Actor, backupId: string): Promise<BackupRecord> {
-    if (!/^[0-9a-f-]{36}$/i.test(backupId)) throw backupNotFound(backupId);
+    backupId = valid.backupId(backupId);
     const backup = await repo.findBackup(this.deps.knex, backupId);
     if (!backup) throw backupNotFound(backupId);
     if (!actor.caller.privileged && backup.userId !== actor.caller.userId) throw accessDenied(`backup ${backupId} belongs to another user`);

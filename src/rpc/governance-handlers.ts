@@ -3,6 +3,7 @@ import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { queryAuditEvents } from "../audit/audit-log";
 import type { Knex } from "knex";
 import type { GovernanceConfig } from "../config";
+import type { PageTokens } from "../paging/page-token";
 import type { CleanupService, ExpiringModel } from "../cleanup/cleanup-service";
 import { alertsFor } from "../metrics/alerts";
 import type { SharingService } from "../sharing/sharing-service";
@@ -20,6 +21,8 @@ type GovernanceRpc =
 
 export interface GovernanceDeps {
   knex: Knex;
+  /** Mints and opens ListAuditEvents page tokens. */
+  pageTokens: PageTokens;
   sharing: SharingService;
   cleanup: CleanupService;
   config: GovernanceConfig;
@@ -68,7 +71,7 @@ export function governanceHandlers(deps: GovernanceDeps): Pick<VoiceModelHandler
       return { models: (await cleanup.listExpiring(ctx, req.userId, req.withinDays)).map(expiring) };
     },
     async listAuditEvents(req, ctx) {
-      const page = await queryAuditEvents(deps.knex, ctx.caller, {
+      const page = await queryAuditEvents(deps.knex, deps.pageTokens, ctx.caller, {
         ...req,
         since: req.since ? timestampDate(req.since) : undefined,
         until: req.until ? timestampDate(req.until) : undefined,

@@ -10,6 +10,7 @@ import { AppError, invalidArgument } from "../errors";
 import type { ModelFileService, StoredFile } from "../model-files/model-file-service";
 import type { Retention } from "../model-files/retention";
 import type { Actor } from "../voice-models/model-events";
+import * as valid from "../voice-models/validation";
 import type { VoiceModelRecord } from "../voice-models/voice-model";
 import type { VoiceModelHandlers } from "./voice-model-handlers";
 import { toProto } from "./voice-model-mapper";
@@ -50,6 +51,9 @@ export function createRequestFromHeader(header: ExportHeader, userId: string | u
   const m = header.model;
   if (header.formatVersion !== EXPORT_FORMAT_VERSION) throw invalidArgument("header.formatVersion", `must be ${EXPORT_FORMAT_VERSION}`);
   if (!m) throw invalidArgument("header.model", "is required");
+  // Not kept, but an export of this service never holds anything else.
+  if (m.id) valid.modelId(m.id, "header.model.id");
+  if (m.userId) valid.userId(m.userId, "header.model.userId");
   return create(CreateVoiceModelRequestSchema, {
     userId,
     provider: m.provider,

@@ -12,6 +12,7 @@ import {
 import type { CallName } from "../rpc/call-policy";
 import type { VoiceModelHandlers } from "../rpc/voice-model-handlers";
 import { invalidArgument } from "../errors";
+import * as valid from "../voice-models/validation";
 import { exportBytes, exportLayout, readExportStart } from "../model-files/export-file";
 import type { ModelFileService } from "../model-files/model-file-service";
 import type { BackupService } from "../backups/backup-service";
@@ -191,11 +192,8 @@ function pathParam(segment: string, field: string): string {
     throw invalidArgument(field, `path segment ${JSON.stringify(segment.slice(0, 64))} is not valid percent-encoded UTF-8`);
   }
   // Every id in these paths is a UUID; anything else never reaches a query.
-  if (!UUID.test(value)) throw invalidArgument(field, `${JSON.stringify(value.slice(0, 64))} is not a UUID`);
-  return value;
+  return valid.uuid(value, field);
 }
-
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /** Sends a representation with Range / If-Range support and back-pressure. */
 async function sendRanged(

@@ -9,6 +9,7 @@ import { resolveTargetUser } from "../auth/caller";
 import { inTransaction } from "../db/transaction";
 import { AppError, accessDenied, invalidArgument, modelNotFound } from "../errors";
 import { isUserId } from "../auth/user-id";
+import { TIME_MS, type PageTokens, type PositionField } from "../paging/page-token";
 import type { Actor, ModelChangeListener } from "../voice-models/model-events";
 import * as models from "../voice-models/repository";
 import * as valid from "../voice-models/validation";
@@ -42,21 +43,15 @@ function permissionOf(values: string[]): shares.SharePermission {
   return values.includes("use") ? "use" : "view";
 }
 
-function decodeToken(token: string): { sharedAtMs: number; modelId: string } {
-  try {
-    const [sharedAtMs, modelId] = JSON.parse(Buffer.from(token, "base64url").toString("utf8"));
-    if (Number.isInteger(sharedAtMs) && typeof modelId === "string") return { sharedAtMs, modelId: valid.modelId(modelId) };
-  } catch {
-    // fall through
-  }
-  throw invalidArgument("pageToken", "is not a token this service issued");
-}
+/** Position after a share in the list order (shared at, model id; both descending). */
+const CURSOR: readonly PositionField[] = [TIME_MS, { kind: "uuid" }];
 
 /** Sharing a model with other users; only its owner (or service/admin for them) decides. */
 export class SharingService {
   constructor(
     private readonly knex: Knex,
     private readonly enabled: boolean,
+    private readonly pageTokens: PageTokens,
   ) {}
 
   private assertEnabled(): void {
@@ -110,7 +105,13 @@ export class SharingService {
     this.assertEnabled();
     const userId = resolveTargetUser(actor.caller, req.userId);
     const limit = valid.pageLimit(req.limit);
-    const after = req.pageToken ? decodeToken(req.pageToken) : undefined;
+    // A token opens only for the caller and the user whose list it pages.
+    const scope = { callerId: actor.caller.userId, filters: { userId } };
+    let after: { sharedAtMs: number; modelId: string } | undefined;
+    if (req.pageToken) {
+      const [sharedAtMs, modelId] = this.pageTokens.open("ListSharedVoiceModels", scope, CURSOR, req.pageToken);
+      after = { sharedAtMs: sharedAtMs as number, modelId: modelId as string };
+    }
     const page = await shares.listSharedWith(this.knex, userId, limit, after);
     const items: SharedModel[] = [];
     for (const { share, modelId } of page) {
@@ -118,8 +119,7 @@ export class SharingService {
       if (model) items.push({ model, share });
     }
     const last = page[page.length - 1];
-    const nextPageToken =
-      page.length === limit ? Buffer.from(JSON.stringify([last.share.sharedAt.getTime(), last.modelId])).toString("base64url") : "";
+    const nextPageToken = page.length === limit ? this.pageTokens.mint("ListSharedVoiceModels", scope, CURSOR, [last.share.sharedAt.getTime(), last.modelId]) : "";
     return { items, nextPageToken };
   }
 }

@@ -35,13 +35,22 @@ export function openBlobStore(config: Readonly<FilesConfig>, onUnavailable?: (er
 }
 
 /**
- * The configured master keys, or (embedded mode) a key file in the data folder, created on first
- * use so a server that never stores a file writes none.
+ * The master keys, current first: the configured ones, or (embedded mode) a key file in the data
+ * folder, read or created on first use so a server that never needs a key writes none.
  */
-export function openKeyProvider(config: Readonly<FilesConfig>, dataDir: string): KeyProvider {
-  if (config.masterKeys) return new LocalKeyProvider([...config.masterKeys]);
+export function masterKeySource(config: Readonly<FilesConfig>, dataDir: string): () => readonly Buffer[] {
+  if (config.masterKeys) {
+    const keys = config.masterKeys;
+    return () => keys;
+  }
+  let keys: readonly Buffer[] | undefined;
+  return () => (keys ??= Object.freeze([loadOrCreateMasterKeyFile(dataDir)]));
+}
+
+/** Wraps data keys with the master keys of masterKeySource, loaded on first use. */
+export function openKeyProvider(masterKeys: () => readonly Buffer[]): KeyProvider {
   let provider: LocalKeyProvider | undefined;
-  const load = () => (provider ??= new LocalKeyProvider([loadOrCreateMasterKeyFile(dataDir)]));
+  const load = () => (provider ??= new LocalKeyProvider([...masterKeys()]));
   return {
     get currentKeyId() {
       return load().currentKeyId;

@@ -1,5 +1,4 @@
-import { createHash } from "node:crypto";
-import { invalidArgument } from "../errors";
+import { TIME_MS, type PageScope, type PageTokens, type PositionField } from "../paging/page-token";
 import type { VoiceModelRecord } from "./voice-model";
 
 /** Position after a row in the list order (active, quality, created, id; all descending). */
@@ -10,35 +9,13 @@ export interface ListCursor {
   id: string;
 }
 
-/** A hash of the filters a token was made for: a token is only valid with the same filters. */
-export function filtersHash(filters: object): string {
-  return createHash("sha256").update(JSON.stringify(filters)).digest("base64url").slice(0, 16);
+const FIELDS: readonly PositionField[] = [{ kind: "flag" }, { kind: "int", min: 0, max: 1000 }, TIME_MS, { kind: "uuid" }];
+
+export function encodePageToken(tokens: PageTokens, scope: PageScope, last: VoiceModelRecord): string {
+  return tokens.mint("ListVoiceModels", scope, FIELDS, [last.isActive, Math.round(last.qualityScore * 1000), last.createdAt.getTime(), last.id]);
 }
 
-export function encodePageToken(last: VoiceModelRecord, filters: string): string {
-  const payload = [filters, last.isActive ? 1 : 0, Math.round(last.qualityScore * 1000), last.createdAt.getTime(), last.id];
-  return Buffer.from(JSON.stringify(payload)).toString("base64url");
-}
-
-export function decodePageToken(token: string, filters: string, field = "pageToken"): ListCursor {
-  let payload: unknown;
-  try {
-    payload = JSON.parse(Buffer.from(token, "base64url").toString("utf8"));
-  } catch {
-    throw invalidArgument(field, "is not a token this service issued");
-  }
-  if (
-    !Array.isArray(payload) ||
-    payload.length !== 5 ||
-    typeof payload[0] !== "string" ||
-    (payload[1] !== 0 && payload[1] !== 1) ||
-    !Number.isInteger(payload[2]) ||
-    !Number.isInteger(payload[3]) ||
-    typeof payload[4] !== "string" ||
-    !/^[0-9a-f-]{36}$/.test(payload[4])
-  ) {
-    throw invalidArgument(field, "is not a token this service issued");
-  }
-  if (payload[0] !== filters) throw invalidArgument(field, "was issued for other filters");
-  return { isActive: payload[1] === 1, qualityMillis: payload[2], createdAtMs: payload[3], id: payload[4] };
+export function decodePageToken(tokens: PageTokens, scope: PageScope, token: string): ListCursor {
+  const [isActive, qualityMillis, createdAtMs, id] = tokens.open("ListVoiceModels", scope, FIELDS, token);
+  return { isActive: isActive as boolean, qualityMillis: qualityMillis as number, createdAtMs: createdAtMs as number, id: id as string };
 }

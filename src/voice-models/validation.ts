@@ -1,12 +1,27 @@
+import { isUserId, USER_ID_RULE } from "../auth/user-id";
 import { invalidArgument } from "../errors";
 import { LIMITS, PROVIDERS, SAMPLE_RATES, STATUSES, type Provider, type Status } from "./constants";
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
-export function modelId(value: string, field = "modelId"): string {
+/** Every id the service issues (models, backups) is a UUID; nothing else reaches a query. */
+export const isUuid = (value: string) => UUID.test(value);
+
+/** A required UUID id, lowercased; anything else is INVALID_ARGUMENT naming the field. */
+export function uuid(value: string, field: string, what = "an id"): string {
   if (!value) throw invalidArgument(field, "is required");
-  if (!UUID.test(value)) throw invalidArgument(field, `"${value.slice(0, 64)}" is not a model id (UUID)`);
+  if (!UUID.test(value)) throw invalidArgument(field, `${JSON.stringify(value.slice(0, 64))} is not ${what} (UUID)`);
   return value.toLowerCase();
+}
+
+export const modelId = (value: string, field = "modelId") => uuid(value, field, "a model id");
+
+export const backupId = (value: string, field = "backupId") => uuid(value, field, "a backup id");
+
+/** A user id as tokens carry it. */
+export function userId(value: string, field = "userId"): string {
+  if (!isUserId(value)) throw invalidArgument(field, `must be ${USER_ID_RULE}`);
+  return value;
 }
 
 export function provider(value: string, field = "provider"): Provider {

@@ -11,7 +11,8 @@ import { accessDenied, AppError, invalidArgument, modelNotFound } from "../error
 import { assertCanWrite, SharedAccess } from "./access";
 import * as activation from "./activation";
 import { DEFAULT_SAMPLE_RATE } from "./constants";
-import { decodePageToken, encodePageToken, filtersHash } from "./paging";
+import type { PageTokens } from "../paging/page-token";
+import { decodePageToken, encodePageToken } from "./paging";
 import { componentsToMillis, scoreToMillis, weightedMillis } from "./quality";
 import * as repo from "./repository";
 import * as valid from "./validation";
@@ -40,13 +41,26 @@ export interface CreateOptions {
 export class VoiceModelService {
   private readonly listeners: ModelChangeListener[] = [];
 
+  private readonly reads: ModelReadCache;
+  private readonly pageTokens: PageTokens;
+  /** What shares grant; every room checks view/use access through this one object. */
+  readonly access: SharedAccess;
+
   constructor(
     private readonly knex: Knex,
-    /** Read-through cache for get, list and getActive (src/cache); none by default. */
-    private readonly reads: ModelReadCache,
-    /** What shares grant; every room checks view/use access through this one object. */
-    readonly access: SharedAccess,
-  ) {}
+    deps: {
+      /** Mints and opens ListVoiceModels page tokens. */
+      pageTokens: PageTokens;
+      /** Read-through cache for get, list and getActive (src/cache). */
+      reads: ModelReadCache;
+      /** What shares grant; every room checks view/use access through this one object. */
+      access: SharedAccess;
+    },
+  ) {
+    this.pageTokens = deps.pageTokens;
+    this.reads = deps.reads;
+    this.access = deps.access;
+  }
 
   /** Adds a listener that runs in every writing transaction (see ModelChangeListener). */
   onChange(listener: ModelChangeListener): void {
@@ -104,15 +118,16 @@ export class VoiceModelService {
     };
     const limit = valid.pageLimit(req.limit);
     const offset = valid.offset(req.offset);
-    const hash = filtersHash(filters);
+    // A token opens only for the caller and filters it was minted for.
+    const scope = { callerId: actor.caller.userId, filters };
     let after;
     if (req.pageToken) {
       if (offset !== 0) throw invalidArgument("offset", "must be 0 when pageToken is given");
-      after = decodePageToken(req.pageToken, hash);
+      after = decodePageToken(this.pageTokens, scope, req.pageToken);
     }
     const page = { limit, offset, after };
     const { models, total } = await this.reads.list(userId, JSON.stringify({ filters, page }), () => repo.listModels(this.knex, filters, page));
-    const nextPageToken = models.length === limit ? encodePageToken(models[models.length - 1], hash) : "";
+    const nextPageToken = models.length === limit ? encodePageToken(this.pageTokens, scope, models[models.length - 1]) : "";
     return { models, total, nextPageToken };
   }
 

@@ -1,6 +1,9 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import { randomBytes } from "node:crypto";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
 import { ErrorInfoSchema, type ErrorInfo } from "../../gen/google/rpc/error_details_pb";
 import type { VoiceModel } from "../../gen/voicemodel/v1/voice_model_pb";
 import { CreateVoiceModelRequestSchema, VoiceModelService } from "../../gen/voicemodel/v1/voice_model_service_pb";
@@ -76,6 +79,21 @@ export function modelInput(
 
 export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
+let sharedDataDir: string | undefined;
+
+/**
+ * The data folder of servers whose test names none: one per test file, shared by its servers as
+ * a fleet shares its key files (the master key file lands there), and never the checkout's ./data.
+ */
+function defaultDataDir(): string {
+  if (!sharedDataDir) {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "vm-test-data-"));
+    process.once("exit", () => fs.rmSync(dir, { recursive: true, force: true }));
+    sharedDataDir = dir;
+  }
+  return sharedDataDir;
+}
+
 /** Starts the real app in-process on random ports (127.0.0.1) against its own database. */
 export async function startTestServer(options: TestServerOptions = {}): Promise<TestServer> {
   let owned: TestDatabase | undefined;
@@ -85,6 +103,7 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
   else db = (owned = await createTestDatabase()).db;
 
   const config = parseConfig({
+    ...(options.env && "DATA_DIR" in options.env ? {} : { DATA_DIR: defaultDataDir() }),
     HOST: "127.0.0.1",
     PORT: "0",
     GRPC_PORT: "0",

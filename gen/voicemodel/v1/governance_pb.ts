@@ -190,7 +190,9 @@ export type ListSharedVoiceModelsRequest = Message<"voicemodel.v1.ListSharedVoic
   limit?: number | undefined;
 
   /**
-   * Token from a previous reply's next_page_token.
+   * A previous reply's next_page_token, sent back unchanged. Tokens are opaque and signed: one
+   * opens only for the caller it was given to, on this list, with the same user_id; any other
+   * string is INVALID_ARGUMENT (field pageToken).
    *
    * @generated from field: optional string page_token = 3;
    */
@@ -216,7 +218,8 @@ export type ListSharedVoiceModelsResponse = Message<"voicemodel.v1.ListSharedVoi
   sharedModels: SharedVoiceModel[];
 
   /**
-   * Token for the next page; empty on the last page.
+   * Opaque, signed token for the next page (bound to the caller, this list and its filters);
+   * empty on the last page.
    *
    * @generated from field: string next_page_token = 2;
    */
@@ -468,7 +471,10 @@ export type ListAuditEventsRequest = Message<"voicemodel.v1.ListAuditEventsReque
   limit?: number | undefined;
 
   /**
-   * Token from a previous reply's next_page_token.
+   * A previous reply's next_page_token, sent back unchanged. Tokens are opaque and signed: one
+   * opens only for the caller it was given to, on this list, with the same filters (user_id,
+   * model_id, action, since, until; limit may change); any other string is INVALID_ARGUMENT
+   * (field pageToken).
    *
    * @generated from field: optional string page_token = 7;
    */
@@ -494,7 +500,8 @@ export type ListAuditEventsResponse = Message<"voicemodel.v1.ListAuditEventsResp
   events: AuditEvent[];
 
   /**
-   * Token for the next page; empty on the last page.
+   * Opaque, signed token for the next page (bound to the caller, this list and its filters);
+   * empty on the last page.
    *
    * @generated from field: string next_page_token = 2;
    */

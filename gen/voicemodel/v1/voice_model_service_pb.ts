@@ -218,8 +218,11 @@ export type ListVoiceModelsRequest = Message<"voicemodel.v1.ListVoiceModelsReque
   offset?: number | undefined;
 
   /**
-   * Keyset token from a previous reply's next_page_token, bound to the same filters: rows that do
-   * not change between calls appear exactly once across pages.
+   * A previous reply's next_page_token, sent back unchanged (keyset paging: rows that do not
+   * change between calls appear exactly once across pages). Tokens are opaque and signed: one
+   * opens only for the caller it was given to, on this list, with the same filters (user_id,
+   * provider, is_active, min_quality_score, status, show_deleted; limit may change); any other
+   * string is INVALID_ARGUMENT (field pageToken).
    *
    * @generated from field: optional string page_token = 8;
    */
@@ -259,7 +262,8 @@ export type ListVoiceModelsResponse = Message<"voicemodel.v1.ListVoiceModelsResp
   total: number;
 
   /**
-   * Token for the next page; empty on the last page.
+   * Opaque, signed token for the next page (bound to the caller, this list and its filters);
+   * empty on the last page.
    *
    * @generated from field: string next_page_token = 3;
    */
@@ -573,7 +577,7 @@ export const WhoAmIResponseSchema: GenMessage<WhoAmIResponse> = /*@__PURE__*/
  *   VOICE_MODEL_NOT_FOUND (NOT_FOUND): no such model, or it was deleted.
  *   ACCESS_DENIED (PERMISSION_DENIED): another user's id or model, or a role that may not call.
  *   UNAUTHENTICATED (UNAUTHENTICATED): no token, or a bad, expired or ill-formed one.
- *   INVALID_ARGUMENT (INVALID_ARGUMENT): a field, id, page token or body is malformed.
+ *   INVALID_ARGUMENT (INVALID_ARGUMENT): a malformed field, id or body, or a page token not issued for this caller, list and filters.
  *   MODEL_NOT_COMPLETED (FAILED_PRECONDITION): only a completed model can be activated.
  *   ALREADY_ACTIVE (ALREADY_EXISTS): the model is the active one already.
  *   IDEMPOTENCY_KEY_REUSED (ALREADY_EXISTS): RecordUsage key reused with another payload.
