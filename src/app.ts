@@ -139,6 +139,7 @@ export function createApp(deps: AppDeps) {
     models,
     files,
     pathPrefixes: config.files.gcs.bucket ? [`gs://${config.files.gcs.bucket}/${config.files.gcs.prefix}`, `gs://${config.files.gcs.bucket}/`] : [],
+    pageTokens,
   });
   const erasure = new UserErasure(db.knex, models, blobs, log);
   const usageOf = async (actor: Parameters<typeof usage.stats>[0], modelId: string) => {

@@ -50,6 +50,12 @@ const LISTS: Paged[] = [
     request: { limit: 2 },
     ids: (m) => m.sharedModels.map((x: { model: { id: string } }) => x.model.id),
   },
+  {
+    method: "listBackups",
+    who: () => owner,
+    request: { limit: 2 },
+    ids: (m) => m.backups.map((x: { backupId: string }) => x.backupId),
+  },
 ];
 
 beforeAll(async () => {
@@ -59,6 +65,12 @@ beforeAll(async () => {
     await owner.grpc.shareVoiceModel({ modelId: model.id, targetUserIds: [friend.userId, stranger.userId], permissions: ["view"] });
   }
   await createModel(stranger);
+  // Five backups of the owner's, made by the service role (no backup rate limit for it).
+  const tts = await server().serviceActor();
+  for (let i = 0; i < 5; i++) {
+    const made = await server().call("grpc", "createBackup", { userId: owner.userId }, tts.token);
+    expect(made.code).toBe(0);
+  }
 });
 
 async function firstPage(on: TestServer, transport: Transport, list: Paged): Promise<string> {

@@ -65,8 +65,11 @@ export async function insertBackup(db: Db, id: string, userId: string, sealed: S
   return toRecord(row as BackupRow);
 }
 
-export async function listBackups(db: Db, userId: string): Promise<BackupRecord[]> {
-  const rows = await db<BackupRow>("backups").where({ user_id: userId }).orderBy([{ column: "created_at", order: "desc" }, { column: "id", order: "desc" }]);
+/** A page of a user's backups, newest first, after a (created_at, id) position. */
+export async function listBackups(db: Db, userId: string, limit: number, after?: { createdAtMs: number; id: string }): Promise<BackupRecord[]> {
+  const query = db<BackupRow>("backups").where({ user_id: userId });
+  if (after) query.whereRaw("(created_at, id) < (?, ?)", [new Date(after.createdAtMs), after.id]);
+  const rows = await query.orderBy([{ column: "created_at", order: "desc" }, { column: "id", order: "desc" }]).limit(limit);
   return rows.map((r) => toRecord(r as BackupRow));
 }
 

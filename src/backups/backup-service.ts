@@ -6,6 +6,7 @@ import { accessDenied, AppError, invalidArgument } from "../errors";
 import * as files from "../model-files/model-file-repository";
 import type { ModelFileRecord } from "../model-files/model-file-repository";
 import type { ModelFileService } from "../model-files/model-file-service";
+import { TIME_MS, type PageTokens, type PositionField } from "../paging/page-token";
 import { checkKey, InvalidBlobKeyError } from "../storage/blob-store";
 import { CorruptObjectError } from "../storage/sealed-format";
 import type { SealedObject } from "../storage/sealed-store";
@@ -49,7 +50,10 @@ export interface BackupDeps {
   files: ModelFileService;
   /** Prefixes a client may put before a backup path (e.g. "gs://bucket/prefix/"). */
   pathPrefixes: string[];
+  pageTokens: PageTokens;
 }
+
+const CURSOR: readonly PositionField[] = [TIME_MS, { kind: "uuid" }];
 
 class ReplanRestore extends Error {}
 
@@ -157,8 +161,20 @@ export class BackupService {
     }
   }
 
-  async list(actor: Actor, requestedUserId: string | undefined): Promise<BackupRecord[]> {
-    return repo.listBackups(this.deps.knex, resolveTargetUser(actor.caller, requestedUserId));
+  async list(actor: Actor, req: { userId?: string; limit?: number; pageToken?: string }): Promise<{ backups: BackupRecord[]; nextPageToken: string }> {
+    const userId = resolveTargetUser(actor.caller, req.userId);
+    const limit = valid.pageLimit(req.limit);
+    // A token opens only for the caller and the user whose list it pages.
+    const scope = { callerId: actor.caller.userId, filters: { userId } };
+    let after: { createdAtMs: number; id: string } | undefined;
+    if (req.pageToken) {
+      const [createdAtMs, id] = this.deps.pageTokens.open("ListBackups", scope, CURSOR, req.pageToken);
+      after = { createdAtMs: createdAtMs as number, id: id as string };
+    }
+    const backups = await repo.listBackups(this.deps.knex, userId, limit, after);
+    const last = backups[backups.length - 1];
+    const nextPageToken = backups.length === limit ? this.deps.pageTokens.mint("ListBackups", scope, CURSOR, [last.createdAt.getTime(), last.id]) : "";
+    return { backups, nextPageToken };
   }
 
   /** A backup the caller may read (its owner, service and admin). */

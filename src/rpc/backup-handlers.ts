@@ -40,7 +40,8 @@ export function backupHandlers(backups: BackupService, erasure: UserErasure): Pi
       }
     },
     async listBackups(req, ctx) {
-      return { backups: (await backups.list(ctx, req.userId)).map(backupInfo) };
+      const page = await backups.list(ctx, req);
+      return { backups: page.backups.map(backupInfo), nextPageToken: page.nextPageToken };
     },
     async restoreBackup(req, ctx) {
       return backups.restore(ctx, req);

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file voicemodel/v1/backups.proto.
  */
 export const file_voicemodel_v1_backups: GenFile = /*@__PURE__*/
-  fileDesc("Cht2b2ljZW1vZGVsL3YxL2JhY2t1cHMucHJvdG8SDXZvaWNlbW9kZWwudjEiUAoTQ3JlYXRlQmFja3VwUmVxdWVzdBIUCgd1c2VyX2lkGAEgASgJSACIAQESFwoPaW5jbHVkZV9kZWxldGVkGAIgASgIQgoKCF91c2VyX2lkInIKFENyZWF0ZUJhY2t1cFJlc3BvbnNlEi8KCHByb2dyZXNzGAEgASgLMh0udm9pY2Vtb2RlbC52MS5CYWNrdXBQcm9ncmVzcxIpCgZiYWNrdXAYAiABKAsyGS52b2ljZW1vZGVsLnYxLkJhY2t1cEluZm8iUgoOQmFja3VwUHJvZ3Jlc3MSEwoLbW9kZWxzX2RvbmUYASABKAUSFAoMbW9kZWxzX3RvdGFsGAIgASgFEhUKDWJ5dGVzX3dyaXR0ZW4YAyABKAMixwEKCkJhY2t1cEluZm8SEQoJYmFja3VwX2lkGAEgASgJEhMKC2JhY2t1cF9wYXRoGAIgASgJEhIKCnNpemVfYnl0ZXMYAyABKAMSDgoGc2hhMjU2GAQgASgJEhMKC21vZGVsX2NvdW50GAUgASgFEhcKD2luY2x1ZGVfZGVsZXRlZBgGIAEoCBIuCgpjcmVhdGVkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgd1c2VyX2lkGAggASgJIjYKEkxpc3RCYWNrdXBzUmVxdWVzdBIUCgd1c2VyX2lkGAEgASgJSACIAQFCCgoIX3VzZXJfaWQiQQoTTGlzdEJhY2t1cHNSZXNwb25zZRIqCgdiYWNrdXBzGAEgAygLMhkudm9pY2Vtb2RlbC52MS5CYWNrdXBJbmZvIoQBChRSZXN0b3JlQmFja3VwUmVxdWVzdBITCgtiYWNrdXBfcGF0aBgBIAEoCRIaChJvdmVyd3JpdGVfZXhpc3RpbmcYAiABKAgSGQoRYWN0aXZhdGVfcmVzdG9yZWQYAyABKAgSFAoHdXNlcl9pZBgEIAEoCUgAiAEBQgoKCF91c2VyX2lkIoEBChVSZXN0b3JlQmFja3VwUmVzcG9uc2USEAoIcmVzdG9yZWQYASABKAUSDwoHc2tpcHBlZBgCIAEoBRITCgtvdmVyd3JpdHRlbhgDIAEoBRIcCg9hY3RpdmVfbW9kZWxfaWQYBCABKAlIAIgBAUISChBfYWN0aXZlX21vZGVsX2lkIigKFURlbGV0ZVVzZXJEYXRhUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJIqUBChZEZWxldGVVc2VyRGF0YVJlc3BvbnNlEg4KBnN0YXR1cxgBIAEoCRIXCg9vYmplY3RzX2RlbGV0ZWQYAiABKAMSMQoNdG9tYnN0b25lZF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLZmluaXNoZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQp0BChFjb20udm9pY2Vtb2RlbC52MUIMQmFja3Vwc1Byb3RvUAFaQWV4YW1wbGUuY29tL3ZvaWNlLW1vZGVsLXNlcnZpY2UvZ2VuL2dvL3ZvaWNlbW9kZWwvdjE7dm9pY2Vtb2RlbHYxogIDVlhYqgINVm9pY2Vtb2RlbC5WMcoCDVZvaWNlbW9kZWxcVjHqAg5Wb2ljZW1vZGVsOjpWMWIGcHJvdG8z", [file_google_protobuf_timestamp]);
+  fileDesc("Cht2b2ljZW1vZGVsL3YxL2JhY2t1cHMucHJvdG8SDXZvaWNlbW9kZWwudjEiUAoTQ3JlYXRlQmFja3VwUmVxdWVzdBIUCgd1c2VyX2lkGAEgASgJSACIAQESFwoPaW5jbHVkZV9kZWxldGVkGAIgASgIQgoKCF91c2VyX2lkInIKFENyZWF0ZUJhY2t1cFJlc3BvbnNlEi8KCHByb2dyZXNzGAEgASgLMh0udm9pY2Vtb2RlbC52MS5CYWNrdXBQcm9ncmVzcxIpCgZiYWNrdXAYAiABKAsyGS52b2ljZW1vZGVsLnYxLkJhY2t1cEluZm8iUgoOQmFja3VwUHJvZ3Jlc3MSEwoLbW9kZWxzX2RvbmUYASABKAUSFAoMbW9kZWxzX3RvdGFsGAIgASgFEhUKDWJ5dGVzX3dyaXR0ZW4YAyABKAMixwEKCkJhY2t1cEluZm8SEQoJYmFja3VwX2lkGAEgASgJEhMKC2JhY2t1cF9wYXRoGAIgASgJEhIKCnNpemVfYnl0ZXMYAyABKAMSDgoGc2hhMjU2GAQgASgJEhMKC21vZGVsX2NvdW50GAUgASgFEhcKD2luY2x1ZGVfZGVsZXRlZBgGIAEoCBIuCgpjcmVhdGVkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgd1c2VyX2lkGAggASgJInwKEkxpc3RCYWNrdXBzUmVxdWVzdBIUCgd1c2VyX2lkGAEgASgJSACIAQESEgoFbGltaXQYAiABKAVIAYgBARIXCgpwYWdlX3Rva2VuGAMgASgJSAKIAQFCCgoIX3VzZXJfaWRCCAoGX2xpbWl0Qg0KC19wYWdlX3Rva2VuIloKE0xpc3RCYWNrdXBzUmVzcG9uc2USKgoHYmFja3VwcxgBIAMoCzIZLnZvaWNlbW9kZWwudjEuQmFja3VwSW5mbxIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkihAEKFFJlc3RvcmVCYWNrdXBSZXF1ZXN0EhMKC2JhY2t1cF9wYXRoGAEgASgJEhoKEm92ZXJ3cml0ZV9leGlzdGluZxgCIAEoCBIZChFhY3RpdmF0ZV9yZXN0b3JlZBgDIAEoCBIUCgd1c2VyX2lkGAQgASgJSACIAQFCCgoIX3VzZXJfaWQigQEKFVJlc3RvcmVCYWNrdXBSZXNwb25zZRIQCghyZXN0b3JlZBgBIAEoBRIPCgdza2lwcGVkGAIgASgFEhMKC292ZXJ3cml0dGVuGAMgASgFEhwKD2FjdGl2ZV9tb2RlbF9pZBgEIAEoCUgAiAEBQhIKEF9hY3RpdmVfbW9kZWxfaWQiKAoVRGVsZXRlVXNlckRhdGFSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkipQEKFkRlbGV0ZVVzZXJEYXRhUmVzcG9uc2USDgoGc3RhdHVzGAEgASgJEhcKD29iamVjdHNfZGVsZXRlZBgCIAEoAxIxCg10b21ic3RvbmVkX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hlZF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCnQEKEWNvbS52b2ljZW1vZGVsLnYxQgxCYWNrdXBzUHJvdG9QAVpBZXhhbXBsZS5jb20vdm9pY2UtbW9kZWwtc2VydmljZS9nZW4vZ28vdm9pY2Vtb2RlbC92MTt2b2ljZW1vZGVsdjGiAgNWWFiqAg1Wb2ljZW1vZGVsLlYxygINVm9pY2Vtb2RlbFxWMeoCDlZvaWNlbW9kZWw6OlYxYgZwcm90bzM", [file_google_protobuf_timestamp]);
 
 /**
  * @generated from message voicemodel.v1.CreateBackupRequest
@@ -182,6 +182,22 @@ export type ListBackupsRequest = Message<"voicemodel.v1.ListBackupsRequest"> & {
    * @generated from field: optional string user_id = 1;
    */
   userId?: string | undefined;
+
+  /**
+   * Page size: absent or 0 means 20; at most 100.
+   *
+   * @generated from field: optional int32 limit = 2;
+   */
+  limit?: number | undefined;
+
+  /**
+   * A previous reply's next_page_token, sent back unchanged. Tokens are opaque and signed: one
+   * opens only for the caller it was given to, on this list, with the same user_id; any other
+   * string is INVALID_ARGUMENT (field pageToken).
+   *
+   * @generated from field: optional string page_token = 3;
+   */
+  pageToken?: string | undefined;
 };
 
 /**
@@ -201,6 +217,14 @@ export type ListBackupsResponse = Message<"voicemodel.v1.ListBackupsResponse"> &
    * @generated from field: repeated voicemodel.v1.BackupInfo backups = 1;
    */
   backups: BackupInfo[];
+
+  /**
+   * Opaque, signed token for the next page (bound to the caller, this list and its filters);
+   * empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
 };
 
 /**
