@@ -17,7 +17,9 @@ export class CallRegistry {
 
   /** A new call's end: at its deadline, or when the shutdown ends every call. */
   begin(deadlineMs: number | undefined): CallEnd {
-    const end = new CallEnd(deadlineMs, () => this.live.delete(end) && this.ended++);
+    const end = new CallEnd(deadlineMs, () => {
+      if (this.live.delete(end)) this.ended++;
+    });
     this.live.add(end);
     return end;
   }
