@@ -7,7 +7,8 @@
  *
  * Run alone: `npx tsx bench/export-bench.ts`; env BENCH_EXPORT_MB (1024), BENCH_EXPORT_RUNS (3),
  * BENCH_PG_URL, BENCH_EXPORT_DB (vm_export_bench), BENCH_EXPORT_PROFILE=1 (CPU profile of the service),
- * BENCH_EXPORT_ONLY=grpc|http (one transport; grpc runs both gRPC clients), BENCH_EXPORT_VERBOSE=1 (each run, with the server's CPU use).
+ * BENCH_EXPORT_ONLY=grpc|http (one transport; grpc runs both gRPC clients), BENCH_EXPORT_VERBOSE=1 (each run, with the server's CPU use),
+ * BENCH_EXPORT_MMAP_THRESHOLD (the service's MALLOC_MMAP_THRESHOLD_, 131072 as in the Dockerfile; empty for glibc's default).
  */
 import { fromBinary, toBinary, create } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
@@ -42,7 +43,7 @@ export interface ExportBenchResult {
   sizeMb: number;
   /** grpc: read with node:http2 (the target's figure); grpcJs: read with a @grpc/grpc-js client. */
   mbPerSecond: { rawRead: number; pipeline: number; grpc: number; grpcJs: number; http: number };
-  ratios: { grpcVsPipeline: number; grpcJsVsPipeline: number; httpVsPipeline: number; grpcVsRawRead: number; httpVsRawRead: number };
+  ratios: { grpcVsPipeline: number; grpcJsVsPipeline: number; httpVsPipeline: number; grpcVsRawRead: number; httpVsRawRead: number; grpcVsHttp: number };
   peakServerRssGrowthMb: number;
   pass: boolean;
 }
@@ -106,6 +107,8 @@ export async function runExportBench(options: ExportBenchOptions): Promise<Expor
         MASTER_KEY: masterKey.toString("base64"),
         LOG_LEVEL: "warn",
         RATE_LIMIT_EXEMPT_ROLES: "admin,service,user",
+        // The service's malloc as the Dockerfile sets it (README, "Memory after abuse"); empty: glibc's own.
+        MALLOC_MMAP_THRESHOLD_: (process.env.BENCH_EXPORT_MMAP_THRESHOLD ?? "131072") || undefined,
       },
     });
     const base = `http://127.0.0.1:${httpPort}`;
@@ -295,6 +298,7 @@ export async function runExportBench(options: ExportBenchOptions): Promise<Expor
         httpVsPipeline: round(paired(results.http, results.pipeline)),
         grpcVsRawRead: round(paired(results.grpc, results.rawRead)),
         httpVsRawRead: round(paired(results.http, results.rawRead)),
+        grpcVsHttp: round(paired(results.grpc, results.http)),
       },
       peakServerRssGrowthMb: round((peakRss - baselineRss) / MB),
       pass: false,
@@ -403,7 +407,7 @@ export function printExportBench(r: ExportBenchResult): void {
   console.log(`\nExport of a ${r.sizeMb} MiB model (medians; ratios are medians of the per-round ratios):`);
   line("raw read of the stored file", r.mbPerSecond.rawRead, "(reference)");
   line("read + decrypt + SHA-256 in-process", r.mbPerSecond.pipeline, "(reference)");
-  line("ExportVoiceModel over gRPC", r.mbPerSecond.grpc, `x${r.ratios.grpcVsPipeline} of pipeline, x${r.ratios.grpcVsRawRead} of raw read`);
+  line("ExportVoiceModel over gRPC", r.mbPerSecond.grpc, `x${r.ratios.grpcVsPipeline} of pipeline, x${r.ratios.grpcVsRawRead} of raw read, x${r.ratios.grpcVsHttp} of HTTP`);
   line("  the same, @grpc/grpc-js client", r.mbPerSecond.grpcJs, `x${r.ratios.grpcJsVsPipeline} of pipeline (client-bound; not the target)`);
   line("GET /v1/voice-models/{id}/export", r.mbPerSecond.http, `x${r.ratios.httpVsPipeline} of pipeline, x${r.ratios.httpVsRawRead} of raw read`);
   console.log(`  peak server RSS growth: ${r.peakServerRssGrowthMb} MB (target < 100)`);

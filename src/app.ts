@@ -36,6 +36,7 @@ import { CallGuard } from "./server/call-guard";
 import { registerConnectService } from "./server/connect-transport";
 import { fileRoutes } from "./server/file-routes";
 import { limitGrpcSessions } from "./server/grpc-sessions";
+import { startMemoryReclaim } from "./server/memory-reclaim";
 import { grpcService } from "./server/grpc-transport";
 import { answerClientError, createHttpHandler } from "./server/http-server";
 import { addReflection } from "./server/reflection";
@@ -250,6 +251,7 @@ export function createApp(deps: AppDeps) {
     );
     const t = config.transport;
     limitGrpcSessions(grpcServer, { maxConnections: t.maxConnections, maxResetsPerSecond: t.grpcMaxResetsPerSecond });
+    const reclaim = startMemoryReclaim({ thresholdBytes: t.memoryReclaimMb * 2 ** 20, intervalMs: 2_000, endedCalls: () => registry.ended, log });
     const httpServer = http.createServer(
       { keepAliveTimeout: 65_000, headersTimeout: t.httpHeadersTimeoutMs, requestTimeout: t.httpRequestTimeoutMs },
       httpHandler,
@@ -296,6 +298,7 @@ export function createApp(deps: AppDeps) {
         await caches.stop();
         await mover.idle();
         storageHealth.stop();
+        reclaim.stop();
       },
     };
   }

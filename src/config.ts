@@ -60,6 +60,8 @@ export interface TransportConfig {
   maxConnections: number;
   /** A streamed reply (file read, export) whose reader takes nothing for this long is ended. */
   streamStallTimeoutMs: number;
+  /** Buffer memory grown since the last full garbage collection that starts one (0: never). */
+  memoryReclaimMb: number;
 }
 
 export interface ShutdownConfig {
@@ -84,6 +86,7 @@ function parseTransport(env: Env): TransportConfig {
     httpBodyIdleTimeoutMs: integer(env, "HTTP_BODY_IDLE_TIMEOUT_MS", 30_000, 100, 3_600_000),
     maxConnections: integer(env, "MAX_CONNECTIONS", 10_000, 1, 1_000_000),
     streamStallTimeoutMs: integer(env, "STREAM_STALL_TIMEOUT_MS", 20_000, 100, 3_600_000),
+    memoryReclaimMb: integer(env, "MEMORY_RECLAIM_MB", 128, 0, 1_000_000),
   });
 }
 

@@ -11,11 +11,15 @@ export const shuttingDown = (message = "the service is shutting down; retry (ano
 export class CallRegistry {
   draining = false;
   refusing = false;
+  /** Calls ended so far, however they ended. */
+  ended = 0;
   private readonly live = new Set<CallEnd>();
 
   /** A new call's end: at its deadline, or when the shutdown ends every call. */
   begin(deadlineMs: number | undefined): CallEnd {
-    const end = new CallEnd(deadlineMs, () => this.live.delete(end));
+    const end = new CallEnd(deadlineMs, () => {
+      if (this.live.delete(end)) this.ended++;
+    });
     this.live.add(end);
     return end;
   }

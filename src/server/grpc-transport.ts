@@ -10,6 +10,7 @@ import { runWithDeadline } from "../db/call-deadline";
 import { AppError, ERROR_DOMAIN, errorMetadata, invalidArgument } from "../errors";
 import type { CallEnd, CallRegistry } from "./call-end";
 import { requestIdFor, toAppError, type CallGate, type IncomingCall } from "./call-gate";
+import { GrpcReplyWriter } from "./grpc-reply-writer";
 import { refuseProtoKey } from "./text-check";
 import { unimplemented, type AnyClientStream, type AnyServerStream, type AnyUnary } from "./handlers";
 import type { RequestContext } from "../rpc/service-handlers";
@@ -219,11 +220,13 @@ function resetUnlessClosed(call: object, graceMs: number): void {
 }
 
 /**
- * Messages (64 KiB file chunks) a stream may have written but not yet taken by the connection.
- * One: with more queued, the trailers of a stream ended early (deadline, shutdown) were measured
- * never to go out behind them.
+ * Replies (64 KiB file chunks) a stream takes from its handler ahead of the connection: with one,
+ * each message waited for the previous one's write callback and the handler, and a gRPC export ran
+ * at 0.52-0.57 of the read, decrypt and hash pipeline (0.64-0.68 with four; bench/export-bench.ts).
+ * Only one of them is ever handed to grpc-js (GrpcReplyWriter), so a call that ends early sends
+ * its trailers behind at most one message.
  */
-const MESSAGES_IN_FLIGHT = 1;
+const MESSAGES_IN_FLIGHT = 4;
 
 export interface GrpcServiceOptions {
   /** The calls in flight (deadlines, shutdown). */
@@ -296,8 +299,9 @@ export function grpcService(
       case "server_streaming":
         implementation[method.name] = (call: grpc.ServerWritableStream<unknown, unknown>) => {
           const [ctx, requestId, end] = admit(call);
-          // Writes not yet taken by the connection; a few in flight keep the pipe full.
-          const writing: Array<Promise<void>> = [];
+          // A stream holds its flow-control window plus those messages (grpc-js alone would queue
+          // 16 before reporting back-pressure), and a reader that takes nothing stalls it.
+          const out = new GrpcReplyWriter(call, end, MESSAGES_IN_FLIGHT, options.streamStallTimeoutMs);
           runWithDeadline(end.deadlineMs, async () => {
             const replies = (handler as AnyServerStream)(decoded(call.request), await end.race(Promise.resolve(ctx)))[Symbol.asyncIterator]();
             try {
@@ -305,17 +309,12 @@ export function grpcService(
                 const next = await end.race(replies.next());
                 if (next.done) break;
                 if (call.cancelled) return;
-                // At most MESSAGES_IN_FLIGHT messages queued past the connection: a stream holds its
-                // flow-control window plus those (grpc-js alone would queue 16 before reporting
-                // back-pressure), and a reader that takes nothing stalls it here.
-                if (writing.length >= MESSAGES_IN_FLIGHT) await end.race(writing.shift()!, options.streamStallTimeoutMs);
-                const written = new Promise<void>((resolve, reject) => call.write(next.value, (error?: Error | null) => (error ? reject(error) : resolve())));
-                written.catch(() => undefined);
-                writing.push(written);
+                await out.write(next.value);
               }
-              while (writing.length > 0) await end.race(writing.shift()!, options.streamStallTimeoutMs);
+              await out.flushed();
               call.end(requestIdTrailer(requestId));
             } finally {
+              out.drop();
               // Stops the handler's reads (its finally blocks run) when the stream ends early.
               replies.return?.(undefined).catch(() => undefined);
             }

@@ -74,7 +74,7 @@ export class FsBlobStore implements BlobStore {
       await handle.close();
       return Readable.from([]);
     }
-    return handle.createReadStream({ start, end, autoClose: true, highWaterMark: 1 << 20 });
+    return handle.createReadStream({ start, end, autoClose: true, highWaterMark: 256 << 10 });
   }
 
   async stat(key: string): Promise<BlobInfo | undefined> {
