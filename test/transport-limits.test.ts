@@ -112,6 +112,12 @@ describeOnPostgres("transport limits hold against abusive clients", () => {
       `stalled readers: baseline ${baseline.toFixed(0)} MB, with 200 stalled streams ${peak.toFixed(0)} MB, ${after.toFixed(0)} MB ${Date.now() - given} ms after they ended; well-behaved worst ${latency.toFixed(0)} ms, all ended after ${endedAfter} ms`,
     );
     expect(ends.every((e) => e.bytes === 0)).toBe(true);
+    // STREAM_STALLED: trailers queue behind the data the reader never took, so the client gets
+    // RST_STREAM; the server counts each as RESOURCE_EXHAUSTED.
+    expect(ends.filter((e) => e.grpcStatus !== undefined || !e.rstCode)).toEqual([]);
+    const metrics = await (await fetch(`http://127.0.0.1:${server.httpPort}/metrics`)).text();
+    const stalled = metrics.split("\n").find((l) => l.startsWith('voice_model_rpc_errors_total{method="readModelFile",code="RESOURCE_EXHAUSTED"}'));
+    expect(Number(stalled?.split(" ").pop())).toBeGreaterThanOrEqual(200);
     expect(endedAfter).toBeLessThan(STALL_MS + 3_000);
     // Per stream: the window, one message, and the first decrypted chunk with the file read's
     // buffers (1-2.5 MB measured; 3.6-4 MB with 1 MiB file reads).

@@ -1,6 +1,9 @@
-import { create, toBinary } from "@bufbuild/protobuf";
+import { anyUnpack } from "@bufbuild/protobuf/wkt";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { randomBytes } from "node:crypto";
 import http2 from "node:http2";
+import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb";
+import { StatusSchema } from "../../gen/google/rpc/status_pb";
 import { ReadModelFileRequestSchema } from "../../gen/voicemodel/v1/model_files_pb";
 import { VoiceModelService } from "../../gen/voicemodel/v1/voice_model_service_pb";
 import { grpcStreamingClient } from "./streaming-client";
@@ -10,7 +13,20 @@ export interface StreamEnd {
   ms: number;
   bytes: number;
   grpcStatus?: string;
+  /** The ErrorInfo reason of the trailers' google.rpc.Status, when the server sent one. */
+  reason?: string;
   rstCode?: number;
+}
+
+/** The ErrorInfo reason in a grpc-status-details-bin value. */
+function reasonOf(details: unknown): string | undefined {
+  if (typeof details !== "string") return undefined;
+  const status = fromBinary(StatusSchema, Buffer.from(details, "base64"));
+  for (const detail of status.details) {
+    const info = anyUnpack(detail, ErrorInfoSchema);
+    if (info) return info.reason;
+  }
+  return undefined;
 }
 
 /** Uploads `size` random bytes as the model's file over gRPC. */
@@ -56,8 +72,15 @@ export function rawGrpcRead(grpcPort: number, token: string, modelId: string, op
   const ended = new Promise<StreamEnd>((resolve) => {
     let bytes = 0;
     let grpcStatus: string | undefined;
-    stream.on("response", (headers) => (grpcStatus ??= headers["grpc-status"] as string | undefined));
-    stream.on("trailers", (trailers) => (grpcStatus = trailers["grpc-status"] as string | undefined));
+    let reason: string | undefined;
+    stream.on("response", (headers) => {
+      grpcStatus ??= headers["grpc-status"] as string | undefined;
+      reason ??= reasonOf(headers["grpc-status-details-bin"]);
+    });
+    stream.on("trailers", (trailers) => {
+      grpcStatus = trailers["grpc-status"] as string | undefined;
+      reason = reasonOf(trailers["grpc-status-details-bin"]);
+    });
     const pause = options.pauseMs;
     if (pause === "never") stream.pause();
     else
@@ -70,7 +93,7 @@ export function rawGrpcRead(grpcPort: number, token: string, modelId: string, op
       });
     stream.on("error", () => undefined);
     stream.once("close", () => {
-      resolve({ ms: Date.now() - started, bytes, grpcStatus, rstCode: stream.rstCode });
+      resolve({ ms: Date.now() - started, bytes, grpcStatus, reason, rstCode: stream.rstCode });
       if (!options.session) session.destroy();
     });
   });
