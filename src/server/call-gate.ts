@@ -2,9 +2,7 @@ import { randomUUID } from "node:crypto";
 import type { Logger } from "pino";
 import type { Caller } from "../auth/caller";
 import type { TokenVerifier } from "../auth/token-verifier";
-import { databaseUnavailable } from "../db/db-errors";
 import { AppError } from "../errors";
-import { fromProtocolError } from "./protocol-errors";
 import type { CallEnd, CallRegistry } from "./call-end";
 import { shuttingDown } from "./call-end";
 import type { RequestContext } from "../rpc/service-handlers";
@@ -110,15 +108,4 @@ class CallContext implements RequestContext {
   get log() {
     return (this.childLog ??= this.baseLog.child({ requestId: this.requestId }));
   }
-}
-
-/** Every failure as one of our error codes: database outages become SERVICE_UNAVAILABLE. */
-export function toAppError(error: unknown): AppError {
-  if (error instanceof AppError) return error;
-  const protocol = fromProtocolError(error);
-  if (protocol) return protocol;
-  const e = error as { code?: string };
-  // Raised by the database for writes about a user whose data was deleted (DeleteUserData).
-  if (e?.code === "VM001") return new AppError("ACCESS_DENIED", "this user's data was deleted; nothing can be stored for them");
-  return databaseUnavailable(error) ?? new AppError("INTERNAL", "internal error");
 }

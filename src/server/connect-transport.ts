@@ -3,9 +3,9 @@ import { Code, ConnectError, createContextKey, type ConnectRouter, type HandlerC
 import type { Logger } from "pino";
 import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb";
 import { deadlineExceeded, runWithDeadline } from "../db/call-deadline";
-import { ERROR_DOMAIN, errorMetadata } from "../errors";
 import type { CallEnd, CallRegistry } from "./call-end";
-import { requestIdFor, toAppError, type CallGate } from "./call-gate";
+import { requestIdFor, type CallGate } from "./call-gate";
+import { errorReply } from "./error-reply";
 import { unimplemented, type AnyClientStream, type AnyServerStream, type AnyUnary } from "./handlers";
 import type { RequestContext } from "../rpc/service-handlers";
 
@@ -14,15 +14,12 @@ export const clientAddressKey = createContextKey<string>("unknown");
 
 /** Connect's renderer (Connect JSON/binary, gRPC-Web, and the plain HTTP routes' error JSON). */
 export function connectError(error: unknown, requestId: string, log: Logger): ConnectError {
-  const appError = toAppError(error);
-  if (appError.code === "INTERNAL" || appError.code === "SERVICE_UNAVAILABLE") log.error({ err: error, requestId }, "call failed");
+  const reply = errorReply(error, requestId, log);
   // x-request-id is already a response header (set on admission); repeating it here would make
   // streaming and gRPC-Web clients, which merge headers and trailers, read it twice.
   const headers = new Headers();
-  if (appError.subject.retryAfterSeconds !== undefined) headers.set("retry-after", String(appError.subject.retryAfterSeconds));
-  return new ConnectError(appError.message, appError.rpcCode, headers, [
-    { desc: ErrorInfoSchema, value: { reason: appError.code, domain: ERROR_DOMAIN, metadata: errorMetadata(appError, requestId) } },
-  ]);
+  if (reply.retryAfter) headers.set("retry-after", reply.retryAfter);
+  return new ConnectError(reply.error.message, reply.error.rpcCode, headers, [{ desc: ErrorInfoSchema, value: reply.info }]);
 }
 
 /** The error a call ends with; a client that left gets connect's own (nothing is logged for it). */

@@ -7,9 +7,10 @@ import type { Logger } from "pino";
 import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb";
 import { StatusSchema } from "../../gen/google/rpc/status_pb";
 import { runWithDeadline } from "../db/call-deadline";
-import { AppError, ERROR_DOMAIN, errorMetadata, invalidArgument } from "../errors";
+import { AppError, invalidArgument } from "../errors";
 import type { CallEnd, CallRegistry } from "./call-end";
-import { requestIdFor, toAppError, type CallGate, type IncomingCall } from "./call-gate";
+import { requestIdFor, type CallGate, type IncomingCall } from "./call-gate";
+import { errorReply } from "./error-reply";
 import { GrpcReplyWriter } from "./grpc-reply-writer";
 import { refuseProtoKey } from "./text-check";
 import { unimplemented, type AnyClientStream, type AnyServerStream, type AnyUnary } from "./handlers";
@@ -118,22 +119,16 @@ function decoded<T>(message: T): T {
 
 /** A grpc-js error carrying google.rpc.Status with one ErrorInfo, plus the request id. */
 function grpcError(error: unknown, requestId: string, log: Logger): grpc.ServerErrorResponse {
-  const appError = toAppError(error);
-  if (appError.code === "INTERNAL" || appError.code === "SERVICE_UNAVAILABLE") log.error({ err: error, requestId }, "call failed");
+  const { error: appError, info, retryAfter } = errorReply(error, requestId, log);
   const status = create(StatusSchema, {
     code: appError.rpcCode,
     message: appError.message,
-    details: [
-      anyPack(
-        ErrorInfoSchema,
-        create(ErrorInfoSchema, { reason: appError.code, domain: ERROR_DOMAIN, metadata: errorMetadata(appError, requestId) }),
-      ),
-    ],
+    details: [anyPack(ErrorInfoSchema, create(ErrorInfoSchema, info))],
   });
   const metadata = new grpc.Metadata();
   metadata.set("grpc-status-details-bin", asBuffer(toBinary(StatusSchema, status)));
   metadata.set("x-request-id", requestId);
-  if (appError.subject.retryAfterSeconds !== undefined) metadata.set("retry-after", String(appError.subject.retryAfterSeconds));
+  if (retryAfter) metadata.set("retry-after", retryAfter);
   return Object.assign(new Error(appError.message), { code: appError.rpcCode as number, details: appError.message, metadata });
 }
 
