@@ -25,6 +25,7 @@ import { ModelFileService } from "./model-files/model-file-service";
 import { Retention } from "./model-files/retention";
 import { PostgresRateLimiter } from "./rate-limit/rate-limiter";
 import { backupHandlers } from "./rpc/backup-handlers";
+import { fileRouteHandlers } from "./rpc/file-route-handlers";
 import { governanceHandlers } from "./rpc/governance-handlers";
 import { modelFileHandlers } from "./rpc/model-file-handlers";
 import { usageHandlers } from "./rpc/usage-handlers";
@@ -201,7 +202,7 @@ export function createApp(deps: AppDeps) {
 
   const httpHandler = createHttpHandler({
     routes: (router) => services.forEach((s) => registerConnectService(router, s, served, gate, log, registry)),
-    plainRoutes: fileRoutes({ gate, guard, files, backups, usageOf, log, rpc: served }),
+    plainRoutes: fileRoutes({ gate, guard, log, handlers: fileRouteHandlers({ files, backups, usageOf, rpc: served }) }),
     corsOrigins: config.corsOrigins,
     isReady,
     readinessDetails: () => ({ blobStore: storageHealth.state }),
