@@ -223,7 +223,8 @@ describeOnPostgres("transport limits hold against abusive clients", () => {
     }
     await until(() => closedByServer >= 20, 5_000, "connections past the cap closed");
     for (const s of sockets) s.destroy();
-    expect(closedByServer).toBeLessThanOrEqual(20 + 1);
+    // The excess, give or take the keep-alive connections this file's own fetches still hold.
+    expect(closedByServer).toBeLessThanOrEqual(20 + 3);
     // The listener serves again once they are gone.
     await until(async () => (await fetch(`http://127.0.0.1:${server.httpPort}/healthz`).catch(() => undefined))?.status === 200, 5_000, "served again");
   }, 30_000);

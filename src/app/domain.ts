@@ -1,0 +1,87 @@
+import type { Logger } from "pino";
+import { auditModelChanges } from "../audit/audit-log";
+import { makeCaller } from "../auth/caller";
+import { BackupService } from "../backups/backup-service";
+import { Caches } from "../cache/caches";
+import { CleanupService } from "../cleanup/cleanup-service";
+import type { Config } from "../config";
+import { outsideCall } from "../db/call-deadline";
+import type { Database } from "../db/connection";
+import { ServiceMetrics } from "../metrics/service-metrics";
+import { FileMover } from "../model-files/file-mover";
+import { ModelFileService } from "../model-files/model-file-service";
+import { Retention } from "../model-files/retention";
+import { PageTokens } from "../paging/page-token";
+import { findPermission } from "../sharing/share-repository";
+import { endSharesOfDeletedModels, SharingService } from "../sharing/sharing-service";
+import { BlobStoreHealth } from "../storage/blob-store-health";
+import { masterKeySource, openBlobStore, openKeyProvider } from "../storage/open-storage";
+import { SealedStore } from "../storage/sealed-store";
+import { SelectionService } from "../usage/selection";
+import { UsageService } from "../usage/usage-service";
+import { UserErasure } from "../user-data/user-erasure";
+import { NO_SHARES, SharedAccess } from "../voice-models/access";
+import { VoiceModelService } from "../voice-models/voice-model-service";
+
+/** Who the background purge acts as (for listeners that record an actor). */
+const RETENTION_ACTOR = { caller: makeCaller("system:retention", ["admin"]), requestId: "retention", clientAddress: "internal" };
+
+/** Every room of the domain, wired to its stores and to the change listeners of the others. */
+export function buildDomain({ config, db, log }: { config: Readonly<Config>; db: Database; log: Logger }) {
+  const governance = config.governance;
+  const metrics = new ServiceMetrics(db.knex, { storageQuotaBytes: governance.alerts.storageQuotaBytes });
+  // Cache tables + the in-process cache (active models, list pages); caches.stats holds the hit/miss counters.
+  const caches = new Caches({ knex: db.knex, kind: db.kind, listenUrl: config.databaseListenUrl, config: config.cache, log });
+  metrics.setCacheStatsSource(() => ({ ...caches.stats.tables, in_process: caches.stats.inProcess }));
+  // One master key source for file encryption and page tokens (each derives keys of its own).
+  const masterKeys = masterKeySource(config.files, config.dataDir);
+  const pageTokens = new PageTokens(masterKeys);
+  const models = new VoiceModelService(db.knex, {
+    pageTokens,
+    reads: caches.modelReads,
+    access: new SharedAccess(governance.sharingEnabled ? findPermission : NO_SHARES),
+  });
+  models.onChange(caches.onModelChange);
+  models.onChange(auditModelChanges);
+  models.onChange(endSharesOfDeletedModels);
+  models.onChange(metrics.onModelChanges);
+  const cleanup = new CleanupService(db.knex, governance.cleanup, metrics, (trx, changes, actor) => models.notifyChanges(trx, changes, actor));
+  const usage = new UsageService(db.knex, caches, { ...config.usage, ...config.cache }, models.access);
+
+  // Model files: sealed (encrypted, compressed) objects in the configured blob store. The blob
+  // store's own health is a cached probe (/readyz's body, gRPC health, a metric); a call that
+  // finds the store down marks it down at once (only a probe marks it up again).
+  const blobs = openBlobStore(config.files, (error) => storageHealth.markDown(error));
+  const storageHealth = new BlobStoreHealth(blobs, config.files.storageProbeIntervalMs, log);
+  const mover = new FileMover(db.knex, blobs, log);
+  mover.listenTo(models);
+  // The mover's work outlives the call that kicks it: it runs outside the call's deadline.
+  const kickMover = () => outsideCall(() => mover.kick());
+  const keyProvider = openKeyProvider(masterKeys);
+  const files = new ModelFileService({ knex: db.knex, models, sealed: new SealedStore(blobs, keyProvider), maxFileBytes: config.files.maxFileBytes, kickMover });
+  const retention = new Retention({
+    knex: db.knex,
+    models,
+    blobs,
+    retentionDays: config.files.retentionDays,
+    orphanGraceMs: config.files.orphanGraceMs,
+    log,
+    kickMover,
+    // Purged rows leave the caches like deleted ones.
+    onPurged: (trx, purged) => caches.onModelChange(trx, purged.map((model) => ({ kind: "deleted" as const, model })), RETENTION_ACTOR),
+  });
+  const { bucket, prefix } = config.files.gcs;
+  const backups = new BackupService({
+    knex: db.knex,
+    models,
+    files,
+    pathPrefixes: bucket ? [`gs://${bucket}/${prefix}`, `gs://${bucket}/`] : [],
+    pageTokens,
+  });
+  const erasure = new UserErasure(db.knex, models, blobs, log);
+  const sharing = new SharingService(db.knex, governance.sharingEnabled, pageTokens);
+  const selection = new SelectionService(db.knex, models, caches.modelReads);
+  return { metrics, caches, pageTokens, models, cleanup, usage, blobs, storageHealth, mover, keyProvider, files, retention, backups, erasure, sharing, selection };
+}
+
+export type Domain = ReturnType<typeof buildDomain>;

@@ -1,0 +1,29 @@
+import type { Knex } from "knex";
+import type { GovernanceConfig } from "../config";
+import { backupHandlers } from "../rpc/backup-handlers";
+import { fileRouteHandlers, type FileRouteHandlers } from "../rpc/file-route-handlers";
+import { governanceHandlers } from "../rpc/governance-handlers";
+import { modelFileHandlers, type UsageLookup } from "../rpc/model-file-handlers";
+import { usageHandlers } from "../rpc/usage-handlers";
+import { voiceModelHandlers, type VoiceModelHandlers } from "../rpc/voice-model-handlers";
+import type { Domain } from "./domain";
+
+/** Every RPC's handler, each room's part once, and the file routes' handlers over the served RPCs. */
+export function buildHandlers(domain: Domain, options: { knex: Knex; governance: GovernanceConfig; instanceId: string }) {
+  const { models, files, retention, backups, erasure, usage, selection, sharing, cleanup, pageTokens } = domain;
+  // Usage stats as an export header carries them.
+  const usageOf: UsageLookup = async (actor, modelId) => {
+    const stats = await usage.stats(actor, { modelId } as Parameters<typeof usage.stats>[1]);
+    return { ...stats, lastUsed: stats.lastUsed?.toISOString() ?? null, qualityRating: stats.qualityRating ?? null };
+  };
+  const handlers: VoiceModelHandlers = {
+    ...voiceModelHandlers(models),
+    ...modelFileHandlers(files, retention, usageOf),
+    ...backupHandlers(backups, erasure),
+    ...usageHandlers(usage, selection),
+    ...governanceHandlers({ knex: options.knex, pageTokens, sharing, cleanup, config: options.governance, instanceId: options.instanceId }),
+  };
+  /** `served`: the guarded handlers, which uploads and imports over HTTP go through. */
+  const fileRoutes = (served: VoiceModelHandlers): FileRouteHandlers => fileRouteHandlers({ files, backups, usageOf, rpc: served });
+  return { handlers, fileRoutes };
+}

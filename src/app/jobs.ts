@@ -1,0 +1,32 @@
+import type { Logger } from "pino";
+import { housekeepingJobs } from "../audit/housekeeping";
+import { cleanupJob } from "../cleanup/cleanup-job";
+import type { Config } from "../config";
+import type { Database } from "../db/connection";
+import { Scheduler, type JobMode } from "../jobs/scheduler";
+import type { Domain } from "./domain";
+
+/**
+ * All periodic work of an instance. Fleet-wide purges run on one instance at a time, under a lease
+ * that lasts two intervals and 10 s (a late tick or a slow database does not hand the job over).
+ */
+export function periodicJobs(domain: Domain, { config, db, log, instanceId }: { config: Readonly<Config>; db: Database; log: Logger; instanceId: string }) {
+  const { caches, metrics, cleanup, mover, usage, retention, erasure } = domain;
+  const fleetWide = (intervalMs: number): JobMode => ({ kind: "one-instance", leaseMs: 2 * intervalMs + 10_000 });
+  const { cleanup: cleanupConfig } = config.governance;
+  const jobs = new Scheduler(db.knex, instanceId, log);
+  jobs.add(
+    ...caches.jobs(),
+    ...housekeepingJobs({ knex: db.knex, metrics, config: config.governance, log }),
+    cleanupJob({ knex: db.knex, cleanup, intervalMs: cleanupConfig.intervalMs, leaseMs: cleanupConfig.leaseMs, holder: instanceId, log }),
+    mover.job(60_000),
+    { name: "usage-purge", intervalMs: config.usage.purgeIntervalMs, mode: fleetWide(config.usage.purgeIntervalMs), run: () => usage.purgeExpired() },
+    {
+      name: "file-retention",
+      intervalMs: config.files.purgeIntervalMs,
+      mode: fleetWide(config.files.purgeIntervalMs),
+      run: () => retention.runOnce().then(() => erasure.resumeAll()),
+    },
+  );
+  return jobs;
+}
