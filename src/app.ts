@@ -8,7 +8,6 @@ import type { Logger } from "pino";
 import { VoiceModelService as VoiceModelServiceDesc } from "../gen/voicemodel/v1/voice_model_service_pb";
 import { auditModelChanges } from "./audit/audit-log";
 import { startHousekeeping } from "./audit/housekeeping";
-import { makeCaller } from "./auth/caller";
 import { createTokenVerifier } from "./auth/token-verifier";
 import { BackupService } from "./backups/backup-service";
 import { Caches } from "./cache/caches";
@@ -53,8 +52,6 @@ import { VoiceModelService } from "./voice-models/voice-model-service";
 /** The gRPC health service name of the blob store's entry (readiness stays the database's). */
 export const BLOB_STORE_HEALTH_SERVICE = "voicemodel.v1.BlobStore";
 
-/** Who the background purge acts as (for listeners that record an actor). */
-const RETENTION_ACTOR = { caller: makeCaller("system:retention", ["admin"]), requestId: "retention", clientAddress: "internal" };
 
 export interface AppDeps {
   config: Readonly<Config>;
@@ -96,7 +93,7 @@ export function createApp(deps: AppDeps) {
   models.onChange(endSharesOfDeletedModels);
   models.onChange(metrics.onModelChanges);
   metrics.setCacheStatsSource(() => ({ ...caches.stats.tables, in_process: caches.stats.inProcess }));
-  const cleanup = new CleanupService(db.knex, governance.cleanup, metrics, (trx, changes, actor) => models.notifyChanges(trx, changes, actor));
+  const cleanup = new CleanupService(db.knex, governance.cleanup, metrics, (actor, fn) => models.write(actor, fn));
   const scheduler = new CleanupScheduler({
     knex: db.knex,
     cleanup,
@@ -131,8 +128,6 @@ export function createApp(deps: AppDeps) {
     orphanGraceMs: config.files.orphanGraceMs,
     log,
     kickMover: () => outsideCall(() => mover.kick()),
-    // Purged rows leave the caches like deleted ones.
-    onPurged: (trx, purged) => caches.onModelChange(trx, purged.map((model) => ({ kind: "deleted" as const, model })), RETENTION_ACTOR),
   });
   const backups = new BackupService({
     knex: db.knex,
