@@ -4,6 +4,7 @@ import type { Logger } from "pino";
 import { hasRole } from "../auth/caller";
 import type { Tx } from "../db/transaction";
 import { accessDenied, invalidArgument } from "../errors";
+import * as backups from "../backups/backup-repository";
 import * as files from "../model-files/model-file-repository";
 import { deleteModelRows } from "../model-files/retention";
 import type { BlobStore } from "../storage/blob-store";
@@ -75,7 +76,7 @@ export class UserErasure {
       const all = await modelRepo.userModels(trx, userId, { includeDeleted: true });
       await deleteModelRows(trx, log, all.map((m) => m.id));
       await files.deleteFilesOfUser(trx, userId);
-      await trx("backups").where({ user_id: userId }).delete();
+      await backups.deleteBackupsOfUser(trx, userId);
       for (const [table, column] of USER_ROW_TABLES) {
         if (await trx.schema.hasTable(table)) await trx(table).where(column, userId).delete();
       }
@@ -84,7 +85,7 @@ export class UserErasure {
 
   private async recordKeys(trx: Tx, userId: string, hash: string) {
     const keys = new Set(await files.storageKeysOfUser(trx, userId));
-    for (const b of await trx("backups").where({ user_id: userId }).select("storage_key")) keys.add(b.storage_key);
+    for (const key of await backups.storageKeysOfUser(trx, userId)) keys.add(key);
     if (keys.size > 0) await trx("user_purge_keys").insert([...keys].map((k) => ({ user_hash: hash, storage_key: k }))).onConflict().ignore();
   }
 
