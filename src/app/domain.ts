@@ -1,6 +1,5 @@
 import type { Logger } from "pino";
 import { auditModelChanges } from "../audit/audit-log";
-import { makeCaller } from "../auth/caller";
 import { BackupService } from "../backups/backup-service";
 import { Caches } from "../cache/caches";
 import { CleanupService } from "../cleanup/cleanup-service";
@@ -23,9 +22,6 @@ import { UserErasure } from "../user-data/user-erasure";
 import { NO_SHARES, SharedAccess } from "../voice-models/access";
 import { VoiceModelService } from "../voice-models/voice-model-service";
 
-/** Who the background purge acts as (for listeners that record an actor). */
-const RETENTION_ACTOR = { caller: makeCaller("system:retention", ["admin"]), requestId: "retention", clientAddress: "internal" };
-
 /** Every room of the domain, wired to its stores and to the change listeners of the others. */
 export function buildDomain({ config, db, log }: { config: Readonly<Config>; db: Database; log: Logger }) {
   const governance = config.governance;
@@ -45,7 +41,7 @@ export function buildDomain({ config, db, log }: { config: Readonly<Config>; db:
   models.onChange(auditModelChanges);
   models.onChange(endSharesOfDeletedModels);
   models.onChange(metrics.onModelChanges);
-  const cleanup = new CleanupService(db.knex, governance.cleanup, metrics, (trx, changes, actor) => models.notifyChanges(trx, changes, actor));
+  const cleanup = new CleanupService(db.knex, governance.cleanup, metrics, (actor, fn) => models.write(actor, fn));
   const usage = new UsageService(db.knex, caches, { ...config.usage, ...config.cache }, models.access);
 
   // Model files: sealed (encrypted, compressed) objects in the configured blob store. The blob
@@ -67,8 +63,6 @@ export function buildDomain({ config, db, log }: { config: Readonly<Config>; db:
     orphanGraceMs: config.files.orphanGraceMs,
     log,
     kickMover,
-    // Purged rows leave the caches like deleted ones.
-    onPurged: (trx, purged) => caches.onModelChange(trx, purged.map((model) => ({ kind: "deleted" as const, model })), RETENTION_ACTOR),
   });
   const { bucket, prefix } = config.files.gcs;
   const backups = new BackupService({

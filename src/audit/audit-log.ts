@@ -108,7 +108,7 @@ export async function recordUnauthenticated(
 
 // Which change of a transaction names the call: a create that also deactivated the previous
 // model is "model.created", a delete that activated the next best is "model.deleted".
-const PRIORITY: ModelChangeKind[] = ["created", "deleted", "updated", "activated", "deactivated"];
+const PRIORITY: ModelChangeKind[] = ["created", "deleted", "purged", "updated", "activated", "deactivated"];
 
 function primaryChange(changes: readonly ModelChange[]): ModelChange {
   for (const kind of PRIORITY) {

@@ -1,4 +1,4 @@
-import type { Db } from "../db/transaction";
+import type { Db, Tx } from "../db/transaction";
 import type { SealedObject, SealedRef } from "../storage/sealed-store";
 
 export interface BackupRecord {
@@ -81,4 +81,13 @@ export async function findBackup(db: Db, id: string): Promise<BackupRecord | und
 export async function findBackupByKey(db: Db, key: string): Promise<BackupRecord | undefined> {
   const row = await db<BackupRow>("backups").where({ storage_key: key }).first();
   return row ? toRecord(row) : undefined;
+}
+
+/** The storage keys of a user's backups (erasure records them before the rows go). */
+export async function storageKeysOfUser(db: Db, userId: string): Promise<string[]> {
+  return (await db<BackupRow>("backups").where({ user_id: userId }).pluck("storage_key")) as string[];
+}
+
+export async function deleteBackupsOfUser(trx: Tx, userId: string): Promise<void> {
+  await trx("backups").where({ user_id: userId }).delete();
 }

@@ -15,8 +15,8 @@ import type { Actor, ChangeLog } from "../voice-models/model-events";
 import { rankModels } from "../voice-models/ranking";
 import * as modelRepo from "../voice-models/repository";
 import * as valid from "../voice-models/validation";
-import { toRecord as modelToRecord, type VoiceModelRecord } from "../voice-models/voice-model";
-import { VoiceModelRow } from "../db/models/voice-model-row";
+import type { Provider, Status } from "../voice-models/constants";
+import type { VoiceModelRecord } from "../voice-models/voice-model";
 import type { VoiceModelService } from "../voice-models/voice-model-service";
 import {
   BACKUP_FORMAT,
@@ -76,9 +76,7 @@ export class BackupService {
   /** Writes a backup, yielding progress, then the stored backup. Blob first, row second. */
   async *create(actor: Actor, requestedUserId: string | undefined, includeDeleted: boolean, signal?: AbortSignal): AsyncIterable<BackupEvent> {
     const userId = resolveTargetUser(actor.caller, requestedUserId);
-    const query = VoiceModelRow.query(this.deps.knex).where({ user_id: userId }).orderBy([{ column: "created_at" }, { column: "id" }]);
-    if (!includeDeleted) query.whereNull("deleted_at");
-    const models = (await query).map(modelToRecord);
+    const models = await modelRepo.userModels(this.deps.knex, userId, { includeDeleted });
     const fileRows = new Map<string, ModelFileRecord>();
     const manifestModels: ManifestModel[] = [];
     const placed = new Map<string, ManifestFile>();
@@ -243,7 +241,7 @@ export class BackupService {
     try {
       for (const m of manifest.models) {
         if (!m.file || written.has(m.file.sha256)) continue;
-        const existing = await this.deps.knex("model_files").where({ user_id: userId, sha256: m.file.sha256 }).first("id");
+        const existing = await files.findByHash(this.deps.knex, userId, m.file.sha256);
         if (existing) continue;
         const f = m.file;
         const source = f.sizeBytes === 0 ? (async function* () {})() : this.bytes(backup, { start: dataStart + f.offset, end: dataStart + f.offset + f.sizeBytes - 1 });
@@ -316,39 +314,34 @@ export class BackupService {
       }
       const deletedAt = m.deletedAt ? new Date(m.deletedAt) : null;
       const keepActive = !!current && current.isActive && m.status === "completed" && !deletedAt;
+      // Backups are sealed objects this service wrote: their values are taken as they were stored.
       const fields = {
-        provider: m.provider,
-        model_path: m.modelPath,
-        sample_rate: m.sampleRate,
-        quality_score: m.qualityScore,
-        similarity: m.qualityComponents?.similarity ?? null,
-        naturalness: m.qualityComponents?.naturalness ?? null,
-        clarity: m.qualityComponents?.clarity ?? null,
-        consistency: m.qualityComponents?.consistency ?? null,
+        provider: m.provider as Provider,
+        modelPath: m.modelPath,
+        sampleRate: m.sampleRate,
+        qualityScore: m.qualityScore,
+        qualityComponents: m.qualityComponents ?? null,
         metadata: m.metadata,
-        status: m.status,
-        deleted_at: deletedAt,
-        is_active: keepActive && !req.activateRestored ? true : false,
-      };
+        status: m.status as Status,
+        deletedAt,
+        isActive: keepActive && !req.activateRestored,
+      } satisfies modelRepo.ModelPatch;
       let model: VoiceModelRecord;
       if (current) {
-        const previous = await files.fileIdOfModel(trx, current.id);
+        const previous = await modelRepo.fileIdOfModel(trx, current.id);
         if (previous && !current.deletedAt) await files.addLiveRefs(trx, previous, -1);
-        await trx("voice_models").where({ id: current.id }).update({ file_id: null });
-        model = log.add("updated", await modelRepo.patchModel(trx, current.id, fields as never));
+        // The backup's file, if any, is attached below.
+        model = await modelRepo.patchModel(trx, log, current.id, { ...fields, fileId: null });
         if (current.isActive && !model.isActive) log.add("deactivated", model);
         overwritten++;
       } else {
-        model = log.add(
-          "created",
-          await modelRepo.insertModel(trx, {
-            ...fields,
-            id: m.id,
-            user_id: userId,
-            training_job_id: m.trainingJobId,
-            created_at: new Date(m.createdAt),
-          } as never),
-        );
+        model = await modelRepo.insertModel(trx, log, {
+          ...fields,
+          id: m.id,
+          userId,
+          trainingJobId: m.trainingJobId,
+          createdAt: new Date(m.createdAt),
+        });
         restored++;
       }
       if (m.file) {
@@ -356,9 +349,9 @@ export class BackupService {
         const existing = await files.findByHashForUpdate(trx, userId, m.file.sha256);
         if (existing) {
           if (!model.deletedAt) await files.addLiveRefs(trx, existing.id, 1);
-          await files.setModelFile(trx, model.id, existing);
+          await files.setModelFile(trx, log, model.id, existing);
         } else if (fresh) {
-          await this.deps.files.attach(trx, model, fresh.fileId, fresh.sealed);
+          await this.deps.files.attach(trx, log, model, fresh.fileId, fresh.sealed);
           used.add(fresh.sealed.key);
         } else {
           throw new ReplanRestore();

@@ -111,7 +111,7 @@ export class Caches {
       scopes: [...[...users].map(scopes.user), ...[...models].map(scopes.model)],
       modelUsers: users,
       analyticsUsers: users,
-      statsModels: changes.filter((c) => c.kind === "deleted").map((c) => c.model.id),
+      statsModels: changes.filter((c) => c.kind === "deleted" || c.kind === "purged").map((c) => c.model.id),
     });
     // Delivered to the other instances' LISTEN connections when (and only if) this commits.
     if (this.listener) for (const user of users) await trx.raw(`SELECT pg_notify(?, ?)`, [CHANGES_CHANNEL, user]);

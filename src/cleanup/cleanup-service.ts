@@ -4,15 +4,15 @@ import { resolveTargetUser } from "../auth/caller";
 import { inTransaction } from "../db/transaction";
 import { accessDenied, invalidArgument } from "../errors";
 import type { ServiceMetrics } from "../metrics/service-metrics";
-import type { VoiceModelRow } from "../db/models/voice-model-row";
-import type { Tx } from "../db/transaction";
 import { makeCaller } from "../auth/caller";
-import type { Actor, ModelChange } from "../voice-models/model-events";
+import { ChangeLog, type Actor, type ModelWrite } from "../voice-models/model-events";
 import * as models from "../voice-models/repository";
-import { toRecord, type VoiceModelRecord } from "../voice-models/voice-model";
-import { eligibleCondition, reasonsFor, type CleanupRules } from "./eligibility";
+import type { VoiceModelRecord } from "../voice-models/voice-model";
+import { candidateCondition, eligibleCondition, reasonsFor, type CleanupRules } from "./eligibility";
 
 export const DRY_RUN_LIST_MAX = 1000;
+const EXPIRING_LIST_MAX = 1000;
+const DAY_MS = 86_400_000;
 const MAX_BATCH = 10_000;
 
 export interface ExpiringModel {
@@ -28,9 +28,6 @@ export interface CleanupResult {
   /** Dry run only. */
   models: ExpiringModel[];
 }
-
-/** Hands a batch's deletions to the model-change listeners (caches, files, shares, audit). */
-export type NotifyChanges = (trx: Tx, changes: readonly ModelChange[], actor: Actor) => Promise<void>;
 
 /** Who the scheduled run acts as, in audit events and for the listeners. */
 export const CLEANUP_ACTOR_ID = "system:cleanup";
@@ -56,15 +53,14 @@ export class CleanupService {
     private readonly knex: Knex,
     private readonly rules: CleanupRules,
     private readonly metrics: ServiceMetrics | undefined,
-    private readonly notify: NotifyChanges = async () => undefined,
+    /** The model writes' transaction, whose changes reach the listeners (caches, files, shares, audit). */
+    private readonly write: ModelWrite = (_actor, fn) => inTransaction(knex, (trx) => fn(trx, new ChangeLog())),
     private readonly clock: () => Date = () => new Date(),
   ) {}
 
   /** How many models are eligible now. */
   async countEligible(now = this.clock()): Promise<number> {
-    const cond = eligibleCondition(this.rules, now);
-    const { rows } = await this.knex.raw(`SELECT count(*)::int AS n FROM voice_models v WHERE ${cond.sql}`, cond.bindings);
-    return rows[0].n;
+    return models.countWhere(this.knex, eligibleCondition(this.rules, now));
   }
 
   /** The admin RPC: lists (dry run) or soft-deletes every eligible model, one batch per transaction. */
@@ -125,28 +121,16 @@ export class CleanupService {
   }
 
   /**
-   * Soft-deletes up to `limit` eligible models in one short transaction. SKIP LOCKED leaves rows
-   * another writer holds (an activation, another cleaner) for a later batch; the condition is
-   * re-checked on the locked row, so a model that changed meanwhile is not deleted. The
-   * model-change listeners run in the same transaction: caches, file references, shares and
-   * audit follow the deletions as they do for DeleteVoiceModel. The run's progress counts commit
-   * with the batch, so a run killed midway still reports exactly what it cleaned.
+   * Soft-deletes up to `limit` eligible models in one short transaction (rows another writer
+   * holds, an activation or another cleaner, are left for a later batch). The model-change
+   * listeners run in the same transaction: caches, file references, shares and audit follow the
+   * deletions as they do for DeleteVoiceModel. The run's progress counts commit with the batch,
+   * so a run killed midway still reports exactly what it cleaned.
    */
   private async cleanBatch(now: Date, limit: number, actor: Actor, runId: number): Promise<string[]> {
     const cond = eligibleCondition(this.rules, now);
-    return inTransaction(this.knex, async (trx) => {
-      const { rows } = await trx.raw(
-        `WITH batch AS (
-           SELECT v.id FROM voice_models v WHERE ${cond.sql}
-           ORDER BY v.created_at, v.id LIMIT ? FOR UPDATE SKIP LOCKED)
-         UPDATE voice_models m SET deleted_at = now(), updated_at = now(), version = m.version + 1
-           FROM batch WHERE m.id = batch.id
-         RETURNING m.*`,
-        [...cond.bindings, limit],
-      );
-      const cleaned = (rows as VoiceModelRow[]).map(toRecord);
-      const ids = cleaned.map((m) => m.id);
-      await this.notify(trx, cleaned.map((model) => ({ kind: "deleted" as const, model })), actor);
+    return this.write(actor, async (trx, log) => {
+      const ids = (await models.softDeleteWhere(trx, log, cond, limit)).map((m) => m.id);
       if (ids.length > 0) {
         await trx("cleanup_runs").where("id", runId).update({ cleaned: trx.raw("cleaned + ?", [ids.length]), batches: trx.raw("batches + 1") });
       }
@@ -155,13 +139,9 @@ export class CleanupService {
   }
 
   private async listEligible(now: Date, limit: number): Promise<ExpiringModel[]> {
-    const cond = eligibleCondition(this.rules, now);
-    const { rows } = await this.knex.raw(
-      `SELECT v.id, u.last_used_at FROM voice_models v LEFT JOIN usage_totals u ON u.model_id = v.id
-        WHERE ${cond.sql} ORDER BY v.created_at, v.id LIMIT ?`,
-      [...cond.bindings, limit],
-    );
-    return this.describe(rows as Array<{ id: string; last_used_at: Date | null }>);
+    const found = await models.findWhere(this.knex, eligibleCondition(this.rules, now), limit);
+    const used = await this.lastUsed(found.map((m) => m.id));
+    return found.map((model) => this.describe(model, used.get(model.id)));
   }
 
   /**
@@ -172,34 +152,31 @@ export class CleanupService {
     const userId = resolveTargetUser(actor.caller, requestedUserId);
     const days = withinDays === undefined || withinDays === 0 ? 30 : withinDays;
     if (!Number.isInteger(days) || days < 0 || days > 365) throw invalidArgument("withinDays", "must be 0 to 365");
-    const now = this.clock();
-    const { rows } = await this.knex.raw(
-      `SELECT * FROM (
-         SELECT v.id, u.last_used_at,
-                greatest(v.created_at + make_interval(days => ?), coalesce(u.last_used_at + make_interval(days => ?), '-infinity')) AS eligible_at
-           FROM voice_models v LEFT JOIN usage_totals u ON u.model_id = v.id
-          WHERE v.user_id = ? AND v.deleted_at IS NULL AND NOT v.is_active AND v.quality_score < ?::numeric
-            ${this.rules.includeShared ? "" : "AND NOT EXISTS (SELECT 1 FROM model_shares s WHERE s.model_id = v.id)"}
-       ) e
-       WHERE e.eligible_at <= ?::timestamptz + make_interval(days => ?)
-       ORDER BY e.eligible_at, e.id LIMIT 1000`,
-      [this.rules.minAgeDays, this.rules.unusedDays, userId, (this.rules.maxQualityMillis / 1000).toFixed(3), now.toISOString(), days],
-    );
-    const described = await this.describe(rows as Array<{ id: string; last_used_at: Date | null; eligible_at: Date }>);
-    return described;
+    const horizon = this.clock().getTime() + days * DAY_MS;
+    const candidates = await models.findWhere(this.knex, candidateCondition(this.rules, userId));
+    const used = await this.lastUsed(candidates.map((m) => m.id));
+    return candidates
+      .map((model) => this.describe(model, used.get(model.id)))
+      .filter((e) => e.eligibleAt.getTime() <= horizon)
+      .sort((a, b) => a.eligibleAt.getTime() - b.eligibleAt.getTime() || (a.model.id < b.model.id ? -1 : a.model.id > b.model.id ? 1 : 0))
+      .slice(0, EXPIRING_LIST_MAX);
   }
 
-  private async describe(rows: Array<{ id: string; last_used_at: Date | null; eligible_at?: Date }>): Promise<ExpiringModel[]> {
-    const out: ExpiringModel[] = [];
-    for (const row of rows) {
-      const model = await models.findModel(this.knex, row.id);
-      if (!model) continue;
-      const lastUsed = row.last_used_at ?? undefined;
-      const eligibleAt =
-        row.eligible_at ??
-        new Date(Math.max(model.createdAt.getTime() + this.rules.minAgeDays * 86_400_000, lastUsed ? lastUsed.getTime() + this.rules.unusedDays * 86_400_000 : 0));
-      out.push({ model, eligibleAt, reasons: reasonsFor(this.rules, model, lastUsed) });
-    }
-    return out;
+  /** When the models were last used (usage totals), for those ever used. */
+  private async lastUsed(ids: string[]): Promise<Map<string, Date>> {
+    if (ids.length === 0) return new Map();
+    const rows = (await this.knex("usage_totals").whereIn("model_id", ids).whereNotNull("last_used_at").select("model_id", "last_used_at")) as Array<{
+      model_id: string;
+      last_used_at: Date;
+    }>;
+    return new Map(rows.map((r) => [r.model_id, r.last_used_at]));
+  }
+
+  /** Eligible once both the age and the no-usage criteria hold. */
+  private describe(model: VoiceModelRecord, lastUsed: Date | undefined): ExpiringModel {
+    const eligibleAt = new Date(
+      Math.max(model.createdAt.getTime() + this.rules.minAgeDays * DAY_MS, lastUsed ? lastUsed.getTime() + this.rules.unusedDays * DAY_MS : 0),
+    );
+    return { model, eligibleAt, reasons: reasonsFor(this.rules, model, lastUsed) };
   }
 }

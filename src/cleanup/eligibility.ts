@@ -19,6 +19,16 @@ export function eligibleCondition(rules: CleanupRules, now: Date): { sql: string
   return { sql, bindings: [at, rules.minAgeDays, (rules.maxQualityMillis / 1000).toFixed(3), at, rules.unusedDays] };
 }
 
+/**
+ * The criteria that do not change with time, on one user's models (ListExpiringModels): live,
+ * not active, quality below the threshold and (unless configured otherwise) not shared.
+ */
+export function candidateCondition(rules: CleanupRules, userId: string): { sql: string; bindings: Array<string | number> } {
+  const sql = `v.user_id = ? AND v.deleted_at IS NULL AND NOT v.is_active AND v.quality_score < ?::numeric
+    ${rules.includeShared ? "" : "AND NOT EXISTS (SELECT 1 FROM model_shares s WHERE s.model_id = v.id)"}`;
+  return { sql, bindings: [userId, (rules.maxQualityMillis / 1000).toFixed(3)] };
+}
+
 /** Why a model is (or will be) eligible, in words, for ListExpiringModels. */
 export function reasonsFor(rules: CleanupRules, model: { qualityScore: number }, lastUsedAt: Date | undefined): string[] {
   return [

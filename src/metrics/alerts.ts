@@ -2,6 +2,7 @@ import type { Knex } from "knex";
 import type { Caller } from "../auth/caller";
 import type { GovernanceConfig } from "../config";
 import { accessDenied } from "../errors";
+import * as modelRepo from "../voice-models/repository";
 import { storedBytes } from "./storage";
 
 export interface AlertState {
@@ -21,10 +22,7 @@ export interface AlertState {
 export async function evaluateAlerts(knex: Knex, config: GovernanceConfig["alerts"]): Promise<AlertState[]> {
   const [storage, quality, traffic, cleanup] = await Promise.all([
     storedBytes(knex),
-    knex.raw(
-      `SELECT count(*)::int AS n, coalesce(avg(quality_score), 0)::float8 AS avg
-         FROM voice_models WHERE deleted_at IS NULL AND status = 'completed'`,
-    ),
+    modelRepo.completedQuality(knex),
     knex.raw(
       `SELECT coalesce(sum(value) FILTER (WHERE name = 'rpc_calls'), 0)::float8 AS calls,
               coalesce(sum(value) FILTER (WHERE name = 'rpc_server_errors'), 0)::float8 AS errors
@@ -36,7 +34,7 @@ export async function evaluateAlerts(knex: Knex, config: GovernanceConfig["alert
   const bytes = storage.total;
   const quota = config.storageQuotaBytes;
   const used = quota > 0 ? bytes / quota : 0;
-  const { n: completed, avg } = quality.rows[0] as { n: number; avg: number };
+  const { count: completed, average: avg } = quality;
   const calls = Number(traffic.rows[0].calls);
   const errors = Number(traffic.rows[0].errors);
   const errorRatio = calls > 0 ? errors / calls : 0;

@@ -1,6 +1,7 @@
 import type { Knex } from "knex";
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { ModelChangeListener } from "../voice-models/model-events";
+import * as modelRepo from "../voice-models/repository";
 import { RpcStats } from "./rpc-stats";
 import { storedBytes } from "./storage";
 
@@ -83,14 +84,9 @@ export class ServiceMetrics {
       labelNames: ["provider", "state"] as const,
       registers: [registry],
       async collect() {
-        const { rows } = await knex.raw(
-          `SELECT provider, (deleted_at IS NOT NULL) AS deleted, coalesce(sum(size_bytes), 0)::float8 AS bytes
-             FROM voice_models GROUP BY 1, 2`,
-        );
+        const rows = await modelRepo.sizesByProvider(knex);
         this.reset();
-        for (const row of rows as Array<{ provider: string; deleted: boolean; bytes: number }>) {
-          this.set({ provider: row.provider, state: row.deleted ? "deleted" : "live" }, Number(row.bytes));
-        }
+        for (const row of rows) this.set({ provider: row.provider, state: row.deleted ? "deleted" : "live" }, row.bytes);
       },
     });
     new Gauge({
@@ -110,10 +106,7 @@ export class ServiceMetrics {
       help: "Average quality score of live completed models.",
       registers: [registry],
       async collect() {
-        const { rows } = await knex.raw(
-          `SELECT coalesce(avg(quality_score), 0)::float8 AS avg FROM voice_models WHERE deleted_at IS NULL AND status = 'completed'`,
-        );
-        this.set(Number(rows[0].avg));
+        this.set((await modelRepo.completedQuality(knex)).average);
       },
     });
     new Gauge({

@@ -1,4 +1,5 @@
 import type { Knex } from "knex";
+import * as modelRepo from "../voice-models/repository";
 
 export interface StoredBytes {
   /** Every stored byte: model files (live and deleted-but-retained), backups, and the declared
@@ -12,13 +13,14 @@ export interface StoredBytes {
 
 /** The storage figures the metrics and the storage alert share. */
 export async function storedBytes(knex: Knex): Promise<StoredBytes> {
-  const { rows } = await knex.raw(`
-    SELECT (SELECT coalesce(sum(stored_bytes), 0) FROM model_files)::float8 AS model_files,
-           (SELECT coalesce(sum(stored_bytes), 0) FROM backups)::float8 AS backups,
-           (SELECT coalesce(sum(size_bytes), 0) FROM voice_models WHERE file_id IS NULL)::float8 AS declared`);
-  const r = rows[0] as { model_files: number; backups: number; declared: number };
+  const [{ rows }, declared] = await Promise.all([
+    knex.raw(`
+      SELECT (SELECT coalesce(sum(stored_bytes), 0) FROM model_files)::float8 AS model_files,
+             (SELECT coalesce(sum(stored_bytes), 0) FROM backups)::float8 AS backups`),
+    modelRepo.declaredBytes(knex),
+  ]);
+  const r = rows[0] as { model_files: number; backups: number };
   const modelFiles = Number(r.model_files);
   const backups = Number(r.backups);
-  const declared = Number(r.declared);
   return { total: modelFiles + backups + declared, modelFiles, backups, declared };
 }

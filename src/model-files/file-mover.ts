@@ -3,6 +3,7 @@ import type { Logger } from "pino";
 import type { Job } from "../jobs/scheduler";
 import { BlobNotFoundError, type BlobStore } from "../storage/blob-store";
 import type { VoiceModelService } from "../voice-models/voice-model-service";
+import * as modelRepo from "../voice-models/repository";
 import * as files from "./model-file-repository";
 
 /**
@@ -26,7 +27,7 @@ export class FileMover {
     models.onChange(async (trx, changes) => {
       for (const change of changes) {
         if (change.kind !== "deleted") continue;
-        const fileId = await files.fileIdOfModel(trx, change.model.id);
+        const fileId = await modelRepo.fileIdOfModel(trx, change.model.id);
         if (fileId) await files.addLiveRefs(trx, fileId, -1);
       }
       // After commit: a pass that ran now would not see the uncommitted rows.

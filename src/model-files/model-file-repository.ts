@@ -1,5 +1,7 @@
 import type { Db, Tx } from "../db/transaction";
 import type { SealedObject, SealedRef } from "../storage/sealed-store";
+import type { ChangeLog } from "../voice-models/model-events";
+import * as modelRepo from "../voice-models/repository";
 
 /** One stored, sealed model file (see migration 003). */
 export interface ModelFileRecord {
@@ -73,16 +75,26 @@ export async function findFile(db: Db, id: string): Promise<ModelFileRecord | un
 
 /** The file a model refers to (live or soft-deleted model alike). */
 export async function findFileOfModel(db: Db, modelId: string): Promise<ModelFileRecord | undefined> {
-  const row = await db<ModelFileRow>(TABLE)
-    .join("voice_models", "voice_models.file_id", `${TABLE}.id`)
-    .where("voice_models.id", modelId)
-    .first(`${TABLE}.*`);
+  const fileId = await modelRepo.fileIdOfModel(db, modelId);
+  return fileId ? findFile(db, fileId) : undefined;
+}
+
+export async function findByHash(db: Db, userId: string, sha256: string): Promise<ModelFileRecord | undefined> {
+  const row = await db<ModelFileRow>(TABLE).where({ user_id: userId, sha256 }).first();
   return row ? toRecord(row) : undefined;
 }
 
-export async function fileIdOfModel(db: Db, modelId: string): Promise<string | undefined> {
-  const row = await db("voice_models").where({ id: modelId }).first("file_id");
-  return row?.file_id ?? undefined;
+/** Every storage key of a user's files (where they are, and both places they may move to). */
+export async function storageKeysOfUser(db: Db, userId: string): Promise<string[]> {
+  const keys = new Set<string>();
+  for (const f of await db<ModelFileRow>(TABLE).where({ user_id: userId }).select("storage_key", "live_key", "deleted_key")) {
+    keys.add(f.storage_key).add(f.live_key).add(f.deleted_key);
+  }
+  return [...keys];
+}
+
+export async function deleteFilesOfUser(trx: Tx, userId: string): Promise<void> {
+  await trx(TABLE).where({ user_id: userId }).delete();
 }
 
 export async function findByHashForUpdate(trx: Tx, userId: string, sha256: string): Promise<ModelFileRecord | undefined> {
@@ -127,17 +139,18 @@ export async function addLiveRefs(trx: Tx, id: string, delta: number): Promise<M
   return toRecord(row as ModelFileRow);
 }
 
-/** Points a model at a file: model_path becomes the service's key for it. */
-export async function setModelFile(trx: Tx, modelId: string, file: ModelFileRecord): Promise<void> {
-  await trx("voice_models")
-    .where({ id: modelId })
-    .update({
-      file_id: file.id,
-      model_path: file.liveKey,
-      size_bytes: file.sizeBytes,
-      version: trx.raw("version + 1"),
-      updated_at: trx.raw("now()"),
-    });
+/** Points a model at a file (an update of the model): modelPath becomes the service's key for it. */
+export async function setModelFile(trx: Tx, log: ChangeLog, modelId: string, file: ModelFileRecord) {
+  return modelRepo.patchModel(trx, log, modelId, { fileId: file.id, modelPath: file.liveKey, sizeBytes: file.sizeBytes });
+}
+
+/** Deletes file rows no model refers to and no live reference counts, returning their keys. */
+export async function deleteUnreferencedFiles(db: Db): Promise<Array<{ storage_key: string; live_key: string; deleted_key: string }>> {
+  return (await db(`${TABLE} as f`)
+    .where("f.live_refs", 0)
+    .whereNotIn("f.id", modelRepo.referencedFileIds(db))
+    .returning(["f.storage_key", "f.live_key", "f.deleted_key"])
+    .delete()) as Array<{ storage_key: string; live_key: string; deleted_key: string }>;
 }
 
 /** Files whose object is not where their row wants it (the mover's work list). */

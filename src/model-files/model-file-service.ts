@@ -9,7 +9,7 @@ import { readAhead } from "../storage/read-ahead";
 import { CorruptObjectError } from "../storage/sealed-format";
 import type { ByteRange, SealedObject, SealedStore } from "../storage/sealed-store";
 import { assertCanWrite } from "../voice-models/access";
-import type { Actor } from "../voice-models/model-events";
+import type { Actor, ChangeLog } from "../voice-models/model-events";
 import * as modelRepo from "../voice-models/repository";
 import * as valid from "../voice-models/validation";
 import type { VoiceModelRecord } from "../voice-models/voice-model";
@@ -107,9 +107,15 @@ export class ModelFileService {
    * Inside a transaction holding the owner's lock: points the model at the sealed object, or at
    * the user's existing object with the same bytes (deduplication), and moves reference counts.
    */
-  async attach(trx: Tx, model: VoiceModelRecord, fileId: string, sealed: SealedObject): Promise<{ file: ModelFileRecord; deduplicated: boolean }> {
+  async attach(
+    trx: Tx,
+    log: ChangeLog,
+    model: VoiceModelRecord,
+    fileId: string,
+    sealed: SealedObject,
+  ): Promise<{ model: VoiceModelRecord; file: ModelFileRecord; deduplicated: boolean }> {
     const existing = await files.findByHashForUpdate(trx, model.userId, sealed.sha256);
-    const previousId = await files.fileIdOfModel(trx, model.id);
+    const previousId = await modelRepo.fileIdOfModel(trx, model.id);
     const live = model.deletedAt === undefined;
     let file: ModelFileRecord;
     if (existing) {
@@ -119,8 +125,8 @@ export class ModelFileService {
       if (!live) file = await files.addLiveRefs(trx, file.id, -1);
     }
     if (previousId && previousId !== file.id && live) await files.addLiveRefs(trx, previousId, -1);
-    await files.setModelFile(trx, model.id, file);
-    return { file, deduplicated: existing !== undefined };
+    const updated = await files.setModelFile(trx, log, model.id, file);
+    return { model: updated, file, deduplicated: existing !== undefined };
   }
 
   /** After commit: drop our fresh object when the row refers to another, wake the mover. */
@@ -145,7 +151,7 @@ export class ModelFileService {
       this.deps.models.writeForUser(actor, found.userId, async (trx, log) => {
         const current = await modelRepo.findModelForUpdate(trx, id);
         if (!current || current.deletedAt) throw modelNotFound(id);
-        return log.add("updated", await attachTo(trx, current));
+        return attachTo(trx, log, current);
       }),
     );
   }
@@ -158,13 +164,14 @@ export class ModelFileService {
   private async commitSealed(
     fileId: string,
     sealed: SealedObject,
-    commit: (attachTo: (trx: Tx, model: VoiceModelRecord) => Promise<VoiceModelRecord>) => Promise<VoiceModelRecord>,
+    commit: (attachTo: (trx: Tx, log: ChangeLog, model: VoiceModelRecord) => Promise<VoiceModelRecord>) => Promise<VoiceModelRecord>,
   ): Promise<{ model: VoiceModelRecord; file: StoredFile }> {
     let attached: { file: ModelFileRecord; deduplicated: boolean } | undefined;
     try {
-      const model = await commit(async (trx, model) => {
-        attached = await this.attach(trx, model, fileId, sealed);
-        return (await modelRepo.findModel(trx, model.id))!;
+      const model = await commit(async (trx, log, model) => {
+        const done = await this.attach(trx, log, model, fileId, sealed);
+        attached = done;
+        return done.model;
       });
       return { model, file: fileView(attached!.file, attached!.deduplicated) };
     } catch (error) {
@@ -215,9 +222,10 @@ export class ModelFileService {
         { ...req, userId, modelPath: sealed.key, sizeBytes: BigInt(sealed.size) },
         {
           id: modelId,
-          attach: async (trx, created) => {
-            attached = (await this.attach(trx, created, fileId, sealed)).file;
-            return (await modelRepo.findModel(trx, created.id))!;
+          attach: async (trx, log, created) => {
+            const done = await this.attach(trx, log, created, fileId, sealed);
+            attached = done.file;
+            return done.model;
           },
         },
       );

@@ -1,13 +1,14 @@
 import type { Knex } from "knex";
 import type { Logger } from "pino";
-import { inTransaction, type Tx } from "../db/transaction";
+import { makeCaller } from "../auth/caller";
+import type { Tx } from "../db/transaction";
 import { modelNotFound } from "../errors";
 import type { BlobStore } from "../storage/blob-store";
 import { assertCanWrite } from "../voice-models/access";
-import type { Actor } from "../voice-models/model-events";
+import type { Actor, ChangeLog } from "../voice-models/model-events";
 import * as modelRepo from "../voice-models/repository";
 import * as valid from "../voice-models/validation";
-import { toRecord, type VoiceModelRecord } from "../voice-models/voice-model";
+import type { VoiceModelRecord } from "../voice-models/voice-model";
 import type { VoiceModelService } from "../voice-models/voice-model-service";
 import * as files from "./model-file-repository";
 
@@ -16,13 +17,16 @@ const DAY_MS = 86_400_000;
 /** Rows of other rooms that hang off a model and go with it when it is purged for good. */
 const MODEL_CHILD_TABLES = ["usage_events", "usage_totals", "usage_daily", "model_shares", "cache_voice_models", "cache_voice_stats", "cache_voice_analytics"];
 
-/** Deletes a model row and everything that refers to it, inside trx. */
-export async function deleteModelRows(trx: Tx, modelIds: string[]): Promise<void> {
-  if (modelIds.length === 0) return;
+/** Who the background purge acts as (audit events, listeners). */
+export const RETENTION_ACTOR: Actor = { caller: makeCaller("system:retention", ["admin"]), requestId: "retention", clientAddress: "internal" };
+
+/** Deletes model rows and everything that refers to them, inside trx; each is logged as "purged". */
+export async function deleteModelRows(trx: Tx, log: ChangeLog, modelIds: string[]): Promise<VoiceModelRecord[]> {
+  if (modelIds.length === 0) return [];
   for (const table of MODEL_CHILD_TABLES) {
     if (await trx.schema.hasTable(table)) await trx(table).whereIn("model_id", modelIds).delete();
   }
-  await trx("voice_models").whereIn("id", modelIds).delete();
+  return modelRepo.deleteModels(trx, log, modelIds);
 }
 
 export interface RetentionDeps {
@@ -33,8 +37,6 @@ export interface RetentionDeps {
   orphanGraceMs: number;
   log: Logger;
   kickMover: () => void;
-  /** Runs in the purge transaction with the purged models (cache invalidation). */
-  onPurged?: (trx: Tx, models: VoiceModelRecord[]) => Promise<void>;
 }
 
 /**
@@ -55,26 +57,25 @@ export class Retention {
       if (!current || !current.deletedAt || current.deletedAt.getTime() < Date.now() - this.deps.retentionDays * DAY_MS) {
         throw modelNotFound(modelId);
       }
-      const fileId = await files.fileIdOfModel(trx, modelId);
+      const fileId = await modelRepo.fileIdOfModel(trx, modelId);
       if (fileId) await files.addLiveRefs(trx, fileId, 1);
-      return log.add("updated", await modelRepo.patchModel(trx, modelId, { deleted_at: null, is_active: false }));
+      return modelRepo.patchModel(trx, log, modelId, { deletedAt: null, isActive: false });
     });
     this.deps.kickMover();
     return model;
   }
 
-  /** Purges models deleted longer ago than the retention period; returns how many. */
+  /**
+   * Purges models deleted longer ago than the retention period; returns how many. The purged
+   * rows reach the model-change listeners (caches, audit) in the purge's transaction.
+   */
   async purgeExpired(batch = 100): Promise<number> {
     const cutoff = new Date(Date.now() - this.deps.retentionDays * DAY_MS);
     let purged = 0;
     for (;;) {
-      const ids = (await this.deps.knex("voice_models").where("deleted_at", "<", cutoff).limit(batch).pluck("id")) as string[];
+      const ids = await modelRepo.deletedBefore(this.deps.knex, cutoff, batch);
       if (ids.length === 0) break;
-      await inTransaction(this.deps.knex, async (trx) => {
-        const models = (await trx("voice_models").whereIn("id", ids).select("*")).map((row) => toRecord(row));
-        await deleteModelRows(trx, ids);
-        await this.deps.onPurged?.(trx, models);
-      });
+      await this.deps.models.write(RETENTION_ACTOR, (trx, log) => deleteModelRows(trx, log, ids));
       purged += ids.length;
     }
     await this.sweepUnreferencedFiles();
@@ -87,11 +88,7 @@ export class Retention {
    * which the orphan sweep removes.
    */
   async sweepUnreferencedFiles(): Promise<number> {
-    const doomed = (await this.deps.knex("model_files as f")
-      .where("f.live_refs", 0)
-      .whereNotExists((q) => q.select(1).from("voice_models as m").whereRaw("m.file_id = f.id"))
-      .returning(["f.storage_key", "f.live_key", "f.deleted_key"])
-      .delete()) as Array<{ storage_key: string; live_key: string; deleted_key: string }>;
+    const doomed = await files.deleteUnreferencedFiles(this.deps.knex);
     for (const row of doomed) {
       for (const key of new Set([row.storage_key, row.live_key, row.deleted_key])) await this.deps.blobs.delete(key);
     }

@@ -1,4 +1,5 @@
 import type { Db, Tx } from "../db/transaction";
+import * as modelRepo from "../voice-models/repository";
 
 export const PERMISSIONS = ["view", "use"] as const;
 /** "view": read the model; "use": also usage stats, compare and synthesis. */
@@ -76,9 +77,8 @@ export async function listSharedWith(
   after?: { sharedAtMs: number; modelId: string },
 ): Promise<Array<{ share: ShareRecord; modelId: string }>> {
   const query = db<ShareRow>("model_shares as s")
-    .join("voice_models as v", "v.id", "s.model_id")
     .where("s.target_user_id", userId)
-    .whereNull("v.deleted_at")
+    .whereIn("s.model_id", modelRepo.liveModelIds(db))
     .select("s.*")
     .orderBy([
       { column: "s.created_at", order: "desc" },

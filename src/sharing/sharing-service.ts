@@ -67,9 +67,9 @@ export class SharingService {
     return inTransaction(this.knex, async (trx) => {
       // FOR SHARE: a concurrent delete (which holds the row FOR UPDATE) finishes first, and then
       // this sees deleted_at; the delete's listener ends shares in its own transaction.
-      const row = await trx("voice_models").where("id", modelId).forShare().first("user_id", "deleted_at");
-      if (!row || row.deleted_at) throw modelNotFound(modelId);
-      if (row.user_id !== ownerId) throw accessDenied(`voice model ${modelId} does not belong to ${ownerId}`, { modelId });
+      const model = await models.findModelForShare(trx, modelId);
+      if (!model || model.deletedAt) throw modelNotFound(modelId);
+      if (model.userId !== ownerId) throw accessDenied(`voice model ${modelId} does not belong to ${ownerId}`, { modelId });
       const granted = await shares.upsertShares(trx, { modelId, ownerId, permission }, targets);
       await recordAudit(trx, {
         ...byActor(actor),
@@ -126,6 +126,6 @@ export class SharingService {
 
 /** Deleting a model ends its shares, in the deleting transaction. */
 export const endSharesOfDeletedModels: ModelChangeListener = async (trx, changes) => {
-  const deleted = changes.filter((c) => c.kind === "deleted").map((c) => c.model.id);
+  const deleted = changes.filter((c) => c.kind === "deleted" || c.kind === "purged").map((c) => c.model.id);
   await shares.deleteSharesOfModels(trx, deleted);
 };

@@ -1,4 +1,5 @@
 import type { Db, Tx } from "../db/transaction";
+import * as modelRepo from "../voice-models/repository";
 import type { UsageEvent } from "./usage-event";
 
 /** Storage of usage: raw events, lifetime totals and daily roll-ups. Reads never touch raw events. */
@@ -206,16 +207,11 @@ export interface UserAnalyticsRow {
   byProvider: Record<string, number>;
 }
 
-/** The user's live models joined to their lifetime totals (never the raw events). */
+/** The lifetime totals of the user's live models summed (never the raw events). */
 export function analyticsQuery(db: Db, userId: string) {
-  return db("voice_models as m")
-    .leftJoin("usage_totals as t", "t.model_id", "m.id")
-    .where("m.user_id", userId)
-    .whereNull("m.deleted_at")
+  return db("usage_totals as t")
+    .whereIn("t.model_id", modelRepo.liveModelIds(db, userId))
     .select(
-      db.raw("count(*) as total_models"),
-      db.raw("count(*) filter (where m.is_active) as active_models"),
-      db.raw("coalesce(avg(m.quality_score), 0) as average_quality_score"),
       db.raw("sum(t.usage_count) as usage_count"),
       db.raw("sum(t.cost_sum) as cost_sum"),
       db.raw("sum(t.latency_sum) as latency_sum"),
@@ -226,35 +222,8 @@ export function analyticsQuery(db: Db, userId: string) {
 }
 
 export async function userAnalytics(db: Db, userId: string): Promise<UserAnalyticsRow> {
-  const [[row], providers, [storage]] = await Promise.all([
-    analyticsQuery(db, userId) as unknown as Promise<(SumsRow & { total_models: number; active_models: number; average_quality_score: number })[]>,
-    db("voice_models")
-      .where("user_id", userId)
-      .whereNull("deleted_at")
-      .groupBy("provider")
-      .select("provider", db.raw("count(*) as n")) as unknown as Promise<{ provider: string; n: number }[]>,
-    // Distinct stored files: models sharing one file (same model_path) count it once.
-    db
-      .from(
-        db("voice_models")
-          .distinctOn("model_path")
-          .select("model_path", "size_bytes")
-          .where("user_id", userId)
-          .whereNull("deleted_at")
-          .whereNotNull("size_bytes")
-          .orderBy("model_path")
-          .as("files"),
-      )
-      .select(db.raw("coalesce(sum(size_bytes), 0) as bytes")) as unknown as Promise<{ bytes: number }[]>,
-  ]);
-  return {
-    totalModels: Number(row.total_models),
-    activeModels: Number(row.active_models),
-    averageQualityScore: Number(row.average_quality_score),
-    usage: toSums(row),
-    storedBytes: Number(storage.bytes),
-    byProvider: Object.fromEntries(providers.map((p) => [p.provider, Number(p.n)])),
-  };
+  const [[row], figures] = await Promise.all([analyticsQuery(db, userId) as unknown as Promise<SumsRow[]>, modelRepo.userModelFigures(db, userId)]);
+  return { ...figures, usage: toSums(row) };
 }
 
 /** Deletes raw events recorded before `before`, in batches; returns how many went. */

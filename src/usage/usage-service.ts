@@ -13,6 +13,7 @@ import { inTransaction } from "../db/transaction";
 import { accessDenied, AppError, invalidArgument, modelNotFound } from "../errors";
 import type { Actor } from "../voice-models/model-events";
 import type { SharedAccess } from "../voice-models/access";
+import * as modelRepo from "../voice-models/repository";
 import { usableModel } from "./usable-model";
 import { toUsageEvent, USAGE_LIMITS, type UsageEvent } from "./usage-event";
 import * as usageRepo from "./usage-repository";
@@ -113,12 +114,8 @@ export class UsageService {
 
     return inTransaction(this.knex, async (trx) => {
       const modelIds = [...new Set(candidates.map((e) => e.modelId))];
-      const rows = (await trx("voice_models").whereIn("id", modelIds).select("id", "user_id", "deleted_at")) as {
-        id: string;
-        user_id: string;
-        deleted_at: Date | null;
-      }[];
-      const owners = new Map(rows.filter((r) => !r.deleted_at).map((r) => [r.id, r.user_id]));
+      const found = await modelRepo.findModels(trx, modelIds);
+      const owners = new Map(found.filter((m) => !m.deletedAt).map((m) => [m.id, m.userId]));
       for (const id of modelIds) if (!owners.has(id)) throw modelNotFound(id);
       // The user who synthesized must be able to use the model (owner, or shared for "use").
       const checked = new Set<string>();

@@ -4,13 +4,13 @@ import type { Logger } from "pino";
 import { hasRole } from "../auth/caller";
 import type { Tx } from "../db/transaction";
 import { accessDenied, invalidArgument } from "../errors";
+import * as backups from "../backups/backup-repository";
+import * as files from "../model-files/model-file-repository";
 import { deleteModelRows } from "../model-files/retention";
 import type { BlobStore } from "../storage/blob-store";
 import type { Actor } from "../voice-models/model-events";
 import { isUserId } from "../auth/user-id";
 import * as modelRepo from "../voice-models/repository";
-import { toRecord } from "../voice-models/voice-model";
-import { VoiceModelRow } from "../db/models/voice-model-row";
 import type { VoiceModelService } from "../voice-models/voice-model-service";
 
 export const userHash = (userId: string) => createHash("sha256").update(userId, "utf8").digest("hex");
@@ -69,29 +69,23 @@ export class UserErasure {
   private async tombstone(actor: Actor, userId: string, hash: string): Promise<void> {
     await this.models.writeForUser(actor, userId, async (trx, log) => {
       // Tell the listeners (caches, shares, audit, file references) the live models go.
-      const live = await VoiceModelRow.query(trx).where({ user_id: userId }).whereNull("deleted_at").forUpdate();
-      for (const row of live) {
-        log.add("deleted", await modelRepo.patchModel(trx, row.id, { is_active: false, deleted_at: new Date() }));
-      }
+      const live = await modelRepo.liveModels(trx, userId, { forUpdate: true });
+      for (const model of live) await modelRepo.patchModel(trx, log, model.id, { isActive: false, deletedAt: new Date() }, "deleted");
       await trx("user_tombstones").insert({ user_hash: hash, user_id: userId, status: "purging", requested_by_hash: userHash(actor.caller.userId) });
       await this.recordKeys(trx, userId, hash);
-      const ids = (await trx("voice_models").where({ user_id: userId }).pluck("id")) as string[];
-      await deleteModelRows(trx, ids);
-      await trx("model_files").where({ user_id: userId }).delete();
-      await trx("backups").where({ user_id: userId }).delete();
+      const all = await modelRepo.userModels(trx, userId, { includeDeleted: true });
+      await deleteModelRows(trx, log, all.map((m) => m.id));
+      await files.deleteFilesOfUser(trx, userId);
+      await backups.deleteBackupsOfUser(trx, userId);
       for (const [table, column] of USER_ROW_TABLES) {
         if (await trx.schema.hasTable(table)) await trx(table).where(column, userId).delete();
       }
-      return live.map(toRecord);
     });
   }
 
   private async recordKeys(trx: Tx, userId: string, hash: string) {
-    const keys = new Set<string>();
-    for (const f of await trx("model_files").where({ user_id: userId }).select("storage_key", "live_key", "deleted_key")) {
-      keys.add(f.storage_key).add(f.live_key).add(f.deleted_key);
-    }
-    for (const b of await trx("backups").where({ user_id: userId }).select("storage_key")) keys.add(b.storage_key);
+    const keys = new Set(await files.storageKeysOfUser(trx, userId));
+    for (const key of await backups.storageKeysOfUser(trx, userId)) keys.add(key);
     if (keys.size > 0) await trx("user_purge_keys").insert([...keys].map((k) => ({ user_hash: hash, storage_key: k }))).onConflict().ignore();
   }
 
@@ -132,7 +126,7 @@ export class UserErasure {
       for (const [table, column] of HASHED_COLUMNS) {
         if (await trx.schema.hasTable(table)) await trx(table).where(column, userId).update({ [column]: hash });
       }
-      await trx("model_owners").where({ user_id: userId }).delete();
+      await modelRepo.forgetOwner(trx, userId);
       await trx("user_tombstones").where({ user_hash: hash }).update({ status: "done", user_id: null, finished_at: trx.raw("now()") });
     });
     yield await this.progress(hash);

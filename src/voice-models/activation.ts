@@ -14,8 +14,8 @@ import type { VoiceModelRecord } from "./voice-model";
 /** Makes `model` the user's only active model. */
 export async function makeActive(trx: Tx, log: ChangeLog, model: VoiceModelRecord): Promise<VoiceModelRecord> {
   const current = await repo.findActiveModel(trx, model.userId);
-  if (current && current.id !== model.id) log.add("deactivated", await repo.patchModel(trx, current.id, { is_active: false }));
-  return log.add("activated", await repo.patchModel(trx, model.id, { is_active: true }));
+  if (current && current.id !== model.id) await repo.patchModel(trx, log, current.id, { isActive: false }, "deactivated");
+  return repo.patchModel(trx, log, model.id, { isActive: true }, "activated");
 }
 
 /**
@@ -36,5 +36,5 @@ export async function replaceActive(trx: Tx, log: ChangeLog, former: VoiceModelR
   // The shared ranking with no criteria (no latency needed): highest score, newest on ties.
   const completed = await repo.liveModels(trx, former.userId, { status: "completed", excludeIds: [former.id] });
   const next = rankModels(completed.map((model) => ({ model, averageLatency: undefined })), {}).ranked[0]?.model;
-  return next ? log.add("activated", await repo.patchModel(trx, next.id, { is_active: true })) : undefined;
+  return next ? repo.patchModel(trx, log, next.id, { isActive: true }, "activated") : undefined;
 }

@@ -9,7 +9,8 @@ export interface Actor {
   readonly clientAddress: string;
 }
 
-export type ModelChangeKind = "created" | "updated" | "deleted" | "activated" | "deactivated";
+/** "deleted" is the soft delete; "purged" is the row removed for good (retention, erasure). */
+export type ModelChangeKind = "created" | "updated" | "deleted" | "activated" | "deactivated" | "purged";
 
 export interface ModelChange {
   kind: ModelChangeKind;
@@ -24,12 +25,27 @@ export interface ModelChange {
  */
 export type ModelChangeListener = (trx: Tx, changes: readonly ModelChange[], actor: Actor) => Promise<void>;
 
-/** The changes one transaction makes, in order, handed to the listeners before commit. */
+/**
+ * The changes one transaction makes, in order, handed to the listeners before commit. The
+ * repository's write functions record every row they write here, so a write cannot skip it.
+ */
 export class ChangeLog {
   readonly changes: ModelChange[] = [];
 
   add(kind: ModelChangeKind, model: VoiceModelRecord): VoiceModelRecord {
+    // A second update of a model this transaction already created or updated (its file attached
+    // after the insert) refreshes that change rather than counting as another.
+    if (kind === "updated") {
+      const earlier = this.changes.find((c) => c.model.id === model.id && (c.kind === "created" || c.kind === "updated"));
+      if (earlier) {
+        earlier.model = model;
+        return model;
+      }
+    }
     this.changes.push({ kind, model });
     return model;
   }
 }
+
+/** Runs fn in one transaction; the changes its repository writes log reach the listeners before commit. */
+export type ModelWrite = <T>(actor: Actor, fn: (trx: Tx, log: ChangeLog) => Promise<T>) => Promise<T>;

@@ -1,10 +1,104 @@
 import { VoiceModelRow } from "../db/models/voice-model-row";
 import type { Db, Tx } from "../db/transaction";
-import type { Status } from "./constants";
+import type { Provider, Status } from "./constants";
+import type { ChangeLog, ModelChangeKind } from "./model-events";
 import type { ListCursor } from "./paging";
-import { toRecord, type VoiceModelRecord } from "./voice-model";
+import type { QualityComponents, VoiceModelRecord } from "./voice-model";
 
-/** Storage of voice models: every query the domain runs, none of its rules. */
+/**
+ * The one owner of the voice_models table: every read and write of a model row, in any room,
+ * goes through these functions, none of the domain's rules. Every write records the rows it
+ * changed in the transaction's ChangeLog, so the change listeners see all of them.
+ */
+
+/** The fields a write sets, in the domain's terms (mapped to columns by toColumns only). */
+export interface ModelPatch {
+  provider?: Provider;
+  modelPath?: string;
+  sampleRate?: number;
+  qualityScore?: number;
+  /** null clears them (a new overall score no longer matches the old components). */
+  qualityComponents?: QualityComponents | null;
+  metadata?: Record<string, unknown>;
+  isActive?: boolean;
+  status?: Status;
+  trainingJobId?: string | null;
+  sizeBytes?: number | null;
+  /** The stored file (model_files) once the service holds the model's file. */
+  fileId?: string | null;
+  deletedAt?: Date | null;
+}
+
+export interface NewModel extends ModelPatch {
+  /** Given when the caller stores the model's file under it before the row exists, or restores it. */
+  id?: string;
+  userId: string;
+  provider: Provider;
+  modelPath: string;
+  createdAt?: Date;
+}
+
+const COLUMNS = {
+  id: "id",
+  userId: "user_id",
+  provider: "provider",
+  modelPath: "model_path",
+  sampleRate: "sample_rate",
+  qualityScore: "quality_score",
+  metadata: "metadata",
+  isActive: "is_active",
+  status: "status",
+  trainingJobId: "training_job_id",
+  sizeBytes: "size_bytes",
+  fileId: "file_id",
+  deletedAt: "deleted_at",
+  createdAt: "created_at",
+} as const satisfies Record<Exclude<keyof NewModel, "qualityComponents">, keyof VoiceModelRow>;
+
+/** The one place a row becomes a domain object (toColumns is the way there). */
+function toRecord(row: VoiceModelRow): VoiceModelRecord {
+  const hasComponents = row.similarity !== null && row.similarity !== undefined;
+  return {
+    id: row.id,
+    userId: row.user_id,
+    provider: row.provider as Provider,
+    modelPath: row.model_path,
+    sampleRate: row.sample_rate,
+    qualityScore: Number(row.quality_score),
+    qualityComponents: hasComponents
+      ? {
+          similarity: Number(row.similarity),
+          naturalness: Number(row.naturalness),
+          clarity: Number(row.clarity),
+          consistency: Number(row.consistency),
+        }
+      : undefined,
+    metadata: row.metadata ?? {},
+    isActive: row.is_active,
+    status: row.status as Status,
+    trainingJobId: row.training_job_id ?? undefined,
+    version: row.version,
+    sizeBytes: row.size_bytes ?? undefined,
+    hasFile: row.file_id !== null && row.file_id !== undefined,
+    createdAt: row.created_at,
+    updatedAt: row.updated_at,
+    deletedAt: row.deleted_at ?? undefined,
+  };
+}
+
+/** The one place a patch becomes columns (toRecord is the way back). */
+function toColumns(patch: ModelPatch | NewModel): Partial<VoiceModelRow> {
+  const row: Record<string, unknown> = {};
+  for (const [field, column] of Object.entries(COLUMNS)) {
+    const value = (patch as Record<string, unknown>)[field];
+    if (value !== undefined) row[column] = value;
+  }
+  if (patch.qualityComponents !== undefined) {
+    const c = patch.qualityComponents;
+    Object.assign(row, { similarity: c?.similarity ?? null, naturalness: c?.naturalness ?? null, clarity: c?.clarity ?? null, consistency: c?.consistency ?? null });
+  }
+  return row as Partial<VoiceModelRow>;
+}
 
 export async function findModel(db: Db, id: string): Promise<VoiceModelRecord | undefined> {
   const row = await VoiceModelRow.query(db).findById(id);
@@ -25,11 +119,57 @@ export async function findActiveModel(db: Db, userId: string): Promise<VoiceMode
 }
 
 /** A user's live (not deleted) models, optionally of one status and without some ids. */
-export async function liveModels(db: Db, userId: string, options: { status?: Status; excludeIds?: string[] } = {}): Promise<VoiceModelRecord[]> {
+export async function liveModels(
+  db: Db,
+  userId: string,
+  options: { status?: Status; excludeIds?: string[]; forUpdate?: boolean } = {},
+): Promise<VoiceModelRecord[]> {
   const query = VoiceModelRow.query(db).where("user_id", userId).whereNull("deleted_at");
   if (options.status) query.where("status", options.status);
   if (options.excludeIds?.length) query.whereNotIn("id", options.excludeIds);
+  if (options.forUpdate) query.forUpdate();
   return (await query).map(toRecord);
+}
+
+/** Read FOR SHARE: a concurrent writer holding the row FOR UPDATE finishes first. */
+export async function findModelForShare(trx: Tx, id: string): Promise<VoiceModelRecord | undefined> {
+  const row = await VoiceModelRow.query(trx).findById(id).forShare();
+  return row ? toRecord(row) : undefined;
+}
+
+export async function findModels(db: Db, ids: readonly string[]): Promise<VoiceModelRecord[]> {
+  if (ids.length === 0) return [];
+  return (await VoiceModelRow.query(db).whereIn("id", ids)).map(toRecord);
+}
+
+/** All of a user's models, oldest first; soft-deleted ones too when asked. */
+export async function userModels(db: Db, userId: string, options: { includeDeleted: boolean }): Promise<VoiceModelRecord[]> {
+  const query = VoiceModelRow.query(db).where({ user_id: userId }).orderBy([{ column: "created_at" }, { column: "id" }]);
+  if (!options.includeDeleted) query.whereNull("deleted_at");
+  return (await query).map(toRecord);
+}
+
+/** Ids of models soft-deleted before `cutoff` (the purge's work list). */
+export async function deletedBefore(db: Db, cutoff: Date, limit: number): Promise<string[]> {
+  return (await db("voice_models").where("deleted_at", "<", cutoff).limit(limit).pluck("id")) as string[];
+}
+
+/** The id of the model's stored file, if the service holds one (live or soft-deleted model alike). */
+export async function fileIdOfModel(db: Db, modelId: string): Promise<string | undefined> {
+  const row = await db("voice_models").where({ id: modelId }).first("file_id");
+  return row?.file_id ?? undefined;
+}
+
+/** A subquery of every file id some model row refers to (for sweeps that run as one statement). */
+export function referencedFileIds(db: Db) {
+  return db("voice_models").whereNotNull("file_id").select("file_id");
+}
+
+/** A subquery of the ids of every live model, or one user's (for joins of other rooms' tables). */
+export function liveModelIds(db: Db, userId?: string) {
+  const query = db("voice_models").whereNull("deleted_at").select("id");
+  if (userId !== undefined) query.where("user_id", userId);
+  return query;
 }
 
 export async function findByTrainingJob(trx: Tx, userId: string, trainingJobId: string) {
@@ -49,21 +189,72 @@ export async function lockOwner(trx: Tx, userId: string): Promise<void> {
   );
 }
 
-export type NewModelRow = Omit<Partial<VoiceModelRow>, "id" | "created_at" | "updated_at" | "version"> &
-  Pick<VoiceModelRow, "user_id" | "provider" | "model_path">;
-
-export async function insertModel(trx: Tx, row: NewModelRow): Promise<VoiceModelRecord> {
-  return toRecord(await VoiceModelRow.query(trx).insertAndFetch(row as Partial<VoiceModelRow>));
+/** Drops the user's owner row (erasure, once none of their models remain). */
+export async function forgetOwner(trx: Tx, userId: string): Promise<void> {
+  await trx("model_owners").where({ user_id: userId }).delete();
 }
 
-/** Applies changes to one model, bumping its version and updated_at. */
-export async function patchModel(trx: Tx, id: string, changes: Partial<VoiceModelRow>): Promise<VoiceModelRecord> {
+/** Inserts a model; recorded as "created". */
+export async function insertModel(trx: Tx, log: ChangeLog, model: NewModel): Promise<VoiceModelRecord> {
+  return log.add("created", toRecord(await VoiceModelRow.query(trx).insertAndFetch(toColumns(model))));
+}
+
+/**
+ * Applies a patch to one model, bumping its version and updated_at; recorded as `kind` (what
+ * the write means: "deleted" for a soft delete, "activated", ...).
+ */
+export async function patchModel(trx: Tx, log: ChangeLog, id: string, patch: ModelPatch, kind: ModelChangeKind = "updated"): Promise<VoiceModelRecord> {
   const row = await VoiceModelRow.query(trx).patchAndFetchById(id, {
-    ...changes,
+    ...toColumns(patch),
     version: VoiceModelRow.raw("version + 1") as unknown as number,
     updated_at: VoiceModelRow.raw("now()") as unknown as Date,
   });
-  return toRecord(row);
+  return log.add(kind, toRecord(row));
+}
+
+/** An SQL condition on the alias `v` (voice_models) with its bindings. */
+export interface ModelCondition {
+  sql: string;
+  bindings: ReadonlyArray<string | number>;
+}
+
+export async function countWhere(db: Db, cond: ModelCondition): Promise<number> {
+  const { rows } = await db.raw(`SELECT count(*)::int AS n FROM voice_models v WHERE ${cond.sql}`, [...cond.bindings]);
+  return Number(rows[0].n);
+}
+
+/** Models matching `cond`, oldest first. */
+export async function findWhere(db: Db, cond: ModelCondition, limit?: number): Promise<VoiceModelRecord[]> {
+  const { rows } = await db.raw(
+    `SELECT v.* FROM voice_models v WHERE ${cond.sql} ORDER BY v.created_at, v.id${limit === undefined ? "" : " LIMIT ?"}`,
+    limit === undefined ? [...cond.bindings] : [...cond.bindings, limit],
+  );
+  return (rows as VoiceModelRow[]).map(toRecord);
+}
+
+/**
+ * Soft-deletes up to `limit` models matching `cond`, oldest first, each recorded as "deleted".
+ * SKIP LOCKED leaves rows another writer holds for a later call; the condition is re-checked
+ * on the locked row, so a model that changed meanwhile is left alone.
+ */
+export async function softDeleteWhere(trx: Tx, log: ChangeLog, cond: ModelCondition, limit: number): Promise<VoiceModelRecord[]> {
+  const { rows } = await trx.raw(
+    `WITH batch AS (
+       SELECT v.id FROM voice_models v WHERE ${cond.sql}
+       ORDER BY v.created_at, v.id LIMIT ? FOR UPDATE SKIP LOCKED)
+     UPDATE voice_models m SET deleted_at = now(), updated_at = now(), version = m.version + 1
+       FROM batch WHERE m.id = batch.id
+     RETURNING m.*`,
+    [...cond.bindings, limit],
+  );
+  return (rows as VoiceModelRow[]).map((row) => log.add("deleted", toRecord(row)));
+}
+
+/** Removes model rows for good (rows referring to them must be gone); each recorded as "purged". */
+export async function deleteModels(trx: Tx, log: ChangeLog, ids: readonly string[]): Promise<VoiceModelRecord[]> {
+  if (ids.length === 0) return [];
+  const rows = (await trx("voice_models").whereIn("id", ids).delete().returning("*")) as VoiceModelRow[];
+  return rows.map((row) => log.add("purged", toRecord(row)));
 }
 
 export interface ListFilters {
@@ -114,4 +305,60 @@ export async function listModels(
     filtered(db, filters).count("* as total").first() as unknown as Promise<{ total: number }>,
   ]);
   return { models: rows.map(toRecord), total: Number(count.total) };
+}
+
+/** Figures over all models, for metrics and alerts. */
+
+/** size_bytes of models whose file the service does not hold (their file lives elsewhere). */
+export async function declaredBytes(db: Db): Promise<number> {
+  const { rows } = await db.raw(`SELECT coalesce(sum(size_bytes), 0)::float8 AS bytes FROM voice_models WHERE file_id IS NULL`);
+  return Number(rows[0].bytes);
+}
+
+/** Recorded model sizes by provider and whether soft-deleted. */
+export async function sizesByProvider(db: Db): Promise<Array<{ provider: string; deleted: boolean; bytes: number }>> {
+  const { rows } = await db.raw(
+    `SELECT provider, (deleted_at IS NOT NULL) AS deleted, coalesce(sum(size_bytes), 0)::float8 AS bytes FROM voice_models GROUP BY 1, 2`,
+  );
+  return (rows as Array<{ provider: string; deleted: boolean; bytes: number }>).map((r) => ({ ...r, bytes: Number(r.bytes) }));
+}
+
+/** How many live completed models there are and their average quality score (0 when none). */
+export async function completedQuality(db: Db): Promise<{ count: number; average: number }> {
+  const { rows } = await db.raw(
+    `SELECT count(*)::int AS n, coalesce(avg(quality_score), 0)::float8 AS avg FROM voice_models WHERE deleted_at IS NULL AND status = 'completed'`,
+  );
+  return { count: Number(rows[0].n), average: Number(rows[0].avg) };
+}
+
+export interface UserModelFigures {
+  totalModels: number;
+  activeModels: number;
+  averageQualityScore: number;
+  /** Distinct stored files: models sharing one file (same model_path) count it once. */
+  storedBytes: number;
+  byProvider: Record<string, number>;
+}
+
+/** Counts over one user's live models (analytics). */
+export async function userModelFigures(db: Db, userId: string): Promise<UserModelFigures> {
+  const live = () => db("voice_models").where("user_id", userId).whereNull("deleted_at");
+  const [[counts], providers, [storage]] = await Promise.all([
+    live().select(
+      db.raw("count(*) as total_models"),
+      db.raw("count(*) filter (where is_active) as active_models"),
+      db.raw("coalesce(avg(quality_score), 0) as average_quality_score"),
+    ) as unknown as Promise<{ total_models: number; active_models: number; average_quality_score: number }[]>,
+    live().groupBy("provider").select("provider", db.raw("count(*) as n")) as unknown as Promise<{ provider: string; n: number }[]>,
+    db
+      .from(live().distinctOn("model_path").select("model_path", "size_bytes").whereNotNull("size_bytes").orderBy("model_path").as("files"))
+      .select(db.raw("coalesce(sum(size_bytes), 0) as bytes")) as unknown as Promise<{ bytes: number }[]>,
+  ]);
+  return {
+    totalModels: Number(counts.total_models),
+    activeModels: Number(counts.active_models),
+    averageQualityScore: Number(counts.average_quality_score),
+    storedBytes: Number(storage.bytes),
+    byProvider: Object.fromEntries(providers.map((p) => [p.provider, Number(p.n)])),
+  };
 }

@@ -5,7 +5,6 @@ import type {
   UpdateVoiceModelRequest,
 } from "../../gen/voicemodel/v1/voice_model_service_pb";
 import { hasRole, resolveTargetUser, type Caller } from "../auth/caller";
-import type { VoiceModelRow } from "../db/models/voice-model-row";
 import { inTransaction, type Tx } from "../db/transaction";
 import { accessDenied, AppError, invalidArgument, modelNotFound } from "../errors";
 import { assertCanWrite, SharedAccess } from "./access";
@@ -16,11 +15,11 @@ import { decodePageToken, encodePageToken } from "./paging";
 import { componentsToMillis, scoreToMillis, weightedMillis } from "./quality";
 import * as repo from "./repository";
 import * as valid from "./validation";
-import { ChangeLog, type Actor, type ModelChange, type ModelChangeListener } from "./model-events";
+import { ChangeLog, type Actor, type ModelChangeListener } from "./model-events";
 import { etagOf, type VoiceModelRecord } from "./voice-model";
 import type { ModelReadCache } from "./read-cache";
 
-const UPDATABLE = ["quality_score", "sample_rate", "status", "metadata", "model_path"] as const;
+const UPDATABLE = ["qualityScore", "sampleRate", "status", "metadata", "modelPath"] as const;
 type Updatable = (typeof UPDATABLE)[number];
 
 export interface ListResult {
@@ -34,7 +33,7 @@ export interface CreateOptions {
   /** The new model's id (so its file can be stored under it before the row exists). */
   id?: string;
   /** Runs in the create transaction right after the insert (before activation and listeners). */
-  attach?: (trx: Tx, model: VoiceModelRecord) => Promise<VoiceModelRecord>;
+  attach?: (trx: Tx, log: ChangeLog, model: VoiceModelRecord) => Promise<VoiceModelRecord>;
 }
 
 /** The core lifecycle of voice models. Every method takes the verified actor first. */
@@ -67,26 +66,17 @@ export class VoiceModelService {
     this.listeners.push(listener);
   }
 
-  /**
-   * Hands changes made outside these write paths (the cleanup job's batch soft-deletes) to the
-   * listeners, in the caller's transaction, so caches, files, shares and audit follow them too.
-   */
-  async notifyChanges(trx: Tx, changes: readonly ModelChange[], actor: Actor): Promise<void> {
-    if (changes.length > 0) for (const listener of this.listeners) await listener(trx, changes, actor);
-  }
-
   async create(actor: Actor, req: CreateVoiceModelRequest, options: CreateOptions = {}): Promise<VoiceModelRecord> {
     const userId = resolveTargetUser(actor.caller, req.userId);
     const row = newModelRow(userId, req);
     return this.write(actor, async (trx, log) => {
       await repo.lockOwner(trx, userId);
-      if (row.training_job_id) {
-        const existing = await repo.findByTrainingJob(trx, userId, row.training_job_id);
+      if (row.trainingJobId) {
+        const existing = await repo.findByTrainingJob(trx, userId, row.trainingJobId);
         if (existing) return existing;
       }
-      let inserted = await repo.insertModel(trx, options.id ? ({ ...row, id: options.id } as repo.NewModelRow) : row);
-      if (options.attach) inserted = await options.attach(trx, inserted);
-      const created = log.add("created", inserted);
+      let created = await repo.insertModel(trx, log, options.id ? { ...row, id: options.id } : row);
+      if (options.attach) created = await options.attach(trx, log, created);
       return created.status === "completed" ? activation.onCompleted(trx, log, created) : created;
     });
   }
@@ -141,13 +131,13 @@ export class VoiceModelService {
           field: "etag",
         });
       }
-      if (changes.model_path !== undefined && model.hasFile) {
+      if (changes.modelPath !== undefined && model.hasFile) {
         throw invalidArgument("modelPath", `voice model ${modelId} has a stored file; its modelPath is the service's key and cannot be changed`);
       }
       const leavesCompleted = changes.status !== undefined && model.status === "completed" && changes.status !== "completed";
       const becomesCompleted = changes.status === "completed" && model.status !== "completed";
-      if (leavesCompleted && model.isActive) changes.is_active = false;
-      const updated = log.add("updated", await repo.patchModel(trx, modelId, changes));
+      if (leavesCompleted && model.isActive) changes.isActive = false;
+      const updated = await repo.patchModel(trx, log, modelId, changes);
       if (leavesCompleted && model.isActive) await activation.replaceActive(trx, log, updated);
       if (becomesCompleted) return activation.onCompleted(trx, log, updated);
       return updated;
@@ -157,7 +147,7 @@ export class VoiceModelService {
   async delete(actor: Actor, id: string): Promise<{ model: VoiceModelRecord; activeModelId: string | undefined }> {
     const modelId = valid.modelId(id);
     return this.writeLocked(actor, modelId, async (trx, log, model) => {
-      const deleted = log.add("deleted", await repo.patchModel(trx, modelId, { is_active: false, deleted_at: new Date() }));
+      const deleted = await repo.patchModel(trx, log, modelId, { isActive: false, deletedAt: new Date() }, "deleted");
       const active = model.isActive
         ? await activation.replaceActive(trx, log, deleted)
         : await repo.findActiveModel(trx, model.userId);
@@ -181,7 +171,7 @@ export class VoiceModelService {
   async deactivate(actor: Actor, id: string): Promise<VoiceModelRecord> {
     const modelId = valid.modelId(id);
     return this.writeLocked(actor, modelId, async (trx, log, model) =>
-      model.isActive ? log.add("deactivated", await repo.patchModel(trx, modelId, { is_active: false })) : model,
+      model.isActive ? repo.patchModel(trx, log, modelId, { isActive: false }, "deactivated") : model,
     );
   }
 
@@ -197,8 +187,12 @@ export class VoiceModelService {
     });
   }
 
-  /** One writing transaction: fn's changes go to the listeners before commit. */
-  private write<T>(actor: Actor, fn: (trx: Tx, log: ChangeLog) => Promise<T>): Promise<T> {
+  /**
+   * One writing transaction: the changes fn's repository writes log go to the listeners before
+   * commit. Other rooms use it directly for writes that change no activation (the purge, the
+   * cleanup's batches); writes that may, go through writeForUser.
+   */
+  write<T>(actor: Actor, fn: (trx: Tx, log: ChangeLog) => Promise<T>): Promise<T> {
     return inTransaction(this.knex, async (trx) => {
       const log = new ChangeLog();
       const result = await fn(trx, log);
@@ -228,7 +222,7 @@ export class VoiceModelService {
   }
 }
 
-function newModelRow(userId: string, req: CreateVoiceModelRequest): repo.NewModelRow {
+function newModelRow(userId: string, req: CreateVoiceModelRequest): repo.NewModel {
   if (req.qualityScore !== undefined && req.qualityComponents !== undefined) {
     throw invalidArgument("qualityComponents", "give qualityScore or qualityComponents, not both");
   }
@@ -239,19 +233,23 @@ function newModelRow(userId: string, req: CreateVoiceModelRequest): repo.NewMode
       ? 0
       : scoreToMillis(req.qualityScore, "qualityScore");
   return {
-    user_id: userId,
+    userId,
     provider: valid.provider(req.provider),
-    model_path: valid.modelPath(req.modelPath),
-    sample_rate: req.sampleRate === undefined ? DEFAULT_SAMPLE_RATE : valid.sampleRate(req.sampleRate),
-    quality_score: scoreMillis / 1000,
-    similarity: components ? components.similarity / 1000 : null,
-    naturalness: components ? components.naturalness / 1000 : null,
-    clarity: components ? components.clarity / 1000 : null,
-    consistency: components ? components.consistency / 1000 : null,
+    modelPath: valid.modelPath(req.modelPath),
+    sampleRate: req.sampleRate === undefined ? DEFAULT_SAMPLE_RATE : valid.sampleRate(req.sampleRate),
+    qualityScore: scoreMillis / 1000,
+    qualityComponents: components
+      ? {
+          similarity: components.similarity / 1000,
+          naturalness: components.naturalness / 1000,
+          clarity: components.clarity / 1000,
+          consistency: components.consistency / 1000,
+        }
+      : null,
     metadata: valid.metadata(req.metadata),
     status: req.status === undefined ? "completed" : valid.status(req.status),
-    training_job_id: req.trainingJobId === undefined ? null : valid.trainingJobId(req.trainingJobId),
-    size_bytes: req.sizeBytes === undefined ? null : sizeBytes(req.sizeBytes),
+    trainingJobId: req.trainingJobId === undefined ? null : valid.trainingJobId(req.trainingJobId),
+    sizeBytes: req.sizeBytes === undefined ? null : sizeBytes(req.sizeBytes),
   };
 }
 
@@ -262,18 +260,18 @@ function sizeBytes(value: bigint): number {
 }
 
 const MASK_PATHS: Record<string, Updatable> = {
-  quality_score: "quality_score",
-  qualityScore: "quality_score",
-  sample_rate: "sample_rate",
-  sampleRate: "sample_rate",
+  quality_score: "qualityScore",
+  qualityScore: "qualityScore",
+  sample_rate: "sampleRate",
+  sampleRate: "sampleRate",
   status: "status",
   metadata: "metadata",
-  model_path: "model_path",
-  modelPath: "model_path",
+  model_path: "modelPath",
+  modelPath: "modelPath",
 };
 
-/** The column changes an update asks for, validated; nothing is written when this throws. */
-function updateChanges(caller: Caller, req: UpdateVoiceModelRequest): Partial<VoiceModelRow> {
+/** The changes an update asks for, validated; nothing is written when this throws. */
+function updateChanges(caller: Caller, req: UpdateVoiceModelRequest): repo.ModelPatch {
   let fields: Set<Updatable>;
   if (req.updateMask && req.updateMask.paths.length > 0) {
     fields = new Set();
@@ -283,27 +281,22 @@ function updateChanges(caller: Caller, req: UpdateVoiceModelRequest): Partial<Vo
       fields.add(column);
     }
   } else {
-    fields = new Set(
-      UPDATABLE.filter((f) => {
-        const present = { quality_score: req.qualityScore, sample_rate: req.sampleRate, status: req.status, metadata: req.metadata, model_path: req.modelPath };
-        return present[f] !== undefined;
-      }),
-    );
+    fields = new Set(UPDATABLE.filter((f) => req[f] !== undefined));
   }
   if (fields.size === 0) throw invalidArgument("updateMask", "names no field to change");
 
-  const changes: Partial<VoiceModelRow> = {};
+  const changes: repo.ModelPatch = {};
   const required = <T>(value: T | undefined, field: string): T => {
     if (value === undefined) throw invalidArgument(field, "is in updateMask but not in the request");
     return value;
   };
-  if (fields.has("quality_score")) {
-    changes.quality_score = scoreToMillis(required(req.qualityScore, "qualityScore"), "qualityScore") / 1000;
+  if (fields.has("qualityScore")) {
+    changes.qualityScore = scoreToMillis(required(req.qualityScore, "qualityScore"), "qualityScore") / 1000;
     // A new overall score no longer matches the old components.
-    Object.assign(changes, { similarity: null, naturalness: null, clarity: null, consistency: null });
+    changes.qualityComponents = null;
   }
-  if (fields.has("sample_rate")) changes.sample_rate = valid.sampleRate(required(req.sampleRate, "sampleRate"));
-  if (fields.has("model_path")) changes.model_path = valid.modelPath(required(req.modelPath, "modelPath"));
+  if (fields.has("sampleRate")) changes.sampleRate = valid.sampleRate(required(req.sampleRate, "sampleRate"));
+  if (fields.has("modelPath")) changes.modelPath = valid.modelPath(required(req.modelPath, "modelPath"));
   if (fields.has("metadata")) changes.metadata = valid.metadata(req.metadata);
   if (fields.has("status")) {
     const status = valid.status(required(req.status, "status"));

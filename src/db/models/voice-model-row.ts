@@ -1,6 +1,6 @@
 import { Model } from "objection";
 
-/** The voice_models table, column for column. Domain code sees VoiceModelRecord (see toRecord). */
+/** The voice_models table, column for column. Only voice-models/repository.ts uses it; the domain sees VoiceModelRecord. */
 export class VoiceModelRow extends Model {
   static override tableName = "voice_models";
   static override jsonAttributes = ["metadata"];
