@@ -34,4 +34,5 @@ EXPOSE 8080 50051
 STOPSIGNAL SIGTERM
 # The slim image has no curl: node asks /healthz itself.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 CMD ["node", "-e", "fetch('http://127.0.0.1:' + process.env.PORT + '/healthz').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
-CMD ["node", "dist/src/main.js"]
+# Two V8 worker threads, not four: each keeps tens of MB from compiling PGlite (README, Benchmarks).
+CMD ["node", "--v8-pool-size=2", "dist/src/main.js"]

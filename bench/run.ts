@@ -10,7 +10,8 @@
  *
  * Env: BENCH_SECONDS (10) per run, BENCH_RUNS (3), BENCH_WARMUP_SECONDS (2), BENCH_PG_URL
  * (postgres://postgres@127.0.0.1:5432/postgres), BENCH_DB (vm_bench), BENCH_KEEP_DB=1 keeps the
- * database, BENCH_ONLY=a,b,... runs some cases (x: the 1 GiB export of issue 4, BENCH_EXPORT_MB; users: the many-users
+ * database, BENCH_ONLY=a,b,... runs some cases (footprint: idle RSS and start time of `npm start`, bench/footprint.ts,
+ * later idle sample BENCH_IDLE_SECONDS, 30; x: the 1 GiB export of issue 4, BENCH_EXPORT_MB; users: the many-users
  * cases of bench/many-users.ts, its own database of 100,000 users: users-reads, users-mixed for a part), BENCH_HTTP_TOOL=h2load|autocannon for (e)
  * (h2load by default: the same instrument as its baseline's; autocannon's own event loop adds to the tail it reports),
  * BENCH_H2_CLIENTS (5; streams per client = 50 / clients), BENCH_PROFILE=1 runs our service with
@@ -22,7 +23,7 @@
 import { fromBinary, toBinary, create, type DescMessage, type MessageInitShape } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import { spawnSync } from "node:child_process";
-import { createHmac, randomBytes } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -36,6 +37,7 @@ import {
   WhoAmIResponseSchema,
 } from "../gen/voicemodel/v1/voice_model_service_pb";
 import { BASELINE_PATH } from "./baseline-server";
+import { grpcCall, hs256Token } from "./client";
 import { autocannon, grpcFrame, h2load, median, type LoadResult } from "./load";
 import { cpuSnapshot, cpuUse, type CpuUse } from "./cpu";
 import { baselineArgs, freePort, Processes, serviceArgs, waitUntilReady, type Child } from "./processes";
@@ -44,6 +46,7 @@ import { runUsageBench } from "./usage-cases";
 import { printExportBench, runExportBench } from "./export-bench";
 import { seedUsage } from "./usage-seed";
 import { runManyUsersBench } from "./many-users";
+import { footprintPassed, printFootprint, runFootprintBench, type FootprintResult } from "./footprint";
 
 const ROOT = path.resolve(__dirname, "..");
 const OUT = path.join(ROOT, ".bench");
@@ -101,25 +104,6 @@ function checkTools(): void {
 
 // ---------------------------------------------------------------------------------------------
 // Tokens and clients
-
-function hs256Token(secret: string, claims: Record<string, unknown>): string {
-  const b64 = (value: object) => Buffer.from(JSON.stringify(value)).toString("base64url");
-  const unsigned = `${b64({ alg: "HS256", typ: "JWT" })}.${b64(claims)}`;
-  return `${unsigned}.${createHmac("sha256", secret).update(unsigned).digest("base64url")}`;
-}
-
-const rawBytes = (bytes: Buffer) => bytes;
-
-/** One unary call with a real grpc-js client; rejects on any grpc-status other than 0. */
-function grpcCall(client: grpc.Client, method: string, request: Uint8Array, token?: string): Promise<Buffer> {
-  const metadata = new grpc.Metadata();
-  if (token) metadata.set("authorization", `Bearer ${token}`);
-  return new Promise((resolve, reject) =>
-    client.makeUnaryRequest(method, rawBytes, rawBytes, Buffer.from(request), metadata, { deadline: Date.now() + 5_000 }, (error, reply) =>
-      error ? reject(error) : resolve(reply!),
-    ),
-  );
-}
 
 function expect(condition: boolean, what: string): void {
   if (!condition) throw new Error(`check failed: ${what}`);
@@ -416,7 +400,28 @@ async function cpuBusy(ms: number): Promise<number> {
   return 1 - (b.idle - a.idle) / Math.max(1, b.all - a.all);
 }
 
+/** The footprint case (bench/footprint.ts): its own servers, data folders and database. */
+async function footprint(procs: Processes): Promise<FootprintResult> {
+  const result = await runFootprintBench({
+    procs,
+    root: ROOT,
+    adminUrl: settings.adminUrl,
+    dbName: `${settings.dbName}_footprint`,
+    idleSeconds: envInt("BENCH_IDLE_SECONDS", 30),
+  });
+  printFootprint(result);
+  if (!footprintPassed(result)) console.warn("bench: footprint: some figures missed their targets (see above)");
+  return result;
+}
+
 async function main(procs: Processes, cleanups: Array<() => Promise<void>>) {
+  if (settings.only?.every((k) => k === "footprint")) {
+    const result = await footprint(procs);
+    mkdirSync(OUT, { recursive: true });
+    writeFileSync(path.join(OUT, "footprint.json"), JSON.stringify({ date: new Date().toISOString(), node: process.version, ...result }, null, 2));
+    console.log(`\nbench: results written to ${path.relative(process.cwd(), path.join(OUT, "footprint.json"))}`);
+    return;
+  }
   checkTools();
   // This run's own folder for body files and logs: two benches in one tree must not share them.
   mkdirSync(path.join(OUT, "tmp"), { recursive: true });
@@ -599,6 +604,7 @@ async function main(procs: Processes, cleanups: Array<() => Promise<void>>) {
         })
       : undefined;
   if (exportBench) printExportBench(exportBench);
+  const footprintResult = !settings.only || settings.only.includes("footprint") ? await footprint(procs) : undefined;
 
   mkdirSync(OUT, { recursive: true });
   const file = path.join(OUT, "results.json");
@@ -615,6 +621,7 @@ async function main(procs: Processes, cleanups: Array<() => Promise<void>>) {
         usage,
         manyUsers,
         export: exportBench,
+        footprint: footprintResult,
       },
       null,
       2,

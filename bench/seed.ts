@@ -122,3 +122,23 @@ export async function expectedFor(url: string, userId: string): Promise<{ active
     await client.end();
   }
 }
+
+/**
+ * The seed's first `users` users (30 models each) in an embedded data folder, opened the way the
+ * service opens it (its lock held meanwhile, so the service must be stopped); migrates first.
+ */
+export async function seedEmbedded(dataDir: string, users: number): Promise<{ models: number }> {
+  const db = await openDatabase({ pgliteDir: dataDir });
+  try {
+    await migrateToLatest(db.knex);
+    await db.knex.transaction(async (trx) => {
+      await trx.raw(ownersSql(users));
+      await trx.raw(modelsSql(users));
+    });
+    await db.knex.raw("ANALYZE voice_models");
+    const { rows } = await db.knex.raw(`SELECT count(*) AS n FROM voice_models`);
+    return { models: Number(rows[0].n) };
+  } finally {
+    await db.close();
+  }
+}

@@ -91,7 +91,7 @@ describeOnPglite("npm start", () => {
       serverPid = Number(fs.readFileSync(lockFile(), "utf8"));
       expect(alive(serverPid)).toBe(true);
       // A first start creates the database in a child process: the server keeps none of initdb's
-      // heap (in-process it held about 750 MB; a restarted server holds about 260 MB).
+      // heap (in-process it held about 750 MB; a restarted server holds about 225 MB).
       const rssMb = Number(/VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${serverPid}/status`, "utf8"))![1]) / 1024;
       expect(rssMb).toBeLessThan(450);
       npm.child.kill("SIGTERM");

@@ -15,6 +15,10 @@ export interface CacheStats {
     resets: number;
     /** Whether the cache is serving (false while LISTEN is down: reads go to the database). */
     live: boolean;
+    /** Its accounted size: the models it holds (the weight IN_PROCESS_CACHE_ENTRIES bounds). */
+    models: number;
+    /** Users with at least one entry. */
+    users: number;
   };
 }
 
@@ -22,6 +26,6 @@ export function createCacheStats(): CacheStats {
   const counters = () => ({ hits: 0, misses: 0 });
   return {
     tables: { cache_voice_models: counters(), cache_voice_stats: counters(), cache_voice_analytics: counters() },
-    inProcess: { ...counters(), invalidations: 0, resets: 0, live: false },
+    inProcess: { ...counters(), invalidations: 0, resets: 0, live: false, models: 0, users: 0 },
   };
 }

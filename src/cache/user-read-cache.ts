@@ -76,6 +76,12 @@ export class UserReadCache {
     this.weight += weight;
     if (entries.size > SLOTS_PER_USER) this.dropSlot(entries, entries.keys().next().value as string);
     while (this.weight > this.maxEntries && this.users.size > 0) this.dropUser(this.users.keys().next().value as string);
+    this.account();
+  }
+
+  private account() {
+    this.stats.inProcess.models = this.weight;
+    this.stats.inProcess.users = this.users.size;
   }
 
   private dropSlot(entries: Map<string, { weight: number }>, slot: string) {
@@ -90,6 +96,7 @@ export class UserReadCache {
     if (!entries) return false;
     for (const { weight } of entries.values()) this.weight -= weight;
     this.users.delete(userId);
+    this.account();
     return true;
   }
 
@@ -125,6 +132,7 @@ export class UserReadCache {
   reset(): void {
     this.users.clear();
     this.weight = 0;
+    this.account();
     for (const pending of this.loads.values()) for (const token of pending) token.stale = true;
     this.stats.inProcess.resets++;
   }

@@ -12,6 +12,9 @@ export const SERVER_ERROR_CODES = new Set(["UNKNOWN", "INTERNAL", "UNAVAILABLE",
 export interface CacheStats {
   hits: number;
   misses: number;
+  /** The in-process cache's accounted size: models held, and the users they belong to. */
+  models?: number;
+  users?: number;
 }
 
 /**
@@ -138,6 +141,23 @@ export class ServiceMetrics {
       collect() {
         this.reset();
         for (const [cache, stats] of Object.entries(cacheStats())) this.inc({ cache }, stats.misses);
+      },
+    });
+    // The in-process cache's accounted size, for reading its share of the RSS beside process_resident_memory_bytes.
+    new Gauge({
+      name: "voice_model_in_process_cache_models",
+      help: "Models the in-process cache holds now (its accounted size, bounded by IN_PROCESS_CACHE_ENTRIES).",
+      registers: [registry],
+      collect() {
+        this.set(cacheStats().in_process?.models ?? 0);
+      },
+    });
+    new Gauge({
+      name: "voice_model_in_process_cache_users",
+      help: "Users with entries in the in-process cache now.",
+      registers: [registry],
+      collect() {
+        this.set(cacheStats().in_process?.users ?? 0);
       },
     });
   }

@@ -1,4 +1,3 @@
-import { Storage } from "@google-cloud/storage";
 import type { FilesConfig } from "../config";
 import type { AppError } from "../errors";
 import type { BlobStore } from "./blob-store";
@@ -13,6 +12,9 @@ import { LocalKeyProvider, loadOrCreateMasterKeyFile, type KeyProvider, type Wra
  */
 export function openBlobStore(config: Readonly<FilesConfig>, onUnavailable?: (error: AppError) => void): BlobStore {
   if (config.blobStore === "fs") return new FsBlobStore(config.fsRoot);
+  // Loaded only for a GCS store: the SDK and its auth stack add about 170 modules (several MB of
+  // heap) to every process, and a server keeping its files on disk never calls them.
+  const { Storage } = require("@google-cloud/storage") as typeof import("@google-cloud/storage");
   const storage = new Storage({
     ...(config.gcs.apiEndpoint ? { apiEndpoint: config.gcs.apiEndpoint } : {}),
     ...(config.gcs.projectId ? { projectId: config.gcs.projectId } : {}),

@@ -26,19 +26,26 @@ describe("the in-process user read cache", () => {
   });
 
   test("holds at most maxEntries models by weight, dropping the least recently filled user", async () => {
-    const cache = new UserReadCache(10, createCacheStats(), true);
+    const stats = createCacheStats();
+    const cache = new UserReadCache(10, stats, true);
     const pageOf = (n: number) => Array.from({ length: n }, (_, i) => `m${i}`);
     const weigh = (page: string[]) => page.length;
     await cache.get("alice", "list:a", loader(pageOf(4)), weigh);
     await cache.get("bob", "list:a", loader(pageOf(4)), weigh);
     // 8 held; carol's 4 make 12, so alice (filled first) goes, bob stays.
     await cache.get("carol", "list:a", loader(pageOf(4)), weigh);
+    // Its accounted size, as /metrics shows it.
+    expect(stats.inProcess).toMatchObject({ models: 8, users: 2 });
     const again = loader(pageOf(4));
     await cache.get("bob", "list:a", again, weigh);
     await cache.get("carol", "list:a", again, weigh);
     expect(again.calls).toBe(0);
     await cache.get("alice", "list:a", again, weigh);
     expect(again.calls).toBe(1);
+    cache.invalidate("carol");
+    expect(stats.inProcess).toMatchObject({ models: 4, users: 1 });
+    cache.reset();
+    expect(stats.inProcess).toMatchObject({ models: 0, users: 0 });
   });
 
   test("keeps at most 32 slots per user, the oldest out first", async () => {

@@ -48,6 +48,8 @@ test("/metrics reports RPCs by method and code, creations, quality, storage and 
   expect(after.has("voice_model_usage_events")).toBe(true);
   expect(after.has('voice_model_cache_hits_total{cache="in_process"}')).toBe(true);
   expect(after.has('voice_model_cache_misses_total{cache="cache_voice_models"}')).toBe(true);
+  expect(after.has("voice_model_in_process_cache_models")).toBe(true);
+  expect(after.has("voice_model_in_process_cache_users")).toBe(true);
   expect(value(after, "voice_model_storage_quota_bytes")).toBe(1_000_000);
   // The standard series of a Node exporter.
   expect(value(after, "process_resident_memory_bytes")).toBeGreaterThan(0);
