@@ -1,5 +1,5 @@
 /**
- * The export benchmark of issue 4: a 1 GiB model exported over gRPC (ExportVoiceModel) and over
+ * The export benchmark: a 1 GiB model exported over gRPC (ExportVoiceModel) and over
  * the HTTP download (GET /v1/voice-models/{id}/export), in MB/s, against two same-run references:
  * reading the stored file from disk, and a minimal in-process pipeline that reads, decrypts
  * (AES-256-GCM, our sealed format) and hashes (SHA-256) it. Targets: at least 0.8 of the pipeline,

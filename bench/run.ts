@@ -11,7 +11,7 @@
  * Env: BENCH_SECONDS (10) per run, BENCH_RUNS (3), BENCH_WARMUP_SECONDS (2), BENCH_PG_URL
  * (postgres://postgres@127.0.0.1:5432/postgres), BENCH_DB (vm_bench), BENCH_KEEP_DB=1 keeps the
  * database, BENCH_ONLY=a,b,... runs some cases (footprint: idle RSS and start time of `npm start`, bench/footprint.ts,
- * later idle sample BENCH_IDLE_SECONDS, 30; x: the 1 GiB export of issue 4, BENCH_EXPORT_MB; users: the many-users
+ * later idle sample BENCH_IDLE_SECONDS, 30; x: the 1 GiB export, BENCH_EXPORT_MB; users: the many-users
  * cases of bench/many-users.ts, its own database of 100,000 users: users-reads, users-mixed for a part), BENCH_HTTP_TOOL=h2load|autocannon for (e)
  * (h2load by default: the same instrument as its baseline's; autocannon's own event loop adds to the tail it reports),
  * BENCH_H2_CLIENTS (5; streams per client = 50 / clients), BENCH_PROFILE=1 runs our service with
@@ -263,7 +263,7 @@ const RPS_TARGETS: Array<{ ours: Key; base: Key; min: number }> = [
   { ours: "b", base: "a", min: 0.8 },
   { ours: "c", base: "f", min: 0.8 },
   { ours: "d", base: "f", min: 0.5 },
-  // Issue 3: GetActiveVoiceModel with the in-process cache in front, against the no-op.
+  // GetActiveVoiceModel with the in-process cache in front, against the no-op.
   { ours: "c", base: "a", min: 0.7 },
 ];
 const P99_TARGETS: Array<{ ours: Key; base: Key; max: number; note?: string }> = [
@@ -271,7 +271,7 @@ const P99_TARGETS: Array<{ ours: Key; base: Key; max: number; note?: string }> =
   { ours: "c", base: "f", max: 1.5 },
   { ours: "d", base: "f", max: 1.5 },
   { ours: "e", base: "f", max: 1.5, note: "HTTP/1.1 vs gRPC baseline" },
-  { ours: "c", base: "a", max: 1.5, note: "issue 3: cached" },
+  { ours: "c", base: "a", max: 1.5, note: "cached" },
 ];
 
 type Run = LoadResult & { cpu?: CpuUse; round: number };
@@ -446,7 +446,7 @@ async function main(procs: Processes, cleanups: Array<() => Promise<void>>) {
   if (!settings.keepDb) cleanups.push(() => dropBenchDatabase(settings.adminUrl, settings.dbName));
   const counts = await migrateAndSeed(dbUrl);
   const expected = await expectedFor(dbUrl, BENCH_USER);
-  // Issue 3's cases (g, h, i): a user with 1,000 models and 1,000,000 usage events.
+  // The usage cases (g, h, i): a user with 1,000 models and 1,000,000 usage events.
   const usageWanted = !settings.only || settings.only.some((k) => ["g", "h", "i"].includes(k));
   const usageSeed = usageWanted ? await seedUsage(dbUrl) : undefined;
   if (usageSeed) console.log(`bench: usage data set (1,000 models, 1,000,000 events) seeded in ${usageSeed.seconds.toFixed(1)} s`);
@@ -593,7 +593,7 @@ async function main(procs: Processes, cleanups: Array<() => Promise<void>>) {
           parts: { reads: part("users-reads"), mixed: part("users-mixed") },
         })
       : undefined;
-  // Issue 4: export of a 1 GiB model over gRPC and HTTP (its own service process and database).
+  // Export of a 1 GiB model over gRPC and HTTP (its own service process and database).
   const exportBench =
     !settings.only || settings.only.includes("x")
       ? await runExportBench({

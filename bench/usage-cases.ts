@@ -1,5 +1,5 @@
 /**
- * The bench cases of issue 3, run by bench/run.ts after its own cases against the same service:
+ * The usage bench cases, run by bench/run.ts after its own cases against the same service:
  *   (g) GetVoiceModelAnalytics, warm (served from cache_voice_analytics), gRPC, h2load 50 streams;
  *   (h) GetVoiceModelAnalytics, cold (cache row deleted before each call), sequential calls;
  *   (i) RecordUsageBatch of 1,000 events, 4 calls in flight (bench/usage-load.ts process).
@@ -134,7 +134,7 @@ export async function runUsageBench(o: UsageBenchOptions): Promise<Record<string
 
     const f = (n: number, d = 0) => (Number.isFinite(n) ? n.toFixed(d) : "-");
     const noopRps = o.noop?.rps ?? NaN;
-    console.log(`\nusage (issue 3): user with ${o.seed.expected.totalModels} models and ${o.seed.expected.totalUsageCount} usage events`);
+    console.log(`\nusage: user with ${o.seed.expected.totalModels} models and ${o.seed.expected.totalUsageCount} usage events`);
     console.log(`  analytics query plan reads raw events: ${planTouchesEvents ? "YES (bad)" : "no"} (usage_totals joined to voice_models)`);
     console.log(`  (g) GetVoiceModelAnalytics warm (cached), gRPC   ${f(warm.rps).padStart(7)} req/s  p50 ${f(warm.p50Ms, 2)} ms  p99 ${f(warm.p99Ms, 2)} ms  failed ${warmFailed}  (g)/(a) ${f(warm.rps / noopRps, 2)}`);
     console.log(`  (h) GetVoiceModelAnalytics cold, sequential      p50 ${f(coldP50, 2)} ms  max ${f(coldP99, 2)} ms  (${f(1000 / coldP50)} calls/s on one stream; (h)/(a) ${f(1000 / coldP50 / noopRps, 3)})`);

@@ -1,7 +1,7 @@
 import pg from "pg";
 
 /**
- * The usage data set of issue 3: one user with 1,000 models and 1,000,000 usage events over 90
+ * The usage data set: one user with 1,000 models and 1,000,000 usage events over 90
  * days, with the lifetime totals and daily roll-ups the service keeps (built here from the events
  * in one pass, as the service would have built them event by event).
  */
