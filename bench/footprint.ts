@@ -195,11 +195,19 @@ async function manyUserCalls(s: Started, token: string): Promise<{ ok: number; f
   return { ok, failed, seconds: (performance.now() - t0) / 1000 };
 }
 
-/** The in-process cache's accounted size from /metrics. */
-async function cacheSize(s: Started): Promise<{ models: number; users: number }> {
+/** The in-process cache's accounted size, and where the process's memory is, from /metrics. */
+async function cacheSize(s: Started): Promise<{ models: number; users: number; heapTotalMb: number; heapUsedMb: number; externalMb: number }> {
   const text = await (await fetch(`http://127.0.0.1:${s.httpPort}/metrics`)).text();
   const value = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, "m").exec(text)?.[1] ?? NaN);
-  return { models: value("voice_model_in_process_cache_models"), users: value("voice_model_in_process_cache_users") };
+  const mb = (name: string) => value(name) / 2 ** 20;
+  return {
+    models: value("voice_model_in_process_cache_models"),
+    users: value("voice_model_in_process_cache_users"),
+    heapTotalMb: mb("nodejs_heap_size_total_bytes"),
+    heapUsedMb: mb("nodejs_heap_size_used_bytes"),
+    // ArrayBuffers and other memory outside the heap: PGlite's WebAssembly memory is among it.
+    externalMb: mb("nodejs_external_memory_bytes"),
+  };
 }
 
 /** A child process that loads nothing (`node -e`), or that opens the folder with a bare PGlite. */
@@ -222,7 +230,7 @@ export interface FootprintResult {
   embeddedFirst: { readyS: number; firstAnswerS: number; idle: IdleSample[] };
   embeddedRestart: { readyS: number; firstAnswerS: number; idle: IdleSample[] };
   warmStartS: number;
-  afterCalls: { calls: number; users: number; ok: number; failed: number; serverMb: number; cacheModels: number; cacheUsers: number; cacheOffMb: number };
+  afterCalls: { calls: number; users: number; ok: number; failed: number; serverMb: number; cacheModels: number; cacheUsers: number; cacheOffMb: number; heapTotalMb: number; heapUsedMb: number; externalMb: number };
   postgres?: { readyS: number; firstAnswerS: number; idle: IdleSample[] };
   postgresSkipped?: string;
 }
@@ -284,6 +292,9 @@ export async function runFootprintBench(o: FootprintOptions): Promise<FootprintR
         serverMb: afterMb,
         cacheModels: cache.models,
         cacheUsers: cache.users,
+        heapTotalMb: cache.heapTotalMb,
+        heapUsedMb: cache.heapUsedMb,
+        externalMb: cache.externalMb,
         cacheOffMb,
       },
     };
@@ -340,6 +351,9 @@ export function printFootprint(r: FootprintResult): void {
   console.log(
     `  embedded after ${a.calls} calls over ${a.users} users  server ${f(a.serverMb)} MB; the in-process cache holds ${a.cacheModels} models of ${a.cacheUsers} users` +
       ` (~${f(cacheMb(a))} MB at ${CACHE_KB_PER_MODEL} KB a model)${a.failed ? `   ${a.failed} CALLS FAILED` : ""}`,
+  );
+  console.log(
+    `    where it is                              V8 heap ${f(a.heapTotalMb)} MB committed (${f(a.heapUsedMb)} MB used); outside the heap ${f(a.externalMb)} MB (PGlite's WebAssembly memory among it)`,
   );
   console.log(`  ${"  RSS minus the cache".padEnd(43)}  server ${verdict(a.serverMb - cacheMb(a), TARGET_MB.embedded)}`);
   // Not the run above minus its cache: without it every call reads through the cache table.
