@@ -75,9 +75,12 @@ export class CallEnd {
 
   /** The client went away: whatever waits gives up, though the call was not ended by us. */
   abandon(): void {
-    const gone = new Error("the client cancelled the call");
-    for (const listener of this.listeners) listener(gone as AppError);
-    this.listeners.clear();
+    // grpc-js reports every finished call as cancelled: an Error (its stack) only when someone waits.
+    if (this.listeners.size > 0) {
+      const gone = new Error("the client cancelled the call");
+      for (const listener of this.listeners) listener(gone as AppError);
+      this.listeners.clear();
+    }
     this.done();
   }
 

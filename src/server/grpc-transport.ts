@@ -15,6 +15,7 @@ import { GrpcReplyWriter } from "./grpc-reply-writer";
 import { refuseProtoKey } from "./text-check";
 import { unimplemented, type AnyClientStream, type AnyServerStream, type AnyUnary } from "./handlers";
 import type { RequestContext } from "../rpc/service-handlers";
+import { wireEncoders } from "../rpc/voice-model-wire";
 
 /** The part of a grpc-js call every kind shares. */
 type SurfaceCall = Pick<grpc.ServerUnaryCall<unknown, unknown>, "metadata" | "getPeer" | "getDeadline"> & NodeJS.EventEmitter;
@@ -26,7 +27,11 @@ const encodedMessages = new WeakMap<object, Buffer>();
 
 function encodeOnce(schema: DescMessage, message: Message): Buffer {
   let bytes = encodedMessages.get(message);
-  if (!bytes) encodedMessages.set(message, (bytes = asBuffer(toBinary(schema, message))));
+  if (!bytes) {
+    const fast = wireEncoders.get(schema.typeName);
+    bytes = asBuffer(fast ? fast(message as never) : toBinary(schema, message));
+    encodedMessages.set(message, bytes);
+  }
   return bytes;
 }
 

@@ -110,12 +110,14 @@ export async function findModelForUpdate(trx: Tx, id: string): Promise<VoiceMode
   return row ? toRecord(row) : undefined;
 }
 
+// The hot reads (GetActiveVoiceModel, ListVoiceModels) are plain SQL: building them through
+// Objection and hydrating its model instances cost more CPU per call than the query itself.
+// The one-active partial unique index answers it (at most one row).
+const ACTIVE_SQL = `SELECT * FROM voice_models WHERE user_id = ? AND is_active = ? AND deleted_at IS NULL`;
+
 export async function findActiveModel(db: Db, userId: string): Promise<VoiceModelRecord | undefined> {
-  const row = await VoiceModelRow.query(db)
-    .where({ user_id: userId, is_active: true })
-    .whereNull("deleted_at")
-    .first();
-  return row ? toRecord(row) : undefined;
+  const { rows } = await db.raw(ACTIVE_SQL, [userId, true]);
+  return rows.length > 0 ? toRecord(rows[0] as VoiceModelRow) : undefined;
 }
 
 /** A user's live (not deleted) models, optionally of one status and without some ids. */
@@ -266,14 +268,20 @@ export interface ListFilters {
   showDeleted: boolean;
 }
 
-function filtered(db: Db, f: ListFilters) {
-  const query = VoiceModelRow.query(db).where("user_id", f.userId);
-  if (!f.showDeleted) query.whereNull("deleted_at");
-  if (f.provider !== undefined) query.where("provider", f.provider);
-  if (f.isActive !== undefined) query.where("is_active", f.isActive);
-  if (f.minQualityMillis !== undefined) query.where("quality_score", ">=", f.minQualityMillis / 1000);
-  if (f.status !== undefined) query.where("status", f.status);
-  return query;
+/** The WHERE clause of a list's filters (both its page and its count), with its bindings. */
+function listWhere(f: ListFilters): { sql: string; bindings: Array<string | number | boolean> } {
+  let sql = "user_id = ?";
+  const bindings: Array<string | number | boolean> = [f.userId];
+  const and = (condition: string, value: string | number | boolean) => {
+    sql += ` AND ${condition}`;
+    bindings.push(value);
+  };
+  if (!f.showDeleted) sql += " AND deleted_at IS NULL";
+  if (f.provider !== undefined) and("provider = ?", f.provider);
+  if (f.isActive !== undefined) and("is_active = ?", f.isActive);
+  if (f.minQualityMillis !== undefined) and("quality_score >= ?", f.minQualityMillis / 1000);
+  if (f.status !== undefined) and("status = ?", f.status);
+  return { sql, bindings };
 }
 
 export async function listModels(
@@ -281,30 +289,26 @@ export async function listModels(
   filters: ListFilters,
   page: { limit: number; offset: number; after?: ListCursor },
 ): Promise<{ models: VoiceModelRecord[]; total: number }> {
-  const rowsQuery = filtered(db, filters)
-    .orderBy([
-      { column: "is_active", order: "desc" },
-      { column: "quality_score", order: "desc" },
-      { column: "created_at", order: "desc" },
-      { column: "id", order: "desc" },
-    ])
-    .limit(page.limit)
-    .offset(page.offset);
+  const where = listWhere(filters);
+  let rowsSql = `SELECT * FROM voice_models WHERE ${where.sql}`;
+  const rowsBindings = [...where.bindings];
   if (page.after) {
     const a = page.after;
     // Every sort key is descending, so "after" is a plain row comparison.
-    rowsQuery.whereRaw("(is_active, quality_score, created_at, id) < (?, ?::numeric, ?::timestamptz, ?::uuid)", [
-      a.isActive,
-      (a.qualityMillis / 1000).toFixed(3),
-      new Date(a.createdAtMs).toISOString(),
-      a.id,
-    ]);
+    rowsSql += " AND (is_active, quality_score, created_at, id) < (?, ?::numeric, ?::timestamptz, ?::uuid)";
+    rowsBindings.push(a.isActive, (a.qualityMillis / 1000).toFixed(3), new Date(a.createdAtMs).toISOString(), a.id);
+  }
+  rowsSql += " ORDER BY is_active DESC, quality_score DESC, created_at DESC, id DESC LIMIT ?";
+  rowsBindings.push(page.limit);
+  if (page.offset > 0) {
+    rowsSql += " OFFSET ?";
+    rowsBindings.push(page.offset);
   }
   const [rows, count] = await Promise.all([
-    rowsQuery,
-    filtered(db, filters).count("* as total").first() as unknown as Promise<{ total: number }>,
+    db.raw(rowsSql, rowsBindings),
+    db.raw(`SELECT count(*) AS total FROM voice_models WHERE ${where.sql}`, where.bindings),
   ]);
-  return { models: rows.map(toRecord), total: Number(count.total) };
+  return { models: (rows.rows as VoiceModelRow[]).map(toRecord), total: Number(count.rows[0].total) };
 }
 
 /** Figures over all models, for metrics and alerts. */
