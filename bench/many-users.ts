@@ -104,7 +104,7 @@ function rssMb(pid: number | undefined): number | undefined {
 async function cacheCounters(httpPort: number): Promise<Map<string, { hits: number; misses: number }>> {
   const text = await (await fetch(`http://127.0.0.1:${httpPort}/metrics`)).text();
   const out = new Map<string, { hits: number; misses: number }>();
-  for (const m of text.matchAll(/^voice_model_cache_(hits|misses)\{cache="([^"]+)"\} (\d+)/gm)) {
+  for (const m of text.matchAll(/^voice_model_cache_(hits|misses)_total\{cache="([^"]+)"\} (\d+)/gm)) {
     const entry = out.get(m[2]) ?? { hits: 0, misses: 0 };
     entry[m[1] as "hits" | "misses"] = Number(m[3]);
     out.set(m[2], entry);
