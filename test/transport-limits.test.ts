@@ -26,10 +26,10 @@ async function metricMb(httpPort: number, name: string): Promise<number> {
   return Number(line!.split(" ").pop()) / 2 ** 20;
 }
 
-async function until(condition: () => boolean | Promise<boolean>, timeoutMs: number, what: string) {
+async function until(condition: () => boolean | Promise<boolean>, timeoutMs: number, what: string | (() => string)) {
   const deadline = Date.now() + timeoutMs;
   while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`);
+    if (Date.now() > deadline) throw new Error(`${typeof what === "string" ? what : what()}: not within ${timeoutMs} ms`);
     await sleep(50);
   }
 }
@@ -106,7 +106,17 @@ describeOnPostgres("transport limits hold against abusive clients", () => {
     for (const s of sessions) s.destroy();
     // The ended streams' buffers are garbage outside V8's heap: the server collects them itself.
     const given = Date.now();
-    await until(async () => rssMb(server.pid) < baseline * 1.3 + 30 && (await metricMb(server.httpPort, "nodejs_external_memory_bytes")) < baselineBuffers + 50, 20_000, "memory given back");
+    let rss = 0;
+    let buffers = 0;
+    await until(
+      async () => {
+        rss = rssMb(server.pid);
+        buffers = await metricMb(server.httpPort, "nodejs_external_memory_bytes");
+        return rss < baseline * 1.3 + 30 && buffers < baselineBuffers + 50;
+      },
+      20_000,
+      () => `memory given back (RSS ${rss.toFixed(0)} MB, bound ${(baseline * 1.3 + 30).toFixed(0)}; external ${buffers.toFixed(0)} MB, bound ${(baselineBuffers + 50).toFixed(0)})`,
+    );
     const after = rssMb(server.pid);
     console.log(
       `stalled readers: baseline ${baseline.toFixed(0)} MB, with 200 stalled streams ${peak.toFixed(0)} MB, ${after.toFixed(0)} MB ${Date.now() - given} ms after they ended; well-behaved worst ${latency.toFixed(0)} ms, all ended after ${endedAfter} ms`,

@@ -51,7 +51,7 @@ export async function bindListeners(options: ListenerOptions): Promise<Listeners
     grpcServer.bindAsync(`${config.host}:${config.grpcPort}`, grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))),
   );
   limitGrpcSessions(grpcServer, { maxConnections: t.maxConnections, maxResetsPerSecond: t.grpcMaxResetsPerSecond });
-  const reclaim = startMemoryReclaim({ thresholdBytes: t.memoryReclaimMb * 2 ** 20, intervalMs: 2_000, endedCalls: () => registry.ended, log });
+  const reclaim = startMemoryReclaim({ thresholdBytes: t.memoryReclaimMb * 2 ** 20, intervalMs: 2_000, endedCalls: () => registry.ended, callsInFlight: () => registry.size, log });
 
   const httpHandler = createHttpHandler({
     ...options.http,

@@ -9,6 +9,8 @@ export interface MemoryReclaimOptions {
   intervalMs: number;
   /** Calls ended so far (a count that only grows). */
   endedCalls: () => number;
+  /** Calls in flight now. */
+  callsInFlight: () => number;
   log: Logger;
 }
 
@@ -24,7 +26,9 @@ const MAX_SPACING_MS = 60_000;
  * So a full collection (10-70 ms here) runs when buffer memory has grown by `thresholdBytes` since
  * the last one, or stands that far above the lowest level a collection left while calls have
  * ended since (their buffers may be garbage). One that frees little doubles the wait before the
- * next, so streams that are alive and well do not make it run again and again.
+ * next, so streams that are alive and well do not make it run again and again. That wait does not
+ * hold once no call is in flight: then buffers above the floor are garbage or held for good, so
+ * one collection runs at once and what it leaves becomes the floor.
  */
 export function startMemoryReclaim(options: MemoryReclaimOptions): { stop(): void } {
   const collect = fullCollection();
@@ -33,6 +37,7 @@ export function startMemoryReclaim(options: MemoryReclaimOptions): { stop(): voi
   let after = process.memoryUsage().arrayBuffers;
   let floor = after;
   let before: number | undefined;
+  let collectedIdle = false;
   let endedAtLast = options.endedCalls();
   let spacingMs = MIN_SPACING_MS;
   let nextAllowed = 0;
@@ -42,19 +47,22 @@ export function startMemoryReclaim(options: MemoryReclaimOptions): { stop(): voi
       // Buffers are freed after the collection itself: what it left shows a turn later.
       spacingMs = before - level >= thresholdBytes / 2 ? MIN_SPACING_MS : Math.min(spacingMs * 2, MAX_SPACING_MS);
       after = level;
-      floor = Math.min(floor, level);
+      floor = collectedIdle ? level : Math.min(floor, level);
       before = undefined;
       return;
     }
     after = Math.min(after, level);
     const now = Date.now();
-    if (now < nextAllowed) return;
     const ended = options.endedCalls();
-    if (level - after < thresholdBytes && !(ended > endedAtLast && level - floor >= thresholdBytes)) return;
+    const idle = options.callsInFlight() === 0;
+    const garbageLikely = ended > endedAtLast && level - floor >= thresholdBytes;
+    const due = (idle && garbageLikely) || (now >= nextAllowed && (garbageLikely || level - after >= thresholdBytes));
+    if (!due) return;
     const started = performance.now();
     collect();
     options.log.info({ arrayBuffersMb: Math.round(level / 2 ** 20), pauseMs: Math.round(performance.now() - started) }, "full garbage collection: buffer memory grew");
     before = level;
+    collectedIdle = idle;
     endedAtLast = ended;
     nextAllowed = now + spacingMs;
   }, options.intervalMs);
