@@ -14,6 +14,16 @@ export const ErrorCodes = {
   /** A usage event idempotency key reused with a different payload. */
   IDEMPOTENCY_KEY_REUSED: Code.AlreadyExists,
   ETAG_MISMATCH: Code.Aborted,
+  /** RollbackActiveModel's expected_active_model_id is not the active model (a racing change won). */
+  ACTIVE_MODEL_CHANGED: Code.Aborted,
+  /** No activation history entry with that id for the user. */
+  HISTORY_ENTRY_NOT_FOUND: Code.NotFound,
+  /** The activation history holds no earlier model to make active. */
+  NOTHING_TO_ROLL_BACK: Code.FailedPrecondition,
+  /** The rollback's model is soft-deleted (UndeleteVoiceModel brings it back). */
+  ROLLBACK_TARGET_DELETED: Code.FailedPrecondition,
+  /** The rollback's model was purged or is no longer the user's. */
+  ROLLBACK_TARGET_GONE: Code.FailedPrecondition,
   /** Sharing is switched off by configuration (SHARING_ENABLED=false). */
   SHARING_DISABLED: Code.FailedPrecondition,
   /** No backup with that id or path for the user. */

@@ -140,6 +140,11 @@ const BY_CODE: Record<ErrorCode, ErrorCase[] | HttpCase | CoveredElsewhere | Bug
       },
     },
   ],
+  ACTIVE_MODEL_CHANGED: { coveredBy: "activation-history.test.ts" },
+  HISTORY_ENTRY_NOT_FOUND: { coveredBy: "activation-history.test.ts" },
+  NOTHING_TO_ROLL_BACK: { coveredBy: "activation-history.test.ts" },
+  ROLLBACK_TARGET_DELETED: { coveredBy: "activation-history.test.ts" },
+  ROLLBACK_TARGET_GONE: { coveredBy: "activation-history.test.ts" },
   SHARING_DISABLED: { coveredBy: "governance/sharing.test.ts" },
   BACKUP_NOT_FOUND: [
     {

@@ -20,6 +20,7 @@ import { SelectionService } from "../usage/selection";
 import { UsageService } from "../usage/usage-service";
 import { UserErasure } from "../user-data/user-erasure";
 import { NO_SHARES, SharedAccess } from "../voice-models/access";
+import { ActivationHistoryService } from "../voice-models/activation-history-service";
 import { VoiceModelService } from "../voice-models/voice-model-service";
 
 /** Every room of the domain, wired to its stores and to the change listeners of the others. */
@@ -41,6 +42,7 @@ export function buildDomain({ config, db, log }: { config: Readonly<Config>; db:
   models.onChange(auditModelChanges);
   models.onChange(endSharesOfDeletedModels);
   models.onChange(metrics.onModelChanges);
+  const history = new ActivationHistoryService(db.knex, models, pageTokens);
   const cleanup = new CleanupService(db.knex, governance.cleanup, metrics, (actor, fn) => models.write(actor, fn));
   const usage = new UsageService(db.knex, caches, { ...config.usage, ...config.cache }, models.access);
 
@@ -75,7 +77,7 @@ export function buildDomain({ config, db, log }: { config: Readonly<Config>; db:
   const erasure = new UserErasure(db.knex, models, blobs, log);
   const sharing = new SharingService(db.knex, governance.sharingEnabled, pageTokens);
   const selection = new SelectionService(db.knex, models, caches.modelReads);
-  return { metrics, caches, pageTokens, models, cleanup, usage, blobs, storageHealth, mover, keyProvider, files, retention, backups, erasure, sharing, selection };
+  return { metrics, caches, pageTokens, models, history, cleanup, usage, blobs, storageHealth, mover, keyProvider, files, retention, backups, erasure, sharing, selection };
 }
 
 export type Domain = ReturnType<typeof buildDomain>;

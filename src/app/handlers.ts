@@ -1,5 +1,6 @@
 import type { Knex } from "knex";
 import type { GovernanceConfig } from "../config";
+import { activationHistoryHandlers } from "../rpc/activation-history-handlers";
 import { backupHandlers } from "../rpc/backup-handlers";
 import { fileRouteHandlers, type FileRouteHandlers } from "../rpc/file-route-handlers";
 import { governanceHandlers } from "../rpc/governance-handlers";
@@ -10,7 +11,7 @@ import type { Domain } from "./domain";
 
 /** Every RPC's handler, each room's part once, and the file routes' handlers over the served RPCs. */
 export function buildHandlers(domain: Domain, options: { knex: Knex; governance: GovernanceConfig; instanceId: string }) {
-  const { models, files, retention, backups, erasure, usage, selection, sharing, cleanup, pageTokens } = domain;
+  const { models, history, files, retention, backups, erasure, usage, selection, sharing, cleanup, pageTokens } = domain;
   // Usage stats as an export header carries them.
   const usageOf: UsageLookup = async (actor, modelId) => {
     const stats = await usage.stats(actor, { modelId } as Parameters<typeof usage.stats>[1]);
@@ -18,6 +19,7 @@ export function buildHandlers(domain: Domain, options: { knex: Knex; governance:
   };
   const handlers: VoiceModelHandlers = {
     ...voiceModelHandlers(models),
+    ...activationHistoryHandlers(history),
     ...modelFileHandlers(files, retention, usageOf),
     ...backupHandlers(backups, erasure),
     ...usageHandlers(usage, selection),

@@ -11,7 +11,7 @@ import { checkKey, InvalidBlobKeyError } from "../storage/blob-store";
 import { CorruptObjectError } from "../storage/sealed-format";
 import type { SealedObject } from "../storage/sealed-store";
 import * as activation from "../voice-models/activation";
-import type { Actor, ChangeLog } from "../voice-models/model-events";
+import { isLiveActive, type Actor, type ChangeLog } from "../voice-models/model-events";
 import { rankModels } from "../voice-models/ranking";
 import * as modelRepo from "../voice-models/repository";
 import * as valid from "../voice-models/validation";
@@ -332,7 +332,10 @@ export class BackupService {
         if (previous && !current.deletedAt) await files.addLiveRefs(trx, previous, -1);
         // The backup's file, if any, is attached below.
         model = await modelRepo.patchModel(trx, log, current.id, { ...fields, fileId: null });
-        if (current.isActive && !model.isActive) log.add("deactivated", model);
+        if (isLiveActive(current) && !isLiveActive(model)) {
+          log.add("deactivated", model);
+          log.activationChanged({ userId, fromModelId: current.id, toModelId: undefined, reason: "restored" });
+        }
         overwritten++;
       } else {
         model = await modelRepo.insertModel(trx, log, {
@@ -362,7 +365,7 @@ export class BackupService {
     if (req.activateRestored) {
       // The best restored model by the one ranking (no criteria), made active by the activation rule.
       const best = rankModels(touched.map((model) => ({ model, averageLatency: undefined })), {}).ranked[0]?.model;
-      if (best && !best.isActive) await activation.makeActive(trx, log, best);
+      if (best && !best.isActive) await activation.makeActive(trx, log, best, "restored");
     }
     const active = await modelRepo.findActiveModel(trx, userId);
     return { restored, skipped, overwritten, activeModelId: active?.id };

@@ -60,5 +60,8 @@ export const CALL_POLICY = {
   listBackups: PLAIN,
   restoreBackup: { rateLimit: "backup", audit: "backup.restored" },
   deleteUserData: PLAIN,
+  listActivationHistory: PLAIN,
+  // A write of the active model, limited like other updates.
+  rollbackActiveModel: { rateLimit: "update" },
   downloadBackup: { audit: "backup.read" },
 } as const satisfies Record<CallName, CallPolicy>;

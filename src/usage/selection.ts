@@ -94,7 +94,7 @@ export class SelectionService {
       const candidates = await liveCandidates(trx, userId);
       const best = rankModels(candidates, criteria).ranked[0];
       if (!best || best.model.isActive) return explainSelection(candidates, criteria, false);
-      const activated = await activation.makeActive(trx, log, best.model);
+      const activated = await activation.makeActive(trx, log, best.model, "selected");
       return { ...explainSelection(candidates, criteria, true), model: activated };
     });
   }

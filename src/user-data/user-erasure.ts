@@ -10,6 +10,7 @@ import { deleteModelRows } from "../model-files/retention";
 import type { BlobStore } from "../storage/blob-store";
 import type { Actor } from "../voice-models/model-events";
 import { isUserId } from "../auth/user-id";
+import * as history from "../voice-models/activation-history";
 import * as modelRepo from "../voice-models/repository";
 import type { VoiceModelService } from "../voice-models/voice-model-service";
 
@@ -70,13 +71,17 @@ export class UserErasure {
     await this.models.writeForUser(actor, userId, async (trx, log) => {
       // Tell the listeners (caches, shares, audit, file references) the live models go.
       const live = await modelRepo.liveModels(trx, userId, { forUpdate: true });
-      for (const model of live) await modelRepo.patchModel(trx, log, model.id, { isActive: false, deletedAt: new Date() }, "deleted");
+      for (const model of live) {
+        await modelRepo.patchModel(trx, log, model.id, { isActive: false, deletedAt: new Date() }, "deleted");
+        if (model.isActive) log.activationChanged({ userId, fromModelId: model.id, toModelId: undefined, reason: "account_deleted" });
+      }
       await trx("user_tombstones").insert({ user_hash: hash, user_id: userId, status: "purging", requested_by_hash: userHash(actor.caller.userId) });
       await this.recordKeys(trx, userId, hash);
       const all = await modelRepo.userModels(trx, userId, { includeDeleted: true });
       await deleteModelRows(trx, log, all.map((m) => m.id));
       await files.deleteFilesOfUser(trx, userId);
       await backups.deleteBackupsOfUser(trx, userId);
+      await history.eraseHistoryOfUser(trx, log, userId);
       for (const [table, column] of USER_ROW_TABLES) {
         if (await trx.schema.hasTable(table)) await trx(table).where(column, userId).delete();
       }

@@ -16,7 +16,45 @@ export interface ModelChange {
   kind: ModelChangeKind;
   /** The model after the change. */
   model: VoiceModelRecord;
+  /**
+   * Whether the model was its user's active model before the change, set by the repository's
+   * writes that can change it (undefined: the write could not). The history guard reads it.
+   */
+  wasActive?: boolean;
 }
+
+/** Why a user's active model changed: the closed list documented in activation_history.proto. */
+export const ACTIVATION_REASONS = [
+  "first_model",
+  "high_quality",
+  "activated",
+  "deactivated",
+  "selected",
+  "model_deleted",
+  "model_not_completed",
+  "restored",
+  "rollback",
+  "account_deleted",
+  "migrated",
+] as const;
+export type ActivationReason = (typeof ACTIVATION_REASONS)[number];
+
+/** One change of a user's active model, as the activation history records it. */
+export interface ActivationChange {
+  userId: string;
+  /** The model active before; undefined when none was. */
+  fromModelId: string | undefined;
+  /** The model active after; undefined when none is. */
+  toModelId: string | undefined;
+  reason: ActivationReason;
+  /** For rollbacks: the history entry this one undid. */
+  undoneEntryId?: string;
+  /** Set once the history row is written (its id). */
+  entryId?: string;
+}
+
+/** Whether a model counts as its user's active one (the one-active index's condition). */
+export const isLiveActive = (model: Pick<VoiceModelRecord, "isActive" | "deletedAt">) => model.isActive && !model.deletedAt;
 
 /**
  * Runs inside the writing transaction, after the domain's own rows changed and before commit:
@@ -31,19 +69,59 @@ export type ModelChangeListener = (trx: Tx, changes: readonly ModelChange[], act
  */
 export class ChangeLog {
   readonly changes: ModelChange[] = [];
+  /** The active-model changes of the transaction, one history row each. */
+  readonly activations: ActivationChange[] = [];
+  /** Models some activation change of this transaction names (what the history guard checks). */
+  private readonly recorded = new Set<string>();
+  /** Users whose history this transaction erases (DeleteUserData): no row is written for them. */
+  readonly erasedHistory = new Set<string>();
 
-  add(kind: ModelChangeKind, model: VoiceModelRecord): VoiceModelRecord {
+  add(kind: ModelChangeKind, model: VoiceModelRecord, wasActive?: boolean): VoiceModelRecord {
     // A second update of a model this transaction already created or updated (its file attached
     // after the insert) refreshes that change rather than counting as another.
     if (kind === "updated") {
       const earlier = this.changes.find((c) => c.model.id === model.id && (c.kind === "created" || c.kind === "updated"));
       if (earlier) {
         earlier.model = model;
+        earlier.wasActive ??= wasActive;
         return model;
       }
     }
-    this.changes.push({ kind, model });
+    this.changes.push(wasActive === undefined ? { kind, model } : { kind, model, wasActive });
     return model;
+  }
+
+  /**
+   * Records a change of a user's active model. A change that continues the user's previous one
+   * of the same reason in this transaction (a restore deactivating one model, then activating
+   * another) joins it, so one transaction's change is one history row.
+   */
+  activationChanged(change: ActivationChange): ActivationChange | undefined {
+    if (change.fromModelId) this.recorded.add(change.fromModelId);
+    if (change.toModelId) this.recorded.add(change.toModelId);
+    const last = this.activations.findLast((a) => a.userId === change.userId);
+    if (last && last.reason === change.reason && last.toModelId === change.fromModelId && !change.undoneEntryId) {
+      last.toModelId = change.toModelId;
+      // Back where it started: the active model did not change after all.
+      if (last.fromModelId === last.toModelId) this.activations.splice(this.activations.indexOf(last), 1);
+      return last;
+    }
+    if (change.fromModelId === change.toModelId) return undefined;
+    this.activations.push(change);
+    return change;
+  }
+
+  /**
+   * The history guard: every model whose active state this transaction flipped must be named by
+   * an activation change, so no write can change the active model without a history row.
+   */
+  unrecordedActivations(): ModelChange[] {
+    return this.changes.filter((c) => {
+      const activeNow = c.kind !== "purged" && isLiveActive(c.model);
+      const before = c.kind === "purged" ? isLiveActive(c.model) : c.wasActive;
+      const flipped = c.kind === "activated" || c.kind === "deactivated" || (before !== undefined && before !== activeNow);
+      return flipped && !this.recorded.has(c.model.id);
+    });
   }
 }
 

@@ -198,7 +198,7 @@ export async function forgetOwner(trx: Tx, userId: string): Promise<void> {
 
 /** Inserts a model; recorded as "created". */
 export async function insertModel(trx: Tx, log: ChangeLog, model: NewModel): Promise<VoiceModelRecord> {
-  return log.add("created", toRecord(await VoiceModelRow.query(trx).insertAndFetch(toColumns(model))));
+  return log.add("created", toRecord(await VoiceModelRow.query(trx).insertAndFetch(toColumns(model))), false);
 }
 
 /**
@@ -206,12 +206,15 @@ export async function insertModel(trx: Tx, log: ChangeLog, model: NewModel): Pro
  * the write means: "deleted" for a soft delete, "activated", ...).
  */
 export async function patchModel(trx: Tx, log: ChangeLog, id: string, patch: ModelPatch, kind: ModelChangeKind = "updated"): Promise<VoiceModelRecord> {
+  // A patch that can change which model is active notes whether this one was (the history guard).
+  const mayChangeActive = patch.isActive !== undefined || patch.deletedAt !== undefined;
+  const before = mayChangeActive ? await trx("voice_models").where({ id }).first("is_active", "deleted_at") : undefined;
   const row = await VoiceModelRow.query(trx).patchAndFetchById(id, {
     ...toColumns(patch),
     version: VoiceModelRow.raw("version + 1") as unknown as number,
     updated_at: VoiceModelRow.raw("now()") as unknown as Date,
   });
-  return log.add(kind, toRecord(row));
+  return log.add(kind, toRecord(row), before ? before.is_active && !before.deleted_at : undefined);
 }
 
 /** An SQL condition on the alias `v` (voice_models) with its bindings. */
@@ -249,7 +252,7 @@ export async function softDeleteWhere(trx: Tx, log: ChangeLog, cond: ModelCondit
      RETURNING m.*`,
     [...cond.bindings, limit],
   );
-  return (rows as VoiceModelRow[]).map((row) => log.add("deleted", toRecord(row)));
+  return (rows as VoiceModelRow[]).map((row) => log.add("deleted", toRecord(row), row.is_active));
 }
 
 /** Removes model rows for good (rows referring to them must be gone); each recorded as "purged". */

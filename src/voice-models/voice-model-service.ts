@@ -9,6 +9,7 @@ import { inTransaction, type Tx } from "../db/transaction";
 import { accessDenied, AppError, invalidArgument, modelNotFound } from "../errors";
 import { assertCanWrite, SharedAccess } from "./access";
 import * as activation from "./activation";
+import * as history from "./activation-history";
 import { DEFAULT_SAMPLE_RATE } from "./constants";
 import type { PageTokens } from "../paging/page-token";
 import { decodePageToken, encodePageToken } from "./paging";
@@ -138,7 +139,7 @@ export class VoiceModelService {
       const becomesCompleted = changes.status === "completed" && model.status !== "completed";
       if (leavesCompleted && model.isActive) changes.isActive = false;
       const updated = await repo.patchModel(trx, log, modelId, changes);
-      if (leavesCompleted && model.isActive) await activation.replaceActive(trx, log, updated);
+      if (leavesCompleted && model.isActive) await activation.replaceActive(trx, log, updated, "model_not_completed");
       if (becomesCompleted) return activation.onCompleted(trx, log, updated);
       return updated;
     });
@@ -149,7 +150,7 @@ export class VoiceModelService {
     return this.writeLocked(actor, modelId, async (trx, log, model) => {
       const deleted = await repo.patchModel(trx, log, modelId, { isActive: false, deletedAt: new Date() }, "deleted");
       const active = model.isActive
-        ? await activation.replaceActive(trx, log, deleted)
+        ? await activation.replaceActive(trx, log, deleted, "model_deleted")
         : await repo.findActiveModel(trx, model.userId);
       return { model: deleted, activeModelId: active?.id };
     });
@@ -164,14 +165,14 @@ export class VoiceModelService {
         });
       }
       if (model.isActive) throw new AppError("ALREADY_ACTIVE", `voice model ${modelId} is already active`, { modelId });
-      return activation.makeActive(trx, log, model);
+      return activation.makeActive(trx, log, model, "activated");
     });
   }
 
   async deactivate(actor: Actor, id: string): Promise<VoiceModelRecord> {
     const modelId = valid.modelId(id);
     return this.writeLocked(actor, modelId, async (trx, log, model) =>
-      model.isActive ? repo.patchModel(trx, log, modelId, { isActive: false }, "deactivated") : model,
+      model.isActive ? activation.deactivate(trx, log, model, "deactivated") : model,
     );
   }
 
@@ -189,13 +190,16 @@ export class VoiceModelService {
 
   /**
    * One writing transaction: the changes fn's repository writes log go to the listeners before
-   * commit. Other rooms use it directly for writes that change no activation (the purge, the
-   * cleanup's batches); writes that may, go through writeForUser.
+   * commit, and its activation changes to the activation history (which refuses, as INTERNAL, a
+   * transaction that changed the active model without recording why). Other rooms use it
+   * directly for writes that change no activation (the purge, the cleanup's batches); writes
+   * that may, go through writeForUser.
    */
   write<T>(actor: Actor, fn: (trx: Tx, log: ChangeLog) => Promise<T>): Promise<T> {
     return inTransaction(this.knex, async (trx) => {
       const log = new ChangeLog();
       const result = await fn(trx, log);
+      await history.writeHistory(trx, log, actor);
       if (log.changes.length > 0) for (const listener of this.listeners) await listener(trx, log.changes, actor);
       return result;
     });
