@@ -15,7 +15,7 @@ function kindOf(field: DescField): "uuid" | "user" | "free" | undefined {
   // Chosen by the caller, never parsed: the training job's own id.
   if (name === "training_job_id") return "free";
   if (/(^|_)(user_id|user_ids|owner_id)$/.test(name)) return "user";
-  if (name === "id" || /(^|_)(model_id|model_ids|backup_id)$/.test(name)) return "uuid";
+  if (name === "id" || /(^|_)(model_id|model_ids|backup_id|entry_id)$/.test(name)) return "uuid";
   return /(_id|_ids)$/.test(name) ? undefined : "free";
 }
 
@@ -101,6 +101,8 @@ const BASES: Partial<Record<MethodName, Base>> = {
   listBackups: { request: () => ({}) },
   restoreBackup: { request: (ctx) => ({ backupPath: `backups/${ctx.me.userId}/x.vmb` }) },
   deleteUserData: { caller: "admin", request: (ctx) => ({ userId: ctx.me.userId }) },
+  listActivationHistory: { request: () => ({}) },
+  rollbackActiveModel: { request: () => ({}) },
 };
 
 /** A copy of a plain request with the field at `path` set to `value` (appended to a list). */

@@ -160,6 +160,23 @@ const SPECS: Record<MethodName, SecuritySpec> = {
     ],
     withoutUserId: { backupPath: "backups/someone/x.vmb" },
   },
+  listActivationHistory: {
+    own: async () => ({}),
+    crossUser: async ({ other }) => [{ request: { userId: other.userId }, field: "userId" }],
+    withoutUserId: {},
+  },
+  rollbackActiveModel: {
+    // A change to roll back first: a fresh model made active.
+    own: async ({ me, myModel }) => {
+      await me.grpc.activateVoiceModel(byId((await myModel()).id));
+      return {};
+    },
+    crossUser: async ({ other }) => [
+      { request: { userId: other.userId }, field: "userId" },
+      { request: { userId: other.userId, expectedActiveModelId: "" }, field: "userId" },
+    ],
+    withoutUserId: {},
+  },
   deleteUserData: {
     privilegedOnly: true,
     own: async ({ me }) => ({ userId: me.userId }),
