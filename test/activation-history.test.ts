@@ -6,6 +6,11 @@ import type { ActivationHistoryEntry } from "../gen/voicemodel/v1/activation_his
 import { openDatabase, type Database } from "../src/db/connection";
 import { migrateToLatest } from "../src/db/migrate";
 import { migrationSource } from "../src/db/migrations";
+import { PageTokens } from "../src/paging/page-token";
+import { NO_SHARES, SharedAccess } from "../src/voice-models/access";
+import type { Actor as ChangeActor } from "../src/voice-models/model-events";
+import * as repo from "../src/voice-models/repository";
+import { VoiceModelService } from "../src/voice-models/voice-model-service";
 import { createPostgresDatabase } from "./helpers/database";
 import { TEST_DB } from "./helpers/env";
 import { expectRpcError } from "./helpers/expect-error";
@@ -390,5 +395,48 @@ describe(`migration 005 on ${TEST_DB}`, () => {
     } finally {
       await migrated.close();
     }
+  });
+});
+
+// No RPC can provoke the guard (every write records its change): this drives the service's write
+// directly, on the test server's database, as a future write that forgot the history would.
+describe("the history guard", () => {
+  const models = () =>
+    new VoiceModelService(server().db.knex, {
+      pageTokens: new PageTokens(() => [Buffer.alloc(32, 7)]),
+      reads: { model: (_id, load) => load(), active: (_id, load) => load(), list: (_id, _key, load) => load() },
+      access: new SharedAccess(NO_SHARES),
+    });
+
+  test.each([
+    ["a deactivation", { isActive: false }, "deactivated"],
+    ["a soft delete of the active model", { isActive: false, deletedAt: new Date() }, "deleted"],
+    ["a change recorded as a plain update", { isActive: false }, "updated"],
+  ] as const)("%s with no history record is INTERNAL and changes nothing", async (_name, patch, kind) => {
+    const alice = await server().actor();
+    const a = await createModel(alice);
+    const actor = { caller: { userId: alice.userId, roles: ["user"], privileged: false }, requestId: "guard", clientAddress: "127.0.0.1" } as unknown as ChangeActor;
+    const write = models().write(actor, async (trx, log) => {
+      await repo.lockOwner(trx, alice.userId);
+      return repo.patchModel(trx, log, a.id, patch, kind);
+    });
+    await expect(write).rejects.toMatchObject({ code: "INTERNAL", message: expect.stringContaining(a.id) });
+    expect(await activeId(alice)).toBe(a.id);
+    expect(await historyOf(alice)).toHaveLength(1);
+  });
+
+  test("an activation with no history record is INTERNAL", async () => {
+    const alice = await server().actor();
+    const a = await createModel(alice);
+    const b = await createModel(alice, { qualityScore: 0.1 });
+    const actor = { caller: { userId: alice.userId, roles: ["user"], privileged: false }, requestId: "guard", clientAddress: "127.0.0.1" } as unknown as ChangeActor;
+    const write = models().write(actor, async (trx, log) => {
+      await repo.lockOwner(trx, alice.userId);
+      await repo.patchModel(trx, log, a.id, { isActive: false });
+      log.activationChanged({ userId: alice.userId, fromModelId: a.id, toModelId: undefined, reason: "deactivated" });
+      return repo.patchModel(trx, log, b.id, { isActive: true });
+    });
+    await expect(write).rejects.toMatchObject({ code: "INTERNAL", message: expect.stringContaining(b.id) });
+    expect(await activeId(alice)).toBe(a.id);
   });
 });
