@@ -59,7 +59,7 @@ export type ErrorCode = keyof typeof ErrorCodes;
  * ends with one gives its slot back ("a call counts once it has passed authentication and
  * validation").
  */
-export const NOT_COUNTED_ERRORS: readonly ErrorCode[] = ["INVALID_ARGUMENT", "ACCESS_DENIED", "VOICE_MODEL_NOT_FOUND", "UNAUTHENTICATED", "SHARING_DISABLED"];
+export const NOT_COUNTED_ERRORS: readonly ErrorCode[] = ["INVALID_ARGUMENT", "ACCESS_DENIED", "VOICE_MODEL_NOT_FOUND", "HISTORY_ENTRY_NOT_FOUND", "UNAUTHENTICATED", "SHARING_DISABLED"];
 
 export const ERROR_DOMAIN = "voicemodel.v1";
 

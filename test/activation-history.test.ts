@@ -112,6 +112,22 @@ describe("a history row for every change of the active model", () => {
     ]);
   });
 
+  test("a restore that overwrites the active model with a version that is not completed: one row to none", async () => {
+    const training = await server().serviceActor();
+    const userId = uniqueUser();
+    const a = await createModel(training, { userId, status: "pending" });
+    const made = await server().call("grpc", "createBackup", { userId }, training.token);
+    const backupPath = (made.message as Array<{ backup?: { backupPath: string } }>).pop()!.backup!.backupPath;
+    await training.grpc.updateVoiceModel({ modelId: a.id, status: "completed" });
+    const restored = await server().call("grpc", "restoreBackup", { userId, backupPath, overwriteExisting: true }, training.token);
+    expect(restored.code).toBe(0);
+    expect(restored.message.activeModelId).toBeUndefined();
+    expect(await changes(training, userId)).toEqual([
+      [u, a.id, "first_model"],
+      [a.id, u, "restored"],
+    ]);
+  });
+
   test("DeleteUserData erases the user's history in its transaction; others keep theirs", async () => {
     const admin = await server().adminActor();
     const alice = await server().actor();
