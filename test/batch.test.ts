@@ -197,6 +197,13 @@ describe.each(TRANSPORTS)("over %s", (transport) => {
     expect(batched[2]).toEqual({ error: { code: "PermissionDenied", reason: "ACCESS_DENIED", field: "status", modelId: "m0" } });
     expect(await stateOf(a.userId, namesA)).toEqual(await stateOf(b.userId, namesB));
     expect((await admin.grpc.getVoiceModel({ modelId: foreign.id })).message.model).toEqual(before);
+    // Refused items are audited as refused single calls are: one access.denied event each.
+    const audit = await admin.grpc.listAuditEvents({ userId: a.userId, action: "access.denied", limit: 10 });
+    const events = audit.message.events.filter((e) => e.requestId === batch.requestId);
+    expect(events.map((e) => [e.modelId, e.resultCode]).sort()).toEqual([
+      [foreign.id, "ACCESS_DENIED"],
+      [modelsA[0].id, "ACCESS_DENIED"],
+    ].sort());
   });
 
   test("BatchDeleteVoiceModels: every item as its single call; the active model's successor; a repeated id is not found", async () => {

@@ -153,11 +153,7 @@ export class VoiceModelService {
    * or all in one (allOrNothing: the first refused item fails the whole, nothing is written).
    */
   async batchUpdate(actor: Actor, items: readonly UpdateVoiceModelRequest[], allOrNothing: boolean): Promise<ItemOutcome<VoiceModelRecord>[]> {
-    batchModelIds(
-      items.map((item) => item.modelId),
-      "items",
-      "modelId",
-    );
+    batchModelIds(items.map((item) => item.modelId), "items", "modelId");
     if (!allOrNothing) return eachItem(items, (item) => this.update(actor, item));
     return this.write(actor, (trx, log) => allItems(items, (item) => this.applyUpdate(trx, log, actor, updatePlan(actor.caller, item))));
   }
