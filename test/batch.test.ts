@@ -200,10 +200,13 @@ describe.each(TRANSPORTS)("over %s", (transport) => {
     // Refused items are audited as refused single calls are: one access.denied event each.
     const audit = await admin.grpc.listAuditEvents({ userId: a.userId, action: "access.denied", limit: 10 });
     const events = audit.message.events.filter((e) => e.requestId === batch.requestId);
-    expect(events.map((e) => [e.modelId, e.resultCode]).sort()).toEqual([
-      [foreign.id, "ACCESS_DENIED"],
-      [modelsA[0].id, "ACCESS_DENIED"],
-    ].sort());
+    expect(events.map((e) => [e.modelId, e.resultCode, e.details?.itemIndex]).sort()).toEqual(
+      [
+        [foreign.id, "ACCESS_DENIED", 1],
+        [modelsA[0].id, "ACCESS_DENIED", 2],
+      ].sort(),
+    );
+    expect(events.find((e) => e.modelId === modelsA[0].id)!.details!.message).toMatch(/only the service and admin roles may change status/);
   });
 
   test("BatchDeleteVoiceModels: every item as its single call; the active model's successor; a repeated id is not found", async () => {
@@ -327,6 +330,34 @@ describe.each(TRANSPORTS)("over %s", (transport) => {
       expect(outcome.errorInfo!.metadata.itemIndex).toBe(String(index));
       expect(await stateOf(a.userId, names)).toEqual(before);
     }
+  });
+
+  test("concurrent batches on the same models: each model deleted once, never two active", async () => {
+    const a = await server().actor(uniqueUser("race"));
+    const m: VoiceModel[] = [];
+    for (let i = 0; i < 8; i++) m.push(await createModel(a, { qualityScore: 0.5 + i * 0.05 }));
+    const ids = m.map((x) => x.id);
+    const calls = [
+      server().call(transport, "batchDeleteVoiceModels", { modelIds: [ids[7], ids[6], ids[5]], allOrNothing: true }, a.token),
+      server().call(transport, "batchDeleteVoiceModels", { modelIds: [ids[5], ids[4], ids[7]] }, a.token),
+      server().call(transport, "batchDeleteVoiceModels", { modelIds: [ids[3], ids[6]], allOrNothing: true }, a.token),
+      server().call(transport, "batchUpdateVoiceModels", { items: ids.map((modelId) => ({ modelId, status: "completed" })) }, service.token),
+    ];
+    const outcomes = await Promise.all(calls);
+    // Every id's deletes across the batches: exactly one succeeded when any batch deleted it.
+    const deletedBy = new Map<string, number>();
+    for (const outcome of outcomes.slice(0, 3)) {
+      if (outcome.code !== 0) continue;
+      for (const r of outcome.message.results as ItemResult[]) {
+        if (r.result.case === "model") deletedBy.set(r.result.value.id, (deletedBy.get(r.result.value.id) ?? 0) + 1);
+      }
+    }
+    expect([...deletedBy.values()].every((n) => n === 1)).toBe(true);
+    const { message } = await admin.grpc.listVoiceModels({ userId: a.userId, showDeleted: true, limit: 100 });
+    const deleted = message.models.filter((x) => x.deletedAt !== undefined).map((x) => x.id);
+    expect(deleted.sort()).toEqual([...deletedBy.keys()].sort());
+    const live = message.models.filter((x) => x.deletedAt === undefined);
+    expect(live.filter((x) => x.isActive).length).toBe(live.length > 0 ? 1 : 0);
   });
 
   test("1 to 100 items: 100 are served, 0 and 101 are INVALID_ARGUMENT naming the list, and change nothing", async () => {

@@ -42,11 +42,18 @@ export function batchHandlers(models: VoiceModelService): Pick<VoiceModelHandler
 
 type BatchReply = { results?: Array<{ result?: { case?: string; value?: unknown } }> };
 
-/** The ErrorInfo of each item of a batch reply that failed, by position (undefined: it succeeded). */
-export function itemErrors(reply: unknown): Array<ErrorInfo | undefined> {
+/** A failed item of a batch reply: its ErrorInfo and message, as its single call would have failed. */
+export interface ItemError {
+  info: ErrorInfo;
+  message: string;
+}
+
+/** Each item of a batch reply that failed, by position (undefined: it succeeded). */
+export function itemErrors(reply: unknown): Array<ItemError | undefined> {
   return ((reply as BatchReply).results ?? []).map(({ result }) => {
     if (result?.case !== "error") return undefined;
-    const detail = (result.value as Status).details[0];
-    return detail ? anyUnpack(detail, ErrorInfoSchema) : undefined;
+    const status = result.value as Status;
+    const info = status.details[0] ? anyUnpack(status.details[0], ErrorInfoSchema) : undefined;
+    return info ? { info, message: status.message } : undefined;
   });
 }

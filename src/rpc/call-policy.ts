@@ -1,8 +1,7 @@
-import type { ErrorInfo } from "../../gen/google/rpc/error_details_pb";
 import type { VoiceModelService } from "../../gen/voicemodel/v1/voice_model_service_pb";
 import type { RateLimitedOperation } from "../rate-limit/rate-limiter";
 import { BATCH_MAX_ITEMS } from "../voice-models/batch";
-import { itemErrors } from "./batch-handlers";
+import { itemErrors, type ItemError } from "./batch-handlers";
 
 /** An RPC of the service, by its generated local name. */
 export type MethodName = keyof typeof VoiceModelService.method;
@@ -35,8 +34,8 @@ export interface CallPolicy {
 export interface BatchItems {
   /** The rate-limit slots the request takes. */
   slots(request: unknown): number;
-  /** The ErrorInfo of each item of the reply that failed (undefined for one that succeeded). */
-  errors(reply: unknown): ReadonlyArray<ErrorInfo | undefined>;
+  /** Each item of the reply that failed (undefined for one that succeeded). */
+  errors(reply: unknown): ReadonlyArray<ItemError | undefined>;
 }
 
 /**

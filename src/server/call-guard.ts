@@ -3,10 +3,10 @@ import { Code } from "@connectrpc/connect";
 import type { Knex } from "knex";
 import type { Logger } from "pino";
 import { recordAudit, recordUnauthenticated } from "../audit/audit-log";
-import type { ErrorInfo } from "../../gen/google/rpc/error_details_pb";
 import { AppError, NOT_COUNTED_ERRORS } from "../errors";
 import type { ServiceMetrics } from "../metrics/service-metrics";
 import type { RateLimitedOperation, RateLimiter, Reservation } from "../rate-limit/rate-limiter";
+import type { ItemError } from "../rpc/batch-handlers";
 import { CALL_POLICY, type CallName, type CallPolicy } from "../rpc/call-policy";
 import type { IncomingCall } from "./call-gate";
 import { toAppError } from "../rpc/error-reply";
@@ -192,15 +192,15 @@ export class CallGuard {
    * The items of a batch reply that failed, as their single calls would have: one refused by
    * validation or access gives its slot back, an access refusal is audited.
    */
-  private async itemsRefused(errors: ReadonlyArray<ErrorInfo | undefined>, ctx: RequestContext, reservation: Reservation | undefined) {
-    const uncounted = errors.filter((info) => info !== undefined && NOT_COUNTED.has(info.reason)).length;
+  private async itemsRefused(errors: ReadonlyArray<ItemError | undefined>, ctx: RequestContext, reservation: Reservation | undefined) {
+    const uncounted = errors.filter((e) => e !== undefined && NOT_COUNTED.has(e.info.reason)).length;
     if (reservation?.granted && uncounted > 0) {
       await reservation.release(uncounted).catch((err) => ctx.log.warn({ err }, "could not release rate-limit slots"));
     }
-    for (const [index, info] of errors.entries()) {
-      if (info?.reason !== "ACCESS_DENIED") continue;
-      const { modelId, userId } = info.metadata;
-      await this.auditRefusal(ctx, new AppError("ACCESS_DENIED", `item ${index} of the batch refused: access denied`, { modelId, userId, itemIndex: index }));
+    for (const [index, e] of errors.entries()) {
+      if (e?.info.reason !== "ACCESS_DENIED") continue;
+      const { modelId, userId } = e.info.metadata;
+      await this.auditRefusal(ctx, new AppError("ACCESS_DENIED", e.message, { modelId, userId, itemIndex: index }));
     }
   }
 
@@ -230,7 +230,8 @@ export class CallGuard {
       targetUserId: error.subject.userId,
       modelId: error.subject.modelId,
       resultCode: error.code,
-      details: { method: ctx.method, message: error.message },
+      // A batch item's refusal names its position.
+      details: { method: ctx.method, message: error.message, ...(error.subject.itemIndex === undefined ? {} : { itemIndex: error.subject.itemIndex }) },
     }).catch((err) => ctx.log.warn({ err }, "could not audit a refused call"));
   }
 }
