@@ -70,6 +70,8 @@ export interface ErrorSubject {
   userId?: string;
   /** Seconds until a rate-limited call may be retried. */
   retryAfterSeconds?: number;
+  /** The position of the batch item that failed the whole call (all_or_nothing batches, faults). */
+  itemIndex?: number;
 }
 
 export class AppError extends Error {
@@ -104,3 +106,6 @@ export function errorMetadata(error: AppError, requestId: string): Record<string
   }
   return metadata;
 }
+
+/** The same error about item `index` of a batch: its subject also names the position. */
+export const atItem = (error: AppError, index: number) => new AppError(error.code, error.message, { ...error.subject, itemIndex: index });

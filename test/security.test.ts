@@ -1,11 +1,13 @@
 // The shared security suite: every RPC of VoiceModelService, over both transports, refuses
 // callers without a valid token, and every RPC that touches a user's data refuses other users.
 import { create } from "@bufbuild/protobuf";
-import { FieldMaskSchema } from "@bufbuild/protobuf/wkt";
+import { anyUnpack, FieldMaskSchema } from "@bufbuild/protobuf/wkt";
 import { Code } from "@connectrpc/connect";
+import { ErrorInfoSchema } from "../gen/google/rpc/error_details_pb";
+import type { Status } from "../gen/google/rpc/status_pb";
 import type { VoiceModel } from "../gen/voicemodel/v1/voice_model_pb";
 import { VoiceModelService } from "../gen/voicemodel/v1/voice_model_service_pb";
-import { expectRpcError } from "./helpers/expect-error";
+import { expectErrorInfo, expectRpcError } from "./helpers/expect-error";
 import { createModel, modelInput, sleep, startTestServer, TRANSPORTS, uniqueUser, useTestServer, type Actor, type MethodName } from "./helpers/harness";
 import { badlySignedToken, expiredToken, mintToken } from "./helpers/tokens";
 
@@ -38,6 +40,17 @@ interface SecuritySpec {
   userRoleRefused?(ctx: Ctx): Promise<CrossUser>;
   /** Service and admin only: the user's own request is PERMISSION_DENIED (and changes nothing). */
   privilegedOnly?: boolean;
+  /**
+   * Batch calls: requests whose items name another user's data, or make a change the user role
+   * may not. The call succeeds; exactly the listed items come back PERMISSION_DENIED /
+   * ACCESS_DENIED in their results, and the other user's data does not change.
+   */
+  perItem?(ctx: Ctx): Promise<PerItem[]>;
+}
+
+interface PerItem {
+  request: object;
+  refused: Array<{ index: number; field?: string; modelId?: string }>;
 }
 
 /** Upload messages (header + one chunk) for a model. */
@@ -93,6 +106,46 @@ const SPECS: Record<MethodName, SecuritySpec> = {
   deleteVoiceModel: {
     own: async ({ myModel }) => byId((await myModel()).id),
     crossUser: async ({ otherModel }) => [{ request: byId(otherModel.id), modelId: otherModel.id }],
+  },
+  batchGetVoiceModels: {
+    own: async ({ myModel }) => ({ modelIds: [(await myModel()).id] }),
+    crossUser: async () => [],
+    perItem: async ({ myModel, otherModel }) => [
+      { request: { modelIds: [(await myModel()).id, otherModel.id] }, refused: [{ index: 1, modelId: otherModel.id }] },
+      { request: { modelIds: [otherModel.id, otherModel.id] }, refused: [{ index: 0, modelId: otherModel.id }, { index: 1, modelId: otherModel.id }] },
+    ],
+  },
+  batchUpdateVoiceModels: {
+    own: async ({ myModel }) => ({ items: [{ modelId: (await myModel()).id, qualityScore: 0.5 }] }),
+    // all_or_nothing: the refused item fails the whole call.
+    crossUser: async ({ myModel, otherModel }) => [
+      { request: { allOrNothing: true, items: [{ modelId: (await myModel()).id, qualityScore: 0.3 }, { modelId: otherModel.id, qualityScore: 0.1 }] }, modelId: otherModel.id },
+    ],
+    perItem: async ({ myModel, otherModel }) => {
+      const mine = await myModel();
+      return [
+        {
+          request: {
+            items: [
+              { modelId: otherModel.id, metadata: { pwned: true }, updateMask: create(FieldMaskSchema, { paths: ["metadata"] }) },
+              { modelId: mine.id, qualityScore: 0.3 },
+              { modelId: mine.id, status: "failed" },
+            ],
+          },
+          refused: [
+            { index: 0, modelId: otherModel.id },
+            { index: 2, field: "status" },
+          ],
+        },
+      ];
+    },
+  },
+  batchDeleteVoiceModels: {
+    own: async ({ myModel }) => ({ modelIds: [(await myModel()).id] }),
+    crossUser: async ({ myModel, otherModel }) => [{ request: { allOrNothing: true, modelIds: [(await myModel()).id, otherModel.id] }, modelId: otherModel.id }],
+    perItem: async ({ myModel, otherModel }) => [
+      { request: { modelIds: [otherModel.id, (await myModel()).id] }, refused: [{ index: 0, modelId: otherModel.id }] },
+    ],
   },
   activateVoiceModel: {
     own: async ({ myModel }) => byId((await myModel()).id),
@@ -318,6 +371,26 @@ describe.each(TRANSPORTS)("over %s", (transport) => {
       }
       expect(await otherUsersData()).toEqual(before);
     });
+
+    if (spec.perItem) {
+      test("items naming another user's data: PERMISSION_DENIED per item, nothing of theirs changes", async () => {
+        const before = await otherUsersData();
+        for (const { request, refused } of await spec.perItem!(ctx)) {
+          const outcome = await server().call(transport, localName, request, ctx.me.token);
+          expect({ code: outcome.code, error: outcome.errorMessage }).toEqual({ code: 0, error: undefined });
+          const results = (outcome.message as { results: Array<{ result: { case: string; value: Status } }> }).results;
+          const failed = results.flatMap(({ result }, index) => (result.case === "error" ? [index] : []));
+          expect(failed).toEqual(refused.map((r) => r.index));
+          for (const { index, field, modelId } of refused) {
+            const status = results[index].result.value;
+            expect(Code[status.code]).toBe(Code[Code.PermissionDenied]);
+            const info = anyUnpack(status.details[0], ErrorInfoSchema);
+            expectErrorInfo(info, { code: Code.PermissionDenied, reason: "ACCESS_DENIED", field, modelId }, outcome.requestId);
+          }
+        }
+        expect(await otherUsersData()).toEqual(before);
+      });
+    }
 
     if (spec.userRoleRefused) {
       test("the user role may not make this change: PERMISSION_DENIED", async () => {

@@ -2,6 +2,7 @@ import type { Knex } from "knex";
 import type { GovernanceConfig } from "../config";
 import { activationHistoryHandlers } from "../rpc/activation-history-handlers";
 import { backupHandlers } from "../rpc/backup-handlers";
+import { batchHandlers } from "../rpc/batch-handlers";
 import { fileRouteHandlers, type FileRouteHandlers } from "../rpc/file-route-handlers";
 import { governanceHandlers } from "../rpc/governance-handlers";
 import { modelFileHandlers, type UsageLookup } from "../rpc/model-file-handlers";
@@ -20,6 +21,7 @@ export function buildHandlers(domain: Domain, options: { knex: Knex; governance:
   const handlers: VoiceModelHandlers = {
     ...voiceModelHandlers(models),
     ...activationHistoryHandlers(history),
+    ...batchHandlers(models),
     ...modelFileHandlers(files, retention, usageOf),
     ...backupHandlers(backups, erasure),
     ...usageHandlers(usage, selection),

@@ -1,5 +1,7 @@
 import type { VoiceModelService } from "../../gen/voicemodel/v1/voice_model_service_pb";
 import type { RateLimitedOperation } from "../rate-limit/rate-limiter";
+import { BATCH_MAX_ITEMS } from "../voice-models/batch";
+import { itemErrors, type ItemError } from "./batch-handlers";
 
 /** An RPC of the service, by its generated local name. */
 export type MethodName = keyof typeof VoiceModelService.method;
@@ -20,7 +22,34 @@ export interface CallPolicy {
    * reads of model files and backups (no transaction to join) and the backup calls.
    */
   readonly audit?: string;
+  /**
+   * A batch call: it takes one rate-limit slot per item (all or none, before any item runs),
+   * and each item refused by validation or access gives its slot back and is audited as the
+   * single call's refusal would be. Without it a call is one item.
+   */
+  readonly items?: BatchItems;
 }
+
+/** How the call guard counts a batch's items. */
+export interface BatchItems {
+  /** The rate-limit slots the request takes. */
+  slots(request: unknown): number;
+  /** Each item of the reply that failed (undefined for one that succeeded). */
+  errors(reply: unknown): ReadonlyArray<ItemError | undefined>;
+}
+
+/**
+ * One slot per item of the list `field` of the request. A list outside 1..100 takes one slot:
+ * it is refused INVALID_ARGUMENT (and gives it back), whatever is left of the limit.
+ */
+const perItem = (field: string): BatchItems => ({
+  slots(request) {
+    const list = (request as Record<string, unknown> | undefined)?.[field];
+    const n = Array.isArray(list) ? list.length : 0;
+    return n >= 1 && n <= BATCH_MAX_ITEMS ? n : 1;
+  },
+  errors: itemErrors,
+});
 
 const PLAIN: CallPolicy = {};
 
@@ -34,6 +63,9 @@ export const CALL_POLICY = {
   listVoiceModels: PLAIN,
   updateVoiceModel: { rateLimit: "update" },
   deleteVoiceModel: PLAIN,
+  batchGetVoiceModels: { items: perItem("modelIds") },
+  batchUpdateVoiceModels: { rateLimit: "update", items: perItem("items") },
+  batchDeleteVoiceModels: { items: perItem("modelIds") },
   activateVoiceModel: PLAIN,
   deactivateVoiceModel: PLAIN,
   getActiveVoiceModel: PLAIN,

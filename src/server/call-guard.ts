@@ -6,9 +6,10 @@ import { recordAudit, recordUnauthenticated } from "../audit/audit-log";
 import { AppError, NOT_COUNTED_ERRORS } from "../errors";
 import type { ServiceMetrics } from "../metrics/service-metrics";
 import type { RateLimitedOperation, RateLimiter, Reservation } from "../rate-limit/rate-limiter";
+import type { ItemError } from "../rpc/batch-handlers";
 import { CALL_POLICY, type CallName, type CallPolicy } from "../rpc/call-policy";
 import type { IncomingCall } from "./call-gate";
-import { toAppError } from "./error-reply";
+import { toAppError } from "../rpc/error-reply";
 import { checkedStream, checkRequestText } from "./text-check";
 import type { AnyClientStream, AnyServerStream, AnyUnary } from "./handlers";
 import type { RequestContext, ServiceHandlers } from "../rpc/service-handlers";
@@ -104,12 +105,13 @@ export class CallGuard {
     const startedAtMs = performance.now();
     let reservation: Reservation | undefined;
     // Most calls are neither rate limited nor audited: they skip both awaits.
-    const { rateLimit: operation, audit: auditAction } = policyOf(method);
+    const { rateLimit: operation, audit: auditAction, items } = policyOf(method);
     try {
-      if (operation) reservation = await this.reserve(operation, requestedUser(request), ctx);
+      if (operation) reservation = await this.reserve(operation, requestedUser(request), ctx, items ? items.slots(request) : 1);
       const reply = await run();
       // The transport may already have answered DEADLINE_EXCEEDED or UNAVAILABLE for it.
       this.options.metrics.observeRpc(method, ctx.endedBy ? codeLabel(ctx.endedBy) : "OK", elapsed(startedAtMs));
+      if (items) await this.itemsRefused(items.errors(reply), ctx, reservation);
       if (auditAction) await this.audited(auditAction, request, ctx);
       return reply;
     } catch (error) {
@@ -124,7 +126,7 @@ export class CallGuard {
     const { rateLimit: operation, audit: auditAction } = policyOf(method);
     let ended = false;
     try {
-      if (operation) reservation = await this.reserve(operation, requestedUser(request), ctx);
+      if (operation) reservation = await this.reserve(operation, requestedUser(request), ctx, 1);
       checkRequestText(request);
       yield* handler(request, ctx);
       ended = true;
@@ -163,43 +165,74 @@ export class CallGuard {
     }).catch((err) => ctx.log.warn({ err }, "could not audit a call"));
   }
 
-  /** Takes a slot of the operation's rate limit; throws RATE_LIMITED (changing nothing) when none is left. */
-  private async reserve(operation: RateLimitedOperation, targetUser: string | undefined, ctx: RequestContext): Promise<Reservation | undefined> {
+  /**
+   * Takes `slots` slots of the operation's rate limit (a batch takes one per item, all or none);
+   * throws RATE_LIMITED (changing nothing) when fewer are left.
+   */
+  private async reserve(operation: RateLimitedOperation, targetUser: string | undefined, ctx: RequestContext, slots: number): Promise<Reservation | undefined> {
     const { enabled, exemptRoles } = this.options.rateLimits;
     if (!enabled || ctx.caller.roles.some((r) => exemptRoles.includes(r))) return undefined;
     // A user acts only for themselves (naming anyone else is refused later as ACCESS_DENIED).
     const userId = ctx.caller.privileged && targetUser ? targetUser : ctx.caller.userId;
-    const reservation = await this.options.rateLimiter.reserve(userId, operation);
+    const reservation = await this.options.rateLimiter.reserve(userId, operation, slots);
     if (!reservation.granted) {
       this.options.metrics.rateLimitRefusals.inc({ operation });
+      const { limit, retryAfterSeconds, remaining } = reservation;
+      const batch = slots > 1 ? ` (a batch of ${slots} items needs ${slots} slots, ${remaining} left)` : "";
       throw new AppError(
         "RATE_LIMITED",
-        `rate limit for ${operation} exceeded for user ${userId}: ${reservation.limit.limit} per ${reservation.limit.windowSeconds} s; retry in ${reservation.retryAfterSeconds} s`,
-        { userId, retryAfterSeconds: reservation.retryAfterSeconds },
+        `rate limit for ${operation} exceeded for user ${userId}: ${limit.limit} per ${limit.windowSeconds} s${batch}; retry in ${retryAfterSeconds} s`,
+        { userId, retryAfterSeconds },
       );
     }
     return reservation;
   }
 
+  /**
+   * The items of a batch reply that failed, as their single calls would have: one refused by
+   * validation or access gives its slot back, an access refusal is audited.
+   */
+  private async itemsRefused(errors: ReadonlyArray<ItemError | undefined>, ctx: RequestContext, reservation: Reservation | undefined) {
+    const uncounted = errors.filter((e) => e !== undefined && NOT_COUNTED.has(e.info.reason)).length;
+    if (reservation?.granted && uncounted > 0) {
+      await reservation.release(uncounted).catch((err) => ctx.log.warn({ err }, "could not release rate-limit slots"));
+    }
+    for (const [index, e] of errors.entries()) {
+      if (e?.info.reason !== "ACCESS_DENIED") continue;
+      const { modelId, userId } = e.info.metadata;
+      await this.auditRefusal(ctx, new AppError("ACCESS_DENIED", e.message, { modelId, userId, itemIndex: index }));
+    }
+  }
+
   private async failed(method: string, ctx: RequestContext, error: unknown, startedAtMs: number, reservation: Reservation | undefined) {
     const appError = toAppError(error);
     this.options.metrics.observeRpc(method, codeLabel(ctx.endedBy ?? appError), elapsed(startedAtMs));
-    if (reservation?.granted && NOT_COUNTED.has(appError.code)) {
-      await reservation.release().catch((err) => ctx.log.warn({ err }, "could not release a rate-limit slot"));
+    if (reservation?.granted) {
+      // A batch that failed at item i (all_or_nothing) keeps the slots of the items before it, and
+      // that item's unless it was refused by validation or access; the items after never ran.
+      const index = appError.subject.itemIndex;
+      const refused = NOT_COUNTED.has(appError.code);
+      const kept = index === undefined ? (refused ? 0 : reservation.slots) : index + (refused ? 0 : 1);
+      if (kept < reservation.slots) {
+        await reservation.release(reservation.slots - kept).catch((err) => ctx.log.warn({ err }, "could not release a rate-limit slot"));
+      }
     }
-    if (appError.code === "ACCESS_DENIED" || appError.code === "RATE_LIMITED") {
-      await recordAudit(this.options.knex, {
-        actorId: ctx.caller.userId,
-        actorRoles: ctx.caller.roles,
-        requestId: ctx.requestId,
-        clientAddress: ctx.clientAddress,
-        action: appError.code === "ACCESS_DENIED" ? "access.denied" : "rate.limited",
-        targetUserId: appError.subject.userId,
-        modelId: appError.subject.modelId,
-        resultCode: appError.code,
-        details: { method: ctx.method, message: appError.message },
-      }).catch((err) => ctx.log.warn({ err }, "could not audit a refused call"));
-    }
+    if (appError.code === "ACCESS_DENIED" || appError.code === "RATE_LIMITED") await this.auditRefusal(ctx, appError);
+  }
+
+  private async auditRefusal(ctx: RequestContext, error: AppError): Promise<void> {
+    await recordAudit(this.options.knex, {
+      actorId: ctx.caller.userId,
+      actorRoles: ctx.caller.roles,
+      requestId: ctx.requestId,
+      clientAddress: ctx.clientAddress,
+      action: error.code === "ACCESS_DENIED" ? "access.denied" : "rate.limited",
+      targetUserId: error.subject.userId,
+      modelId: error.subject.modelId,
+      resultCode: error.code,
+      // A batch item's refusal names its position.
+      details: { method: ctx.method, message: error.message, ...(error.subject.itemIndex === undefined ? {} : { itemIndex: error.subject.itemIndex }) },
+    }).catch((err) => ctx.log.warn({ err }, "could not audit a refused call"));
   }
 }
 

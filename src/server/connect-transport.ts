@@ -5,7 +5,7 @@ import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb";
 import { deadlineExceeded, runWithDeadline } from "../db/call-deadline";
 import type { CallEnd, CallRegistry } from "./call-end";
 import { requestIdFor, type CallGate } from "./call-gate";
-import { errorReply } from "./error-reply";
+import { errorReply } from "../rpc/error-reply";
 import { unimplemented, type AnyClientStream, type AnyServerStream, type AnyUnary } from "./handlers";
 import type { RequestContext } from "../rpc/service-handlers";
 

@@ -1,16 +1,14 @@
 import { create, fromBinary, toBinary, type DescMessage, type DescService, type Message } from "@bufbuild/protobuf";
 import { WireType } from "@bufbuild/protobuf/wire";
-import { anyPack } from "@bufbuild/protobuf/wkt";
 import * as grpc from "@grpc/grpc-js";
 import type http2 from "node:http2";
 import type { Logger } from "pino";
-import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb";
 import { StatusSchema } from "../../gen/google/rpc/status_pb";
 import { runWithDeadline } from "../db/call-deadline";
 import { AppError, invalidArgument } from "../errors";
 import type { CallEnd, CallRegistry } from "./call-end";
 import { requestIdFor, type CallGate, type IncomingCall } from "./call-gate";
-import { errorReply } from "./error-reply";
+import { errorReply, errorStatus } from "../rpc/error-reply";
 import { GrpcReplyWriter } from "./grpc-reply-writer";
 import { refuseProtoKey } from "./text-check";
 import { unimplemented, type AnyClientStream, type AnyServerStream, type AnyUnary } from "./handlers";
@@ -124,12 +122,9 @@ function decoded<T>(message: T): T {
 
 /** A grpc-js error carrying google.rpc.Status with one ErrorInfo, plus the request id. */
 function grpcError(error: unknown, requestId: string, log: Logger): grpc.ServerErrorResponse {
-  const { error: appError, info, retryAfter } = errorReply(error, requestId, log);
-  const status = create(StatusSchema, {
-    code: appError.rpcCode,
-    message: appError.message,
-    details: [anyPack(ErrorInfoSchema, create(ErrorInfoSchema, info))],
-  });
+  const reply = errorReply(error, requestId, log);
+  const { error: appError, retryAfter } = reply;
+  const status = errorStatus(reply);
   const metadata = new grpc.Metadata();
   metadata.set("grpc-status-details-bin", asBuffer(toBinary(StatusSchema, status)));
   metadata.set("x-request-id", requestId);

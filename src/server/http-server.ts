@@ -1,3 +1,4 @@
+import { createRegistry } from "@bufbuild/protobuf";
 import { createContextValues, cors as connectCors } from "@connectrpc/connect";
 import type { ConnectRouter } from "@connectrpc/connect";
 import { errorToJsonBytes } from "@connectrpc/connect/protocol-connect";
@@ -10,6 +11,10 @@ import { requestIdFor } from "./call-gate";
 import { clientAddressKey, connectError } from "./connect-transport";
 import { sendHttpError } from "./http-error";
 import { serveIndex } from "./index-page";
+import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb";
+
+/** Message types an Any in a reply may hold, for the JSON form (batch items' error details). */
+const JSON_TYPES = createRegistry(ErrorInfoSchema);
 
 export interface HttpServerOptions {
   routes: (router: ConnectRouter) => void;
@@ -91,7 +96,8 @@ export function createHttpHandler(options: HttpServerOptions): http.RequestListe
     // JSON replies show fields at their defaults (isActive: false, total: 0). A request field the
     // contract does not have is refused, naming it, as the proto3 JSON mapping says (connect would
     // drop it silently: a misspelt field must not turn into a default).
-    jsonOptions: { alwaysEmitImplicit: true, ignoreUnknownFields: false },
+    // The registry lets JSON carry the google.rpc.ErrorInfo inside a batch item's google.rpc.Status.
+    jsonOptions: { alwaysEmitImplicit: true, ignoreUnknownFields: false, registry: JSON_TYPES },
     grpc: false,
     contextValues: (req) => createContextValues().set(clientAddressKey, req.socket.remoteAddress ?? "unknown"),
     log: options.log,

@@ -10,6 +10,7 @@ import { accessDenied, AppError, invalidArgument, modelNotFound } from "../error
 import { assertCanWrite, SharedAccess } from "./access";
 import * as activation from "./activation";
 import * as history from "./activation-history";
+import { allItems, batchModelIds, eachItem, type ItemOutcome } from "./batch";
 import { DEFAULT_SAMPLE_RATE } from "./constants";
 import type { PageTokens } from "../paging/page-token";
 import { decodePageToken, encodePageToken } from "./paging";
@@ -22,6 +23,12 @@ import type { ModelReadCache } from "./read-cache";
 
 const UPDATABLE = ["qualityScore", "sampleRate", "status", "metadata", "modelPath"] as const;
 type Updatable = (typeof UPDATABLE)[number];
+
+/** DeleteVoiceModel's result: the deleted model and the user's active model after it. */
+export interface DeleteResult {
+  model: VoiceModelRecord;
+  activeModelId: string | undefined;
+}
 
 export interface ListResult {
   models: VoiceModelRecord[];
@@ -123,37 +130,71 @@ export class VoiceModelService {
   }
 
   async update(actor: Actor, req: UpdateVoiceModelRequest): Promise<VoiceModelRecord> {
-    const modelId = valid.modelId(req.modelId);
-    const changes = updateChanges(actor.caller, req);
-    return this.writeLocked(actor, modelId, async (trx, log, model) => {
-      if (req.etag !== undefined && req.etag !== etagOf(model)) {
-        throw new AppError("ETAG_MISMATCH", `voice model ${modelId} changed since etag ${req.etag} (now ${etagOf(model)})`, {
-          modelId,
-          field: "etag",
-        });
-      }
-      if (changes.modelPath !== undefined && model.hasFile) {
-        throw invalidArgument("modelPath", `voice model ${modelId} has a stored file; its modelPath is the service's key and cannot be changed`);
-      }
-      const leavesCompleted = changes.status !== undefined && model.status === "completed" && changes.status !== "completed";
-      const becomesCompleted = changes.status === "completed" && model.status !== "completed";
-      if (leavesCompleted && model.isActive) changes.isActive = false;
-      const updated = await repo.patchModel(trx, log, modelId, changes);
-      if (leavesCompleted && model.isActive) await activation.replaceActive(trx, log, updated, "model_not_completed");
-      if (becomesCompleted) return activation.onCompleted(trx, log, updated);
-      return updated;
-    });
+    // Validated before any transaction opens: bad input costs no round trip.
+    const plan = updatePlan(actor.caller, req);
+    return this.write(actor, (trx, log) => this.applyUpdate(trx, log, actor, plan));
   }
 
-  async delete(actor: Actor, id: string): Promise<{ model: VoiceModelRecord; activeModelId: string | undefined }> {
+  async delete(actor: Actor, id: string): Promise<DeleteResult> {
     const modelId = valid.modelId(id);
-    return this.writeLocked(actor, modelId, async (trx, log, model) => {
-      const deleted = await repo.patchModel(trx, log, modelId, { isActive: false, deletedAt: new Date() }, "deleted");
-      const active = model.isActive
-        ? await activation.replaceActive(trx, log, deleted, "model_deleted")
-        : await repo.findActiveModel(trx, model.userId);
-      return { model: deleted, activeModelId: active?.id };
-    });
+    return this.write(actor, (trx, log) => this.applyDelete(trx, log, actor, modelId));
+  }
+
+  /**
+   * BatchGetVoiceModels: each id answered as get answers it (cache, shares, deleted models),
+   * per position, so a repeated id is answered twice.
+   */
+  async batchGet(actor: Actor, ids: readonly string[]): Promise<ItemOutcome<VoiceModelRecord>[]> {
+    const modelIds = batchModelIds(ids, "modelIds");
+    return eachItem(modelIds, (modelId) => this.get(actor, modelId));
+  }
+
+  /**
+   * BatchUpdateVoiceModels: each item by update's rules, in order; each in its own transaction,
+   * or all in one (allOrNothing: the first refused item fails the whole, nothing is written).
+   */
+  async batchUpdate(actor: Actor, items: readonly UpdateVoiceModelRequest[], allOrNothing: boolean): Promise<ItemOutcome<VoiceModelRecord>[]> {
+    batchModelIds(items.map((item) => item.modelId), "items", "modelId");
+    if (!allOrNothing) return eachItem(items, (item) => this.update(actor, item));
+    return this.write(actor, (trx, log) => allItems(items, (item) => this.applyUpdate(trx, log, actor, updatePlan(actor.caller, item))));
+  }
+
+  /** BatchDeleteVoiceModels: each id by delete's rules, in order (a repeated id is then not found). */
+  async batchDelete(actor: Actor, ids: readonly string[], allOrNothing: boolean): Promise<ItemOutcome<DeleteResult>[]> {
+    const modelIds = batchModelIds(ids, "modelIds");
+    if (!allOrNothing) return eachItem(modelIds, (modelId) => this.delete(actor, modelId));
+    return this.write(actor, (trx, log) => allItems(modelIds, (modelId) => this.applyDelete(trx, log, actor, modelId)));
+  }
+
+  /** UpdateVoiceModel's rules in the caller's transaction (a single call's, or a whole batch's). */
+  private async applyUpdate(trx: Tx, log: ChangeLog, actor: Actor, { modelId, changes, etag }: UpdatePlan): Promise<VoiceModelRecord> {
+    const model = await this.lockedModel(trx, actor, modelId);
+    if (etag !== undefined && etag !== etagOf(model)) {
+      throw new AppError("ETAG_MISMATCH", `voice model ${modelId} changed since etag ${etag} (now ${etagOf(model)})`, {
+        modelId,
+        field: "etag",
+      });
+    }
+    if (changes.modelPath !== undefined && model.hasFile) {
+      throw invalidArgument("modelPath", `voice model ${modelId} has a stored file; its modelPath is the service's key and cannot be changed`);
+    }
+    // A copy: the plan stays as validated (a retried transaction applies it again).
+    const patch = { ...changes };
+    const leavesCompleted = patch.status !== undefined && model.status === "completed" && patch.status !== "completed";
+    const becomesCompleted = patch.status === "completed" && model.status !== "completed";
+    if (leavesCompleted && model.isActive) patch.isActive = false;
+    const updated = await repo.patchModel(trx, log, modelId, patch);
+    if (leavesCompleted && model.isActive) await activation.replaceActive(trx, log, updated, "model_not_completed");
+    if (becomesCompleted) return activation.onCompleted(trx, log, updated);
+    return updated;
+  }
+
+  /** DeleteVoiceModel's rules in the caller's transaction (a single call's, or a whole batch's). */
+  private async applyDelete(trx: Tx, log: ChangeLog, actor: Actor, modelId: string): Promise<DeleteResult> {
+    const model = await this.lockedModel(trx, actor, modelId);
+    const deleted = await repo.patchModel(trx, log, modelId, { isActive: false, deletedAt: new Date() }, "deleted");
+    const active = model.isActive ? await activation.replaceActive(trx, log, deleted, "model_deleted") : await repo.findActiveModel(trx, model.userId);
+    return { model: deleted, activeModelId: active?.id };
   }
 
   async activate(actor: Actor, id: string): Promise<VoiceModelRecord> {
@@ -214,15 +255,18 @@ export class VoiceModelService {
     modelId: string,
     fn: (trx: Tx, log: ChangeLog, model: VoiceModelRecord) => Promise<T>,
   ): Promise<T> {
-    return this.write(actor, async (trx, log) => {
-      const found = await repo.findModel(trx, modelId);
-      if (!found) throw modelNotFound(modelId);
-      assertCanWrite(actor.caller, found);
-      await repo.lockOwner(trx, found.userId);
-      const model = await repo.findModelForUpdate(trx, modelId);
-      if (!model || model.deletedAt) throw modelNotFound(modelId);
-      return fn(trx, log, model);
-    });
+    return this.write(actor, async (trx, log) => fn(trx, log, await this.lockedModel(trx, actor, modelId)));
+  }
+
+  /** The live model, once the caller may change it, re-read under its owner's lock in trx. */
+  private async lockedModel(trx: Tx, actor: Actor, modelId: string): Promise<VoiceModelRecord> {
+    const found = await repo.findModel(trx, modelId);
+    if (!found) throw modelNotFound(modelId);
+    assertCanWrite(actor.caller, found);
+    await repo.lockOwner(trx, found.userId);
+    const model = await repo.findModelForUpdate(trx, modelId);
+    if (!model || model.deletedAt) throw modelNotFound(modelId);
+    return model;
   }
 }
 
@@ -273,6 +317,17 @@ const MASK_PATHS: Record<string, Updatable> = {
   model_path: "modelPath",
   modelPath: "modelPath",
 };
+
+/** An update request, validated: which model, the changes, the etag it must still have. */
+interface UpdatePlan {
+  modelId: string;
+  changes: repo.ModelPatch;
+  etag: string | undefined;
+}
+
+function updatePlan(caller: Caller, req: UpdateVoiceModelRequest): UpdatePlan {
+  return { modelId: valid.modelId(req.modelId), changes: updateChanges(caller, req), etag: req.etag };
+}
 
 /** The changes an update asks for, validated; nothing is written when this throws. */
 function updateChanges(caller: Caller, req: UpdateVoiceModelRequest): repo.ModelPatch {

@@ -1,6 +1,7 @@
 import { createClient, type Client, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
-import type { DescService } from "@bufbuild/protobuf";
+import { createRegistry, type DescService } from "@bufbuild/protobuf";
+import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb";
 
 /** Sends `authorization: Bearer <token>` (nothing when the token is undefined). */
 export const bearer =
@@ -17,6 +18,8 @@ export function connectJsonClient<S extends DescService>(service: S, baseUrl: st
     baseUrl,
     httpVersion: "1.1",
     useBinaryFormat: false,
+    // Batch replies hold google.rpc.Status per failed item; its ErrorInfo is an Any.
+    jsonOptions: { registry: createRegistry(ErrorInfoSchema) },
     interceptors: [bearer(token)],
   });
   return createClient(service, transport);

@@ -1,6 +1,8 @@
-import type { MessageInitShape } from "@bufbuild/protobuf";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import { anyPack } from "@bufbuild/protobuf/wkt";
 import type { Logger } from "pino";
-import type { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb";
+import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb";
+import { StatusSchema, type Status } from "../../gen/google/rpc/status_pb";
 import { databaseUnavailable } from "../db/db-errors";
 import { AppError, ERROR_DOMAIN, errorMetadata } from "../errors";
 import { fromProtocolError } from "./protocol-errors";
@@ -27,8 +29,9 @@ export interface ErrorReply {
 
 /**
  * The one function that turns a failure into what a client is told, for every wire format (the
- * gRPC renderer in grpc-transport.ts, Connect's for Connect, gRPC-Web and plain HTTP). Server
- * faults are logged here, once.
+ * gRPC renderer in server/grpc-transport.ts, Connect's for Connect, gRPC-Web and plain HTTP) and
+ * for the per-item errors of batch replies (errorStatus). Server faults are logged here, once.
+ * It sits with the handlers (below the transports) so batch handlers can use it too.
  */
 export function errorReply(error: unknown, requestId: string, log: Logger): ErrorReply {
   const appError = toAppError(error);
@@ -39,4 +42,16 @@ export function errorReply(error: unknown, requestId: string, log: Logger): Erro
     info: { reason: appError.code, domain: ERROR_DOMAIN, metadata: errorMetadata(appError, requestId) },
     retryAfter: retryAfterSeconds === undefined ? undefined : String(retryAfterSeconds),
   };
+}
+
+/**
+ * A failure as google.rpc.Status (code, message, the ErrorInfo detail): what gRPC sends in
+ * grpc-status-details-bin, and what a batch reply holds for an item that failed.
+ */
+export function errorStatus(reply: ErrorReply): Status {
+  return create(StatusSchema, {
+    code: reply.error.rpcCode,
+    message: reply.error.message,
+    details: [anyPack(ErrorInfoSchema, create(ErrorInfoSchema, reply.info))],
+  });
 }
