@@ -32,6 +32,7 @@ export const CALL_POLICY = {
   createVoiceModel: { rateLimit: "create" },
   getVoiceModel: PLAIN,
   listVoiceModels: PLAIN,
+  getVoiceModelLineage: PLAIN,
   updateVoiceModel: { rateLimit: "update" },
   deleteVoiceModel: PLAIN,
   activateVoiceModel: PLAIN,
