@@ -592,7 +592,9 @@ export const WhoAmIResponseSchema: GenMessage<WhoAmIResponse> = /*@__PURE__*/
  * claim (absent means ["user"]) holds "user", "service" or "admin". A user acts only on their own
  * models: a `user_id` other than the caller, or another user's model id, is PERMISSION_DENIED
  * (reason ACCESS_DENIED). Service and admin callers act for any user and must send `user_id`
- * where a request has one; users may omit it.
+ * where a request has one; users may omit it. A model id that a request only refers to
+ * (CreateVoiceModelRequest.parent_model_id, ListVoiceModelsRequest.lineage_of) must be the user's
+ * own: any other is INVALID_ARGUMENT naming the field, the same for unknown and other users' ids.
  *
  * Errors carry one google.rpc.ErrorInfo detail (domain "voicemodel.v1"). Its reason is one of
  * this closed list (reason, then its gRPC code):
