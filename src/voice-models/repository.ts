@@ -194,6 +194,8 @@ export async function findByTrainingJob(trx: Tx, userId: string, trainingJobId: 
 /**
  * Locks the user's owner row (creating it on first use). Every write that can change which
  * model is active takes this lock first, so such writes for one user run one after another.
+ * The row also holds the user's model number counter (last_model_number), which the database
+ * advances on every insert into voice_models.
  */
 export async function lockOwner(trx: Tx, userId: string): Promise<void> {
   await trx.raw(
