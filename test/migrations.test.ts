@@ -161,6 +161,14 @@ describe(`migration 006-lineage on ${TEST_DB}`, () => {
     const [afterKept] = await knex("voice_models").insert(model("00000000-0000-4000-8000-0000000000ba", "mig-b", new Date())).returning("*");
     expect(afterKept.model_number).toBe(10);
     expect((await knex("voice_models").insert(model("00000000-0000-4000-8000-0000000000c1", "mig-none", new Date())).returning("*"))[0].model_number).toBe(1);
+    // Several rows in one statement: consecutive numbers; a number removed with its row is not given again.
+    const many = await knex("voice_models")
+      .insert(["bb", "bc", "bd"].map((tail) => model(`00000000-0000-4000-8000-0000000000${tail}`, "mig-b", new Date())))
+      .returning("model_number");
+    expect(many.map((r) => r.model_number)).toEqual([11, 12, 13]);
+    await knex("voice_models").where({ id: "00000000-0000-4000-8000-0000000000bd" }).delete();
+    expect((await knex("model_owners").where({ user_id: "mig-b" }).first()).last_model_number).toBe(13);
+    expect((await knex("voice_models").insert(model("00000000-0000-4000-8000-0000000000be", "mig-b", new Date())).returning("*"))[0].model_number).toBe(14);
 
     // One number per user; a parent is a real model, never the model itself; purging it clears the link.
     await expect(knex("voice_models").insert(model("00000000-0000-4000-8000-0000000000a6", "mig-a", new Date(), { model_number: 2 }))).rejects.toMatchObject({ code: "23505" });
