@@ -296,3 +296,35 @@ describe.each(TRANSPORTS)("over %s", (transport) => {
     });
   });
 });
+
+test("lineages are bounded at 1,000 ancestors and 1,000 descendants, saying so", async () => {
+  const kim = await server().actor();
+  const root = await create("grpc", kim);
+  // A chain of 1,001 more models below the root, written in one statement.
+  const chain = Array.from({ length: 1001 }, () => randomUUID());
+  await server().db.knex("voice_models").insert(
+    chain.map((id, i) => ({ id, user_id: kim.userId, provider: "xtts-v2", model_path: `chain/${i}`, parent_model_id: i === 0 ? root.id : chain[i - 1] })),
+  );
+  const leaf = chain[chain.length - 1];
+  const fromLeaf = await lineage("grpc", kim, leaf);
+  // The 1,000 nearest, root-side first: the root itself is cut.
+  expect({ n: fromLeaf.ancestors.length, first: fromLeaf.ancestors[0].id, last: fromLeaf.ancestors[999].id, truncated: fromLeaf.truncated }).toEqual({
+    n: 1000,
+    first: chain[0],
+    last: chain[999],
+    truncated: true,
+  });
+  expect(fromLeaf.model.modelNumber).toBe(1002);
+  const fromRoot = await lineage("grpc", kim, root.id);
+  expect({ n: fromRoot.descendants.length, first: fromRoot.descendants[0].id, last: fromRoot.descendants[999].id, truncated: fromRoot.truncated }).toEqual({
+    n: 1000,
+    first: chain[0],
+    last: chain[999],
+    truncated: true,
+  });
+  const middle = await lineage("grpc", kim, chain[499]);
+  expect({ up: middle.ancestors.length, down: middle.descendants.length, truncated: middle.truncated }).toEqual({ up: 500, down: 501, truncated: false });
+  // The list filter holds the model and the same bounded walks.
+  expect((await ok("grpc", "listVoiceModels", { lineageOf: leaf, limit: 1 }, kim)).total).toBe(1001);
+  expect((await ok("connect", "listVoiceModels", { lineageOf: chain[499], limit: 1 }, kim)).total).toBe(1002);
+});
