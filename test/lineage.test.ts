@@ -2,12 +2,22 @@
 // ListVoiceModels' lineage_of filter, and how restores and imports carry both.
 import { Code } from "@connectrpc/connect";
 import { randomUUID } from "node:crypto";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
 import type { VoiceModel } from "../gen/voicemodel/v1/voice_model_pb";
+import * as backupRows from "../src/backups/backup-repository";
+import { parseConfig } from "../src/config";
+import { masterKeySource, openBlobStore, openKeyProvider } from "../src/storage/open-storage";
+import { SealedStore } from "../src/storage/sealed-store";
 import { expectRpcError } from "./helpers/expect-error";
+import { JWT_SECRET } from "./helpers/env";
 import { modelInput, sleep, TRANSPORTS, useTestServer, type Actor, type MethodName, type RpcOutcome, type Transport } from "./helpers/harness";
 
+const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "vm-lineage-"));
+afterAll(() => fs.rmSync(dataDir, { recursive: true, force: true }));
 // Purged at once only when a test backdates deleted_at past the retention period.
-const server = useTestServer({ env: { FILE_PURGE_INTERVAL_MS: "100" } });
+const server = useTestServer({ env: { DATA_DIR: dataDir, FILE_PURGE_INTERVAL_MS: "100" } });
 
 /** Calls an RPC and returns its reply, failing the test on an error. */
 async function ok(transport: Transport, method: MethodName, request: object | object[], actor: Pick<Actor, "token">): Promise<any> {
@@ -327,4 +337,53 @@ test("lineages are bounded at 1,000 ancestors and 1,000 descendants, saying so",
   // The list filter holds the model and the same bounded walks.
   expect((await ok("grpc", "listVoiceModels", { lineageOf: leaf, limit: 1 }, kim)).total).toBe(1001);
   expect((await ok("connect", "listVoiceModels", { lineageOf: chain[499], limit: 1 }, kim)).total).toBe(1002);
+});
+
+/**
+ * A copy of a backup as the service wrote it before model lineage: the same plain content with
+ * modelNumber and parentModelId left out of the manifest, sealed with the server's keys.
+ */
+async function backupWithoutLineage(backupId: string): Promise<string> {
+  const files = parseConfig({ DATA_DIR: dataDir, JWT_SECRET }).files;
+  const sealed = new SealedStore(openBlobStore(files), openKeyProvider(masterKeySource(files, dataDir)));
+  const knex = server().db.knex;
+  const original = (await backupRows.findBackup(knex, backupId))!;
+  const parts: Buffer[] = [];
+  for await (const chunk of await sealed.read(backupRows.sealedRefOfBackup(original))) parts.push(chunk);
+  const plain = Buffer.concat(parts);
+  const length = plain.readUInt32BE(4);
+  const manifest = JSON.parse(plain.subarray(8, 8 + length).toString("utf8"));
+  for (const m of manifest.models) {
+    delete m.modelNumber;
+    delete m.parentModelId;
+  }
+  const json = Buffer.from(JSON.stringify(manifest));
+  const head = Buffer.alloc(8);
+  plain.copy(head, 0, 0, 4);
+  head.writeUInt32BE(json.length, 4);
+  const id = randomUUID();
+  const key = `backups/${original.userId}/${id}.vmb`;
+  const written = await sealed.write(key, (async function* () {
+    yield Buffer.concat([head, json, plain.subarray(8 + length)]);
+  })(), { compression: "never" });
+  await backupRows.insertBackup(knex, id, original.userId, written, manifest.models.length, true);
+  return key;
+}
+
+test("a restore from a backup made before model numbers gives re-created models new numbers; overwritten ones keep number and parent", async () => {
+  const lena = await server().actor();
+  const parent = await create("grpc", lena);
+  const child = await create("grpc", lena, { parentModelId: parent.id });
+  const gone = await create("grpc", lena);
+  const made = await ok("grpc", "createBackup", { includeDeleted: true }, lena);
+  const backupPath = await backupWithoutLineage(made[made.length - 1].backup.backupId);
+  await purge("grpc", lena, gone.id);
+  expect((await create("grpc", lena)).modelNumber).toBe(4);
+
+  const result = await ok("connect", "restoreBackup", { backupPath, overwriteExisting: true }, lena);
+  expect({ restored: result.restored, overwritten: result.overwritten }).toEqual({ restored: 1, overwritten: 2 });
+  const [p, c, g] = await Promise.all([parent, child, gone].map(async (m) => (await ok("grpc", "getVoiceModel", { modelId: m.id }, lena)).model));
+  expect([p.modelNumber, c.modelNumber, g.modelNumber]).toEqual([1, 2, 5]);
+  expect(c.parentModelId).toBe(parent.id);
+  expect((await create("grpc", lena)).modelNumber).toBe(6);
 });
