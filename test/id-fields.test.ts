@@ -15,7 +15,8 @@ function kindOf(field: DescField): "uuid" | "user" | "free" | undefined {
   // Chosen by the caller, never parsed: the training job's own id.
   if (name === "training_job_id") return "free";
   if (/(^|_)(user_id|user_ids|owner_id)$/.test(name)) return "user";
-  if (name === "id" || /(^|_)(model_id|model_ids|backup_id|entry_id)$/.test(name)) return "uuid";
+  // lineage_of: ListVoiceModels' filter by a model's lineage.
+  if (name === "id" || name === "lineage_of" || /(^|_)(model_id|model_ids|backup_id|entry_id)$/.test(name)) return "uuid";
   return /(_id|_ids)$/.test(name) ? undefined : "free";
 }
 
@@ -76,6 +77,7 @@ const BASES: Partial<Record<MethodName, Base>> = {
   createVoiceModel: { request: () => ({ provider: "xtts-v2", modelPath: "ids.pth" }) },
   getVoiceModel: { request: byId },
   listVoiceModels: { request: () => ({}) },
+  getVoiceModelLineage: { request: byId },
   updateVoiceModel: { request: (ctx) => ({ modelId: ctx.modelId, qualityScore: 0.5 }) },
   deleteVoiceModel: { request: byId },
   batchGetVoiceModels: { request: (ctx) => ({ modelIds: [ctx.modelId] }) },

@@ -92,6 +92,10 @@ const SPECS: Record<MethodName, SecuritySpec> = {
     ],
     withoutUserId: {},
   },
+  getVoiceModelLineage: {
+    own: async ({ myModel }) => byId((await myModel()).id),
+    crossUser: async ({ otherModel }) => [{ request: byId(otherModel.id), modelId: otherModel.id }],
+  },
   updateVoiceModel: {
     own: async ({ myModel }) => ({ modelId: (await myModel()).id, qualityScore: 0.5 }),
     crossUser: async ({ otherModel }) => [

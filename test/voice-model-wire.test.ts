@@ -39,6 +39,13 @@ const variants = [
   { qualityComponents: { similarity: 0, naturalness: 0, clarity: 0, consistency: 0 } },
   { trainingJobId: "" },
   { trainingJobId: "job-42" },
+  { modelNumber: 1 },
+  { modelNumber: 127 },
+  { modelNumber: 128 },
+  { modelNumber: 2_147_483_647 },
+  { modelNumber: -1 },
+  { parentModelId: "" },
+  { parentModelId: "0b1e7d7a-2a4c-4f8e-9d7e-1c2b3a4d5e6f", modelNumber: 3 },
 ];
 
 describe("VoiceModel wire encoding", () => {
@@ -69,15 +76,18 @@ describe("VoiceModel wire encoding", () => {
       version: 7,
       sizeBytes: 10,
       hasFile: false,
+      modelNumber: 12,
+      parentModelId: "7f0c3c8e-6c8f-4a43-9f5a-2f4a3b1d9e01",
       createdAt: new Date("2024-01-01T00:00:00.123Z"),
       updatedAt: new Date("2024-01-03T00:00:00.999Z"),
       deletedAt: new Date("2024-01-04T00:00:00Z"),
     });
+    expect(message).toMatchObject({ modelNumber: 12, parentModelId: "7f0c3c8e-6c8f-4a43-9f5a-2f4a3b1d9e01" });
     expect(Buffer.from(encodeVoiceModel(message))).toEqual(Buffer.from(toBinary(VoiceModelSchema, message)));
   });
 
   test("every field of VoiceModel is encoded (a new field needs the encoder too)", () => {
     const numbers = VoiceModelSchema.fields.map((f) => f.number).sort((a, b) => a - b);
-    expect(numbers).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]);
+    expect(numbers).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17]);
   });
 });

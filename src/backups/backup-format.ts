@@ -28,6 +28,10 @@ export interface ManifestModel {
   createdAt: string;
   updatedAt: string;
   deletedAt: string | null;
+  /** Absent in backups made before model numbers (a restore then gives the next number). */
+  modelNumber?: number;
+  /** Absent in backups made before lineage; null for a model with no parent. */
+  parentModelId?: string | null;
   file: ManifestFile | null;
 }
 
@@ -53,6 +57,8 @@ export function manifestModel(model: VoiceModelRecord, file: ManifestFile | null
     createdAt: model.createdAt.toISOString(),
     updatedAt: model.updatedAt.toISOString(),
     deletedAt: model.deletedAt?.toISOString() ?? null,
+    modelNumber: model.modelNumber,
+    parentModelId: model.parentModelId ?? null,
     file,
   };
 }

@@ -292,6 +292,25 @@ export class BackupService {
     }
   }
 
+  /**
+   * The parent a restored model gets: the backup's, when it is one of the user's models (or is
+   * restored later in this restore: linked then); else none. An older backup names no parent
+   * (undefined: an overwritten model keeps its own).
+   */
+  private async restoredParent(
+    m: ManifestModel,
+    isOwn: (modelId: string) => Promise<boolean>,
+    inBackup: ReadonlySet<string>,
+    laterParents: Array<{ modelId: string; parentModelId: string }>,
+  ): Promise<string | null | undefined> {
+    const parent = m.parentModelId;
+    if (parent === undefined || parent === null) return parent;
+    if (!valid.isUuid(parent) || parent === m.id) return null;
+    if (await isOwn(parent)) return parent;
+    if (inBackup.has(parent)) laterParents.push({ modelId: m.id, parentModelId: parent });
+    return null;
+  }
+
   /** The transaction of a restore: every row change of it commits together or not at all. */
   private async restoreRows(
     trx: Tx,
@@ -306,6 +325,10 @@ export class BackupService {
     let skipped = 0;
     let overwritten = 0;
     const touched: VoiceModelRecord[] = [];
+    const inBackup = new Set(manifest.models.map((m) => m.id));
+    // Restored models whose parent is restored later in the loop: linked once it is there.
+    const laterParents: Array<{ modelId: string; parentModelId: string }> = [];
+    const isOwn = async (modelId: string) => (await modelRepo.findModelForShare(trx, modelId))?.userId === userId;
     for (const m of manifest.models) {
       const current = await modelRepo.findModelForUpdate(trx, m.id);
       if (current && (current.userId !== userId || !req.overwriteExisting)) {
@@ -325,6 +348,7 @@ export class BackupService {
         status: m.status as Status,
         deletedAt,
         isActive: keepActive && !req.activateRestored,
+        parentModelId: await this.restoredParent(m, isOwn, inBackup, laterParents),
       } satisfies modelRepo.ModelPatch;
       let model: VoiceModelRecord;
       if (current) {
@@ -344,6 +368,7 @@ export class BackupService {
           userId,
           trainingJobId: m.trainingJobId,
           createdAt: new Date(m.createdAt),
+          modelNumber: await keptNumber(trx, userId, m.modelNumber),
         });
         restored++;
       }
@@ -362,6 +387,9 @@ export class BackupService {
       }
       touched.push((await modelRepo.findModel(trx, model.id))!);
     }
+    for (const link of laterParents) {
+      if (await isOwn(link.parentModelId)) await modelRepo.patchModel(trx, log, link.modelId, { parentModelId: link.parentModelId });
+    }
     if (req.activateRestored) {
       // The best restored model by the one ranking (no criteria), made active by the activation rule.
       const best = rankModels(touched.map((model) => ({ model, averageLatency: undefined })), {}).ranked[0]?.model;
@@ -370,4 +398,13 @@ export class BackupService {
     const active = await modelRepo.findActiveModel(trx, userId);
     return { restored, skipped, overwritten, activeModelId: active?.id };
   }
+}
+
+/**
+ * The number a re-created model keeps: the backup's, unless another of the user's models has it
+ * (numbers are never reused, so only a foreign or damaged backup could); else the next one.
+ */
+async function keptNumber(trx: Tx, userId: string, modelNumber: number | undefined): Promise<number | undefined> {
+  if (modelNumber === undefined || !Number.isSafeInteger(modelNumber) || modelNumber < 1 || modelNumber > 2 ** 31 - 1) return undefined;
+  return (await modelRepo.modelNumberTaken(trx, userId, modelNumber)) ? undefined : modelNumber;
 }

@@ -240,7 +240,11 @@ export class ModelFileService {
     }
   }
 
-  /** Creates a model from a header and a byte stream (import); checks run before any row. */
+  /**
+   * Creates a model from a header and a byte stream (import); checks run before any row. A
+   * parentModelId is kept only when it names one of the user's models, and dropped otherwise
+   * (an export made by another user names theirs), without saying whether it exists.
+   */
   async createFromBytes(
     actor: Actor,
     req: CreateVoiceModelRequest,
@@ -259,7 +263,7 @@ export class ModelFileService {
       this.deps.models.create(
         actor,
         { ...req, userId, modelPath: sealed.key, sizeBytes: BigInt(sealed.size), trainingJobId: undefined },
-        { id: modelId, attach: attachTo },
+        { id: modelId, attach: attachTo, parentOnlyIfOwn: true },
       ),
     );
   }

@@ -61,6 +61,7 @@ export const CALL_POLICY = {
   createVoiceModel: { rateLimit: "create" },
   getVoiceModel: PLAIN,
   listVoiceModels: PLAIN,
+  getVoiceModelLineage: PLAIN,
   updateVoiceModel: { rateLimit: "update" },
   deleteVoiceModel: PLAIN,
   batchGetVoiceModels: { items: perItem("modelIds") },

@@ -46,7 +46,10 @@ export async function exportHeader(
   return { header, model, file };
 }
 
-/** The create request an export's header stands for (a new model; ids and times are not kept). */
+/**
+ * The create request an export's header stands for (a new model: ids, times and the model number
+ * are not kept; the parent is, when it is one of the importer's models, see createFromBytes).
+ */
 export function createRequestFromHeader(header: ExportHeader, userId: string | undefined): CreateVoiceModelRequest {
   const m = header.model;
   if (header.formatVersion !== EXPORT_FORMAT_VERSION) throw invalidArgument("header.formatVersion", `must be ${EXPORT_FORMAT_VERSION}`);
@@ -54,6 +57,7 @@ export function createRequestFromHeader(header: ExportHeader, userId: string | u
   // Not kept, but an export of this service never holds anything else.
   if (m.id) valid.modelId(m.id, "header.model.id");
   if (m.userId) valid.userId(m.userId, "header.model.userId");
+  const parentModelId = m.parentModelId === undefined ? undefined : valid.modelId(m.parentModelId, "header.model.parentModelId");
   return create(CreateVoiceModelRequestSchema, {
     userId,
     provider: m.provider,
@@ -62,6 +66,7 @@ export function createRequestFromHeader(header: ExportHeader, userId: string | u
     ...(m.qualityComponents ? { qualityComponents: m.qualityComponents } : { qualityScore: m.qualityScore }),
     metadata: m.metadata,
     status: m.status,
+    parentModelId,
   });
 }
 

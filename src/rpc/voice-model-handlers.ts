@@ -16,6 +16,7 @@ export type VoiceModelHandlers = ServiceHandlers<typeof VoiceModelServiceDesc>;
 type CoreRpc =
   | "getVoiceModel"
   | "listVoiceModels"
+  | "getVoiceModelLineage"
   | "updateVoiceModel"
   | "deleteVoiceModel"
   | "activateVoiceModel"
@@ -32,6 +33,10 @@ export function voiceModelHandlers(models: VoiceModelService): Pick<VoiceModelHa
     async listVoiceModels(req, ctx) {
       const page = await models.list(ctx, req);
       return { models: page.models.map(toProto), total: page.total, nextPageToken: page.nextPageToken };
+    },
+    async getVoiceModelLineage(req, ctx) {
+      const { model, ancestors, descendants, truncated } = await models.lineage(ctx, req.modelId);
+      return { model: toProto(model), ancestors: ancestors.map(toProto), descendants: descendants.map(toProto), truncated };
     },
     async updateVoiceModel(req, ctx) {
       return { model: toProto(await models.update(ctx, req)) };

@@ -43,6 +43,8 @@ function sameMessage(a: VoiceModelRecord, b: VoiceModelRecord, aMetadataJson: st
     a.isActive === b.isActive &&
     a.status === b.status &&
     a.trainingJobId === b.trainingJobId &&
+    a.modelNumber === b.modelNumber &&
+    a.parentModelId === b.parentModelId &&
     sameTime(a.createdAt, b.createdAt) &&
     sameTime(a.updatedAt, b.updatedAt) &&
     sameTime(a.deletedAt, b.deletedAt) &&
@@ -86,6 +88,8 @@ export function toProto(model: VoiceModelRecord): VoiceModel {
     qualityComponents: model.qualityComponents,
     trainingJobId: model.trainingJobId,
     etag: etagOf(model),
+    modelNumber: model.modelNumber,
+    parentModelId: model.parentModelId,
   });
   remember(model.id, { model, metadataJson: metadataOf(), message });
   byRecord.set(model, message);

@@ -31,6 +31,8 @@ export function encodeVoiceModel(m: VoiceModel): Uint8Array {
   if (m.qualityComponents !== undefined) components(w, 13, m.qualityComponents);
   if (m.trainingJobId !== undefined) w.string(14, m.trainingJobId);
   w.text(15, m.etag);
+  if (m.modelNumber !== 0) w.tag(16, VARINT).int32(m.modelNumber);
+  if (m.parentModelId !== undefined) w.string(17, m.parentModelId);
   return w.finish();
 }
 

@@ -19,4 +19,6 @@ export const LIMITS = {
   trainingJobIdMaxChars: 128,
   listDefault: 20,
   listMax: 100,
+  /** Ancestors, and descendants, a lineage holds at most (GetVoiceModelLineage, lineage_of). */
+  lineageMax: 1000,
 } as const;

@@ -1,6 +1,6 @@
 import { VoiceModelRow } from "../db/models/voice-model-row";
 import type { Db, Tx } from "../db/transaction";
-import type { Provider, Status } from "./constants";
+import { LIMITS, type Provider, type Status } from "./constants";
 import type { ChangeLog, ModelChangeKind } from "./model-events";
 import type { ListCursor } from "./paging";
 import type { QualityComponents, VoiceModelRecord } from "./voice-model";
@@ -27,11 +27,19 @@ export interface ModelPatch {
   /** The stored file (model_files) once the service holds the model's file. */
   fileId?: string | null;
   deletedAt?: Date | null;
+  /** The model it was trained from; the caller has checked it is the same user's. */
+  parentModelId?: string | null;
 }
 
 export interface NewModel extends ModelPatch {
   /** Given when the caller stores the model's file under it before the row exists, or restores it. */
   id?: string;
+  /**
+   * Given only by a restore keeping a model's number (free for this user: modelNumberTaken).
+   * Without it the database gives the user's next number (trigger voice_models_number, under
+   * the model_owners row the create holds).
+   */
+  modelNumber?: number;
   userId: string;
   provider: Provider;
   modelPath: string;
@@ -53,6 +61,8 @@ const COLUMNS = {
   fileId: "file_id",
   deletedAt: "deleted_at",
   createdAt: "created_at",
+  modelNumber: "model_number",
+  parentModelId: "parent_model_id",
 } as const satisfies Record<Exclude<keyof NewModel, "qualityComponents">, keyof VoiceModelRow>;
 
 /** The one place a row becomes a domain object (toColumns is the way there). */
@@ -80,6 +90,8 @@ function toRecord(row: VoiceModelRow): VoiceModelRecord {
     version: row.version,
     sizeBytes: row.size_bytes ?? undefined,
     hasFile: row.file_id !== null && row.file_id !== undefined,
+    modelNumber: row.model_number,
+    parentModelId: row.parent_model_id ?? undefined,
     createdAt: row.created_at,
     updatedAt: row.updated_at,
     deletedAt: row.deleted_at ?? undefined,
@@ -182,6 +194,8 @@ export async function findByTrainingJob(trx: Tx, userId: string, trainingJobId: 
 /**
  * Locks the user's owner row (creating it on first use). Every write that can change which
  * model is active takes this lock first, so such writes for one user run one after another.
+ * The row also holds the user's model number counter (last_model_number), which the database
+ * advances on every insert into voice_models.
  */
 export async function lockOwner(trx: Tx, userId: string): Promise<void> {
   await trx.raw(
@@ -255,11 +269,71 @@ export async function softDeleteWhere(trx: Tx, log: ChangeLog, cond: ModelCondit
   return (rows as VoiceModelRow[]).map((row) => log.add("deleted", toRecord(row), row.is_active));
 }
 
-/** Removes model rows for good (rows referring to them must be gone); each recorded as "purged". */
+/**
+ * Removes model rows for good (rows referring to them must be gone); each recorded as "purged".
+ * Their children outside `ids` lose their parent first, each recorded as "updated" (the foreign
+ * key's ON DELETE SET NULL would do it unseen by the listeners, so caches would keep the old
+ * parent). The rows are locked first: a create naming one of them as parent (which holds it FOR
+ * SHARE) commits before, and its child is then found here.
+ */
 export async function deleteModels(trx: Tx, log: ChangeLog, ids: readonly string[]): Promise<VoiceModelRecord[]> {
   if (ids.length === 0) return [];
+  await trx("voice_models").whereIn("id", ids).forUpdate().select("id");
+  const orphaned = (await trx("voice_models")
+    .whereIn("parent_model_id", ids)
+    .whereNotIn("id", ids)
+    .update({ parent_model_id: null, version: trx.raw("version + 1"), updated_at: trx.raw("now()") })
+    .returning("*")) as VoiceModelRow[];
+  for (const row of orphaned) log.add("updated", toRecord(row));
   const rows = (await trx("voice_models").whereIn("id", ids).delete().returning("*")) as VoiceModelRow[];
   return rows.map((row) => log.add("purged", toRecord(row)));
+}
+
+/** Whether one of the user's models has this number (a restore keeps a number only when free). */
+export async function modelNumberTaken(db: Db, userId: string, modelNumber: number): Promise<boolean> {
+  return (await db("voice_models").where({ user_id: userId, model_number: modelNumber }).first("id")) !== undefined;
+}
+
+/*
+ * Lineage: the links parent_model_id makes, followed by recursive CTEs (PostgreSQL and PGlite
+ * alike), never across users. UNION ALL with a depth bound: the links form trees (a parent exists
+ * before its child), and the bound also ends a walk on any cycle bad data could hold.
+ */
+
+/** Ancestors walked from model `?` up, depth 1 for the parent (at most `?` levels). */
+const ANCESTORS_CTE = `up AS (
+    SELECT v.*, 0 AS depth FROM voice_models v WHERE v.id = ?
+    UNION ALL
+    SELECT v.*, up.depth + 1 FROM voice_models v JOIN up ON v.id = up.parent_model_id AND v.user_id = up.user_id WHERE up.depth < ?)`;
+
+/** Descendants walked from model `?` down, depth 1 for its children (at most `?` levels). */
+const DESCENDANTS_CTE = `down AS (
+    SELECT v.*, 0 AS depth FROM voice_models v WHERE v.id = ?
+    UNION ALL
+    SELECT v.*, down.depth + 1 FROM voice_models v JOIN down ON v.parent_model_id = down.id AND v.user_id = down.user_id WHERE down.depth < ?)`;
+
+export interface Lineage {
+  /** Root first, the model's parent last. */
+  ancestors: VoiceModelRecord[];
+  /** Breadth-first: by generation, then model_number. */
+  descendants: VoiceModelRecord[];
+  /** Either list was cut at `max`. */
+  truncated: boolean;
+}
+
+/**
+ * A model's ancestors (the `max` nearest) and descendants (the first `max` breadth-first),
+ * soft-deleted ones included. One more than `max` is read to tell whether a list was cut.
+ */
+export async function lineageOf(db: Db, modelId: string, max: number = LIMITS.lineageMax): Promise<Lineage> {
+  const [up, down] = await Promise.all([
+    db.raw(`WITH RECURSIVE ${ANCESTORS_CTE} SELECT * FROM up WHERE depth > 0 ORDER BY depth`, [modelId, max + 1]),
+    db.raw(`WITH RECURSIVE ${DESCENDANTS_CTE} SELECT * FROM down WHERE depth > 0 ORDER BY depth, model_number LIMIT ?`, [modelId, max + 1, max + 1]),
+  ]);
+  const ancestors = (up.rows as VoiceModelRow[]).map(toRecord);
+  const descendants = (down.rows as VoiceModelRow[]).map(toRecord);
+  const truncated = ancestors.length > max || descendants.length > max;
+  return { ancestors: ancestors.slice(0, max).reverse(), descendants: descendants.slice(0, max), truncated };
 }
 
 export interface ListFilters {
@@ -269,6 +343,8 @@ export interface ListFilters {
   minQualityMillis?: number;
   status?: string;
   showDeleted: boolean;
+  /** Only this model (the user's), its ancestors and descendants, as lineageOf finds them. */
+  lineageOf?: string;
 }
 
 /** The WHERE clause of a list's filters (both its page and its count), with its bindings. */
@@ -284,6 +360,13 @@ function listWhere(f: ListFilters): { sql: string; bindings: Array<string | numb
   if (f.isActive !== undefined) and("is_active = ?", f.isActive);
   if (f.minQualityMillis !== undefined) and("quality_score >= ?", f.minQualityMillis / 1000);
   if (f.status !== undefined) and("status = ?", f.status);
+  if (f.lineageOf !== undefined) {
+    // The model itself (depth 0 of both walks), its `max` nearest ancestors and first `max` descendants.
+    const max = LIMITS.lineageMax;
+    sql += ` AND id IN (WITH RECURSIVE ${ANCESTORS_CTE}, ${DESCENDANTS_CTE}
+      SELECT id FROM up UNION ALL (SELECT id FROM down ORDER BY depth, model_number LIMIT ?))`;
+    bindings.push(f.lineageOf, max, f.lineageOf, max, max + 1);
+  }
   return { sql, bindings };
 }
 

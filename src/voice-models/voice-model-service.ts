@@ -7,7 +7,7 @@ import type {
 import { hasRole, resolveTargetUser, type Caller } from "../auth/caller";
 import { inTransaction, type Tx } from "../db/transaction";
 import { accessDenied, AppError, invalidArgument, modelNotFound } from "../errors";
-import { assertCanWrite, SharedAccess } from "./access";
+import { assertCanWrite, canRead, SharedAccess } from "./access";
 import * as activation from "./activation";
 import * as history from "./activation-history";
 import { allItems, batchModelIds, eachItem, type ItemOutcome } from "./batch";
@@ -30,6 +30,11 @@ export interface DeleteResult {
   activeModelId: string | undefined;
 }
 
+/** A model with its lineage as the caller may see it (GetVoiceModelLineage). */
+export interface LineageResult extends repo.Lineage {
+  model: VoiceModelRecord;
+}
+
 export interface ListResult {
   models: VoiceModelRecord[];
   total: number;
@@ -42,7 +47,16 @@ export interface CreateOptions {
   id?: string;
   /** Runs in the create transaction right after the insert (before activation and listeners). */
   attach?: (trx: Tx, log: ChangeLog, model: VoiceModelRecord) => Promise<VoiceModelRecord>;
+  /**
+   * A parentModelId that is not one of the user's models is dropped instead of refused (import:
+   * an export names the exporter's parent, which is kept only when it is the importer's own).
+   */
+  parentOnlyIfOwn?: boolean;
 }
+
+/** The one refusal of a parent or lineage_of id that is not the user's: unknown and foreign alike. */
+const notUsersModel = (field: string, modelId: string, userId: string) =>
+  invalidArgument(field, `${modelId} is not a model of user ${userId} (live or soft-deleted)`);
 
 /** The core lifecycle of voice models. Every method takes the verified actor first. */
 export class VoiceModelService {
@@ -83,7 +97,16 @@ export class VoiceModelService {
         const existing = await repo.findByTrainingJob(trx, userId, row.trainingJobId);
         if (existing) return existing;
       }
-      let created = await repo.insertModel(trx, log, options.id ? { ...row, id: options.id } : row);
+      let parentModelId = row.parentModelId;
+      if (parentModelId) {
+        // FOR SHARE: a purge of the parent waits for this create, then finds the child.
+        const parent = await repo.findModelForShare(trx, parentModelId);
+        if (parent?.userId !== userId) {
+          if (!options.parentOnlyIfOwn) throw notUsersModel("parentModelId", parentModelId, userId);
+          parentModelId = undefined;
+        }
+      }
+      let created = await repo.insertModel(trx, log, { ...row, parentModelId, ...(options.id ? { id: options.id } : {}) });
       if (options.attach) created = await options.attach(trx, log, created);
       return created.status === "completed" ? activation.onCompleted(trx, log, created) : created;
     });
@@ -91,7 +114,7 @@ export class VoiceModelService {
 
   async get(actor: Actor, id: string): Promise<VoiceModelRecord> {
     const modelId = valid.modelId(id);
-    const model = await this.reads.model(modelId, () => repo.findModel(this.knex, modelId));
+    const model = await this.findAnyModel(modelId);
     if (!model) throw modelNotFound(modelId);
     await this.access.assertCanView(this.knex, actor.caller, model);
     if (model.deletedAt) throw modelNotFound(modelId);
@@ -113,9 +136,14 @@ export class VoiceModelService {
         req.minQualityScore === undefined ? undefined : scoreToMillis(req.minQualityScore, "minQualityScore"),
       status: req.status === undefined ? undefined : valid.status(req.status),
       showDeleted: req.showDeleted ?? false,
+      lineageOf: req.lineageOf === undefined ? undefined : valid.modelId(req.lineageOf, "lineageOf"),
     };
     const limit = valid.pageLimit(req.limit);
     const offset = valid.offset(req.offset);
+    if (filters.lineageOf !== undefined) {
+      const root = await this.findAnyModel(filters.lineageOf);
+      if (root?.userId !== userId) throw notUsersModel("lineageOf", filters.lineageOf, userId);
+    }
     // A token opens only for the caller and filters it was minted for.
     const scope = { callerId: actor.caller.userId, filters };
     let after;
@@ -127,6 +155,31 @@ export class VoiceModelService {
     const { models, total } = await this.reads.list(userId, JSON.stringify({ filters, page }), () => repo.listModels(this.knex, filters, page));
     const nextPageToken = models.length === limit ? encodePageToken(this.pageTokens, scope, models[models.length - 1]) : "";
     return { models, total, nextPageToken };
+  }
+
+  /**
+   * A model's ancestors and descendants (repository.lineageOf), soft-deleted ones included; the
+   * model itself may be soft-deleted too. A caller who may view it only through a share sees
+   * only the relatives shared with them as well.
+   */
+  async lineage(actor: Actor, id: string): Promise<LineageResult> {
+    const modelId = valid.modelId(id);
+    const model = await this.findAnyModel(modelId);
+    if (!model) throw modelNotFound(modelId);
+    await this.access.assertCanView(this.knex, actor.caller, model);
+    const lineage = await repo.lineageOf(this.knex, modelId);
+    if (canRead(actor.caller, model)) return { model, ...lineage };
+    const viewable = async (models: VoiceModelRecord[]) => {
+      const out: VoiceModelRecord[] = [];
+      for (const m of models) if (await this.access.canView(this.knex, actor.caller, m)) out.push(m);
+      return out;
+    };
+    return { model, ancestors: await viewable(lineage.ancestors), descendants: await viewable(lineage.descendants), truncated: lineage.truncated };
+  }
+
+  /** A model by id, live or soft-deleted, through the read cache. */
+  private findAnyModel(modelId: string): Promise<VoiceModelRecord | undefined> {
+    return this.reads.model(modelId, () => repo.findModel(this.knex, modelId));
   }
 
   async update(actor: Actor, req: UpdateVoiceModelRequest): Promise<VoiceModelRecord> {
@@ -298,6 +351,7 @@ function newModelRow(userId: string, req: CreateVoiceModelRequest): repo.NewMode
     status: req.status === undefined ? "completed" : valid.status(req.status),
     trainingJobId: req.trainingJobId === undefined ? null : valid.trainingJobId(req.trainingJobId),
     sizeBytes: req.sizeBytes === undefined ? null : sizeBytes(req.sizeBytes),
+    parentModelId: req.parentModelId === undefined ? undefined : valid.modelId(req.parentModelId, "parentModelId"),
   };
 }
 

@@ -25,6 +25,10 @@ export interface VoiceModelRecord {
   sizeBytes: number | undefined;
   /** The service stores the model's file: modelPath is then its own key, not the caller's. */
   hasFile: boolean;
+  /** The model's number among its owner's models (1, 2, 3, ... in creation order, never reused). */
+  modelNumber: number;
+  /** The model it was trained from (the same user's), until that one is purged. */
+  parentModelId: string | undefined;
   createdAt: Date;
   updatedAt: Date;
   deletedAt: Date | undefined;

@@ -249,6 +249,11 @@ export type RestoreBackupRequest = Message<"voicemodel.v1.RestoreBackupRequest">
   /**
    * Models whose ids exist already are overwritten (true) or skipped (false, the default).
    *
+   * A restored model keeps its model_number (an overwritten one keeps the number it has; a model
+   * from a backup older than model numbers gets the user's next one) and its parent_model_id
+   * when that parent is, after the restore, one of the user's models (else none; an overwritten
+   * model from an older backup keeps the parent it has).
+   *
    * @generated from field: bool overwrite_existing = 2;
    */
   overwriteExisting: boolean;

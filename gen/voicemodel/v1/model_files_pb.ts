@@ -301,7 +301,9 @@ export type ExportHeader = Message<"voicemodel.v1.ExportHeader"> & {
   formatVersion: number;
 
   /**
-   * The model as it was when exported (id, user, timestamps for reference only).
+   * The model as it was when exported (id, user, timestamps and model_number for reference
+   * only). ImportVoiceModel keeps its parent_model_id only when that names one of the importing
+   * user's own models (live or soft-deleted); any other parent is dropped, not refused.
    *
    * @generated from field: voicemodel.v1.VoiceModel model = 2;
    */
@@ -428,8 +430,8 @@ export const ImportVoiceModelRequestSchema: GenMessage<ImportVoiceModelRequest> 
  */
 export type ImportVoiceModelResponse = Message<"voicemodel.v1.ImportVoiceModelResponse"> & {
   /**
-   * The new model (a new id, owned by the caller or user_id, not active unless the activation
-   * rules make it so).
+   * The new model (a new id and the owner's next model_number, owned by the caller or user_id,
+   * not active unless the activation rules make it so; parent_model_id as ExportHeader.model says).
    *
    * @generated from field: voicemodel.v1.VoiceModel model = 1;
    */

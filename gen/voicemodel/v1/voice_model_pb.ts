@@ -12,7 +12,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file voicemodel/v1/voice_model.proto.
  */
 export const file_voicemodel_v1_voice_model: GenFile = /*@__PURE__*/
-  fileDesc("Ch92b2ljZW1vZGVsL3YxL3ZvaWNlX21vZGVsLnByb3RvEg12b2ljZW1vZGVsLnYxItcDCgpWb2ljZU1vZGVsEgoKAmlkGAEgASgJEg8KB3VzZXJfaWQYAiABKAkSEAoIcHJvdmlkZXIYAyABKAkSEgoKbW9kZWxfcGF0aBgEIAEoCRITCgtzYW1wbGVfcmF0ZRgFIAEoBRIVCg1xdWFsaXR5X3Njb3JlGAYgASgBEikKCG1ldGFkYXRhGAcgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIRCglpc19hY3RpdmUYCCABKAgSDgoGc3RhdHVzGAkgASgJEi4KCmNyZWF0ZWRfYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnVwZGF0ZWRfYXQYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCmRlbGV0ZWRfYXQYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjwKEnF1YWxpdHlfY29tcG9uZW50cxgNIAEoCzIgLnZvaWNlbW9kZWwudjEuUXVhbGl0eUNvbXBvbmVudHMSHAoPdHJhaW5pbmdfam9iX2lkGA4gASgJSACIAQESDAoEZXRhZxgPIAEoCUISChBfdHJhaW5pbmdfam9iX2lkImIKEVF1YWxpdHlDb21wb25lbnRzEhIKCnNpbWlsYXJpdHkYASABKAESEwoLbmF0dXJhbG5lc3MYAiABKAESDwoHY2xhcml0eRgDIAEoARITCgtjb25zaXN0ZW5jeRgEIAEoAUKgAQoRY29tLnZvaWNlbW9kZWwudjFCD1ZvaWNlTW9kZWxQcm90b1ABWkFleGFtcGxlLmNvbS92b2ljZS1tb2RlbC1zZXJ2aWNlL2dlbi9nby92b2ljZW1vZGVsL3YxO3ZvaWNlbW9kZWx2MaICA1ZYWKoCDVZvaWNlbW9kZWwuVjHKAg1Wb2ljZW1vZGVsXFYx6gIOVm9pY2Vtb2RlbDo6VjFiBnByb3RvMw", [file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("Ch92b2ljZW1vZGVsL3YxL3ZvaWNlX21vZGVsLnByb3RvEg12b2ljZW1vZGVsLnYxIp8ECgpWb2ljZU1vZGVsEgoKAmlkGAEgASgJEg8KB3VzZXJfaWQYAiABKAkSEAoIcHJvdmlkZXIYAyABKAkSEgoKbW9kZWxfcGF0aBgEIAEoCRITCgtzYW1wbGVfcmF0ZRgFIAEoBRIVCg1xdWFsaXR5X3Njb3JlGAYgASgBEikKCG1ldGFkYXRhGAcgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIRCglpc19hY3RpdmUYCCABKAgSDgoGc3RhdHVzGAkgASgJEi4KCmNyZWF0ZWRfYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnVwZGF0ZWRfYXQYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCmRlbGV0ZWRfYXQYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjwKEnF1YWxpdHlfY29tcG9uZW50cxgNIAEoCzIgLnZvaWNlbW9kZWwudjEuUXVhbGl0eUNvbXBvbmVudHMSHAoPdHJhaW5pbmdfam9iX2lkGA4gASgJSACIAQESDAoEZXRhZxgPIAEoCRIUCgxtb2RlbF9udW1iZXIYECABKAUSHAoPcGFyZW50X21vZGVsX2lkGBEgASgJSAGIAQFCEgoQX3RyYWluaW5nX2pvYl9pZEISChBfcGFyZW50X21vZGVsX2lkImIKEVF1YWxpdHlDb21wb25lbnRzEhIKCnNpbWlsYXJpdHkYASABKAESEwoLbmF0dXJhbG5lc3MYAiABKAESDwoHY2xhcml0eRgDIAEoARITCgtjb25zaXN0ZW5jeRgEIAEoAUKgAQoRY29tLnZvaWNlbW9kZWwudjFCD1ZvaWNlTW9kZWxQcm90b1ABWkFleGFtcGxlLmNvbS92b2ljZS1tb2RlbC1zZXJ2aWNlL2dlbi9nby92b2ljZW1vZGVsL3YxO3ZvaWNlbW9kZWx2MaICA1ZYWKoCDVZvaWNlbW9kZWwuVjHKAg1Wb2ljZW1vZGVsXFYx6gIOVm9pY2Vtb2RlbDo6VjFiBnByb3RvMw", [file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * A cloned TTS voice owned by one user.
@@ -132,6 +132,25 @@ export type VoiceModel = Message<"voicemodel.v1.VoiceModel"> & {
    * @generated from field: string etag = 15;
    */
   etag: string;
+
+  /**
+   * The model's number among its owner's models: 1 for the first model the user created, 2 for
+   * the next, and so on. Given once at creation (CreateVoiceModel, ImportVoiceModel) and never
+   * reused, also after deletes and purges; a restore from a backup keeps it. Not the edit counter
+   * behind etag.
+   *
+   * @generated from field: int32 model_number = 16;
+   */
+  modelNumber: number;
+
+  /**
+   * The model this one was trained from, when one was named at creation: always a model of the
+   * same user (live or soft-deleted). Absent when none was named, or once that parent has been
+   * purged for good (retention purge, DeleteUserData). See GetVoiceModelLineage.
+   *
+   * @generated from field: optional string parent_model_id = 17;
+   */
+  parentModelId?: string | undefined;
 };
 
 /**

@@ -4,6 +4,7 @@ import * as usageAndCache from "./002-usage-and-cache";
 import * as modelFiles from "./003-model-files";
 import * as governance from "./004-governance";
 import * as activationHistory from "./005-activation-history";
+import * as lineage from "./006-lineage";
 
 interface Migration {
   up(knex: Knex): Promise<void>;
@@ -17,6 +18,7 @@ const MIGRATIONS: ReadonlyArray<[name: string, migration: Migration]> = [
   ["003-model-files", modelFiles],
   ["004-governance", governance],
   ["005-activation-history", activationHistory],
+  ["006-lineage", lineage],
 ];
 
 export const migrationSource: Knex.MigrationSource<string> = {

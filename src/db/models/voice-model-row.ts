@@ -23,6 +23,10 @@ export class VoiceModelRow extends Model {
   size_bytes!: number | null;
   /** The stored file (model_files), once the service holds the model's file. */
   file_id!: string | null;
+  /** Per user, from 1, never reused (numbered by the database on insert; see migration 006). */
+  model_number!: number;
+  /** The model this one was trained from (same user); null once that one is purged. */
+  parent_model_id!: string | null;
   created_at!: Date;
   updated_at!: Date;
   deleted_at!: Date | null;
@@ -33,5 +37,7 @@ export class ModelOwnerRow extends Model {
   static override idColumn = "user_id";
 
   user_id!: string;
+  /** The last model_number given to one of the user's models. */
+  last_model_number!: number;
   created_at!: Date;
 }
