@@ -14,7 +14,7 @@ const LAYERS = [
   ["errors", "config", "logger", "data-dir-secret"],
   ["db", "storage", "auth", "jobs", "paging"],
   ["voice-models"],
-  ["cache", "audit", "metrics", "rate-limit"],
+  ["cache", "audit", "metrics", "rate-limit", "events"],
   ["usage", "sharing", "cleanup", "model-files", "backups", "user-data"],
   ["rpc"],
   ["server"],

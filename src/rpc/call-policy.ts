@@ -60,5 +60,6 @@ export const CALL_POLICY = {
   listBackups: PLAIN,
   restoreBackup: { rateLimit: "backup", audit: "backup.restored" },
   deleteUserData: PLAIN,
+  watchVoiceModelEvents: PLAIN,
   downloadBackup: { audit: "backup.read" },
 } as const satisfies Record<CallName, CallPolicy>;

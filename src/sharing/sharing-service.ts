@@ -15,6 +15,7 @@ import * as models from "../voice-models/repository";
 import * as valid from "../voice-models/validation";
 import type { VoiceModelRecord } from "../voice-models/voice-model";
 import { assertCanWrite } from "../voice-models/access";
+import type { EventOutbox } from "../events/event-outbox";
 import * as shares from "./share-repository";
 
 export const MAX_SHARE_TARGETS = 100;
@@ -52,6 +53,7 @@ export class SharingService {
     private readonly knex: Knex,
     private readonly enabled: boolean,
     private readonly pageTokens: PageTokens,
+    private readonly events: EventOutbox,
   ) {}
 
   private assertEnabled(): void {
@@ -78,6 +80,7 @@ export class SharingService {
         modelId,
         details: { targetUserIds: targets, permission },
       });
+      await this.events.append(trx, [{ type: "shared", userId: ownerId, model, audience: targets }]);
       return granted;
     });
   }
@@ -95,9 +98,10 @@ export class SharingService {
         action: "share.revoked",
         targetUserId: model.userId,
         modelId,
-        details: { targetUserIds: targets ?? "all", revoked },
+        details: { targetUserIds: targets ?? "all", revoked: revoked.length },
       });
-      return revoked;
+      if (revoked.length > 0) await this.events.append(trx, [{ type: "share_revoked", userId: model.userId, modelId, audience: revoked }]);
+      return revoked.length;
     });
   }
 
@@ -124,8 +128,20 @@ export class SharingService {
   }
 }
 
-/** Deleting a model ends its shares, in the deleting transaction. */
-export const endSharesOfDeletedModels: ModelChangeListener = async (trx, changes) => {
-  const deleted = changes.filter((c) => c.kind === "deleted" || c.kind === "purged").map((c) => c.model.id);
-  await shares.deleteSharesOfModels(trx, deleted);
-};
+/** Deleting a model ends its shares, in the deleting transaction; the sharees are told. */
+export function endSharesOfDeletedModels(events: EventOutbox): ModelChangeListener {
+  return async (trx, changes) => {
+    const deleted = changes.filter((c) => c.kind === "deleted" || c.kind === "purged").map((c) => c.model.id);
+    const ended = await shares.deleteSharesOfModels(trx, deleted);
+    const byModel = new Map<string, { ownerId: string; targets: string[] }>();
+    for (const share of ended) {
+      const entry = byModel.get(share.modelId) ?? { ownerId: share.ownerId, targets: [] };
+      entry.targets.push(share.targetUserId);
+      byModel.set(share.modelId, entry);
+    }
+    await events.append(
+      trx,
+      [...byModel].map(([modelId, { ownerId, targets }]) => ({ type: "share_revoked" as const, userId: ownerId, modelId, audience: targets })),
+    );
+  };
+}

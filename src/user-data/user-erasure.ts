@@ -68,7 +68,9 @@ export class UserErasure {
 
   private async tombstone(actor: Actor, userId: string, hash: string): Promise<void> {
     await this.models.writeForUser(actor, userId, async (trx, log) => {
-      // Tell the listeners (caches, shares, audit, file references) the live models go.
+      // Tell the listeners (caches, shares, audit, file references) the live models go, and the
+      // change events to forget the user.
+      log.erasure = { userId, userHash: hash };
       const live = await modelRepo.liveModels(trx, userId, { forUpdate: true });
       for (const model of live) await modelRepo.patchModel(trx, log, model.id, { isActive: false, deletedAt: new Date() }, "deleted");
       await trx("user_tombstones").insert({ user_hash: hash, user_id: userId, status: "purging", requested_by_hash: userHash(actor.caller.userId) });

@@ -23,7 +23,13 @@ export interface ModelChange {
  * whatever it writes (cache invalidation, audit rows, share clean-up) commits or rolls back with
  * the change itself.
  */
-export type ModelChangeListener = (trx: Tx, changes: readonly ModelChange[], actor: Actor) => Promise<void>;
+export type ModelChangeListener = (trx: Tx, changes: readonly ModelChange[], actor: Actor, log: ChangeLog) => Promise<void>;
+
+/**
+ * What a transaction's "created" and "updated" changes mean, where that is more than their kind
+ * says (the change events name it; the other listeners need only the kind).
+ */
+export type WriteCause = "status_changed" | "undeleted" | "restored" | "file_stored";
 
 /**
  * The changes one transaction makes, in order, handed to the listeners before commit. The
@@ -31,6 +37,9 @@ export type ModelChangeListener = (trx: Tx, changes: readonly ModelChange[], act
  */
 export class ChangeLog {
   readonly changes: ModelChange[] = [];
+  cause: WriteCause | undefined;
+  /** Set by account deletion: the listeners forget the user instead of describing the changes. */
+  erasure: { userId: string; userHash: string } | undefined;
 
   add(kind: ModelChangeKind, model: VoiceModelRecord): VoiceModelRecord {
     // A second update of a model this transaction already created or updated (its file attached

@@ -137,6 +137,7 @@ export class VoiceModelService {
       const leavesCompleted = changes.status !== undefined && model.status === "completed" && changes.status !== "completed";
       const becomesCompleted = changes.status === "completed" && model.status !== "completed";
       if (leavesCompleted && model.isActive) changes.isActive = false;
+      if (changes.status !== undefined && changes.status !== model.status) log.cause = "status_changed";
       const updated = await repo.patchModel(trx, log, modelId, changes);
       if (leavesCompleted && model.isActive) await activation.replaceActive(trx, log, updated);
       if (becomesCompleted) return activation.onCompleted(trx, log, updated);
@@ -196,7 +197,7 @@ export class VoiceModelService {
     return inTransaction(this.knex, async (trx) => {
       const log = new ChangeLog();
       const result = await fn(trx, log);
-      if (log.changes.length > 0) for (const listener of this.listeners) await listener(trx, log.changes, actor);
+      if (log.changes.length > 0 || log.erasure) for (const listener of this.listeners) await listener(trx, log.changes, actor, log);
       return result;
     });
   }

@@ -3,6 +3,7 @@ import * as voiceModels from "./001-voice-models";
 import * as usageAndCache from "./002-usage-and-cache";
 import * as modelFiles from "./003-model-files";
 import * as governance from "./004-governance";
+import * as changeEvents from "./007-change-events";
 
 interface Migration {
   up(knex: Knex): Promise<void>;
@@ -15,6 +16,7 @@ const MIGRATIONS: ReadonlyArray<[name: string, migration: Migration]> = [
   ["002-usage-and-cache", usageAndCache],
   ["003-model-files", modelFiles],
   ["004-governance", governance],
+  ["007-change-events", changeEvents],
 ];
 
 export const migrationSource: Knex.MigrationSource<string> = {
