@@ -79,3 +79,88 @@ test("afterEventId ahead of the newest event: INVALID_ARGUMENT", async () => {
   expect(watch.error?.code).toBe(Code.InvalidArgument);
   expect(watch.error?.rawMessage).toMatch(/afterEventId/);
 });
+
+describe("who sees what", () => {
+  test("a sharee sees a shared model's events while the share lasts, then its share_revoked, then nothing", async () => {
+    const owner = await server().actor();
+    const friend = await server().actor();
+    const model = await createModel(owner);
+    const other = await createModel(owner);
+    const watch = new EventWatch(grpcStreamingClient(server().grpcPort, friend.token));
+    try {
+      await watch.opened();
+      await owner.grpc.shareVoiceModel({ modelId: model.id, targetUserIds: [friend.userId, "someone-else"], permissions: ["view"] });
+      await owner.grpc.updateVoiceModel({ modelId: model.id, metadata: { v: 1 } });
+      await owner.grpc.updateVoiceModel({ modelId: other.id, metadata: { v: 1 } });
+      await owner.grpc.revokeShare({ modelId: model.id, targetUserIds: [friend.userId] });
+      await owner.grpc.updateVoiceModel({ modelId: model.id, metadata: { v: 2 } });
+      // A change the friend may see again marks the end of what can arrive.
+      const mine = await createModel(friend);
+      await watch.until((w) => w.events.some((e) => e.modelId === mine.id));
+      const seen = watch.events.filter((e) => e.modelId === model.id);
+      expect(seen.map((e) => e.type)).toEqual(["shared", "updated", "share_revoked"]);
+      // A sharee learns only about itself among the share's targets, and gets no state after revoke.
+      expect(seen[0].targetUserIds).toEqual([friend.userId]);
+      expect(seen[2].targetUserIds).toEqual([friend.userId]);
+      expect(seen[2].model).toBeUndefined();
+      expect(watch.events.some((e) => e.modelId === other.id)).toBe(false);
+    } finally {
+      await watch.cancel();
+    }
+  });
+
+  test("the service role watches every user; with userId, one user", async () => {
+    const service = await server().serviceActor();
+    const alice = await server().actor();
+    const bob = await server().actor();
+    const all = new EventWatch(grpcStreamingClient(server().grpcPort, service.token));
+    const onlyBob = new EventWatch(grpcStreamingClient(server().grpcPort, service.token), { userId: bob.userId });
+    try {
+      await Promise.all([all.opened(), onlyBob.opened()]);
+      const a = await createModel(alice);
+      const b = await createModel(bob);
+      await all.until((w) => w.events.some((e) => e.modelId === b.id && e.type === "activated"));
+      expect(all.events.filter((e) => e.modelId === a.id || e.modelId === b.id).map((e) => e.userId)).toEqual([alice.userId, alice.userId, bob.userId, bob.userId]);
+      await onlyBob.until((w) => w.events.length === 2);
+      expect(onlyBob.events.map((e) => e.modelId)).toEqual([b.id, b.id]);
+    } finally {
+      await Promise.all([all.cancel(), onlyBob.cancel()]);
+    }
+  });
+
+  test("a user may not watch another user: PERMISSION_DENIED", async () => {
+    const alice = await server().actor();
+    const watch = new EventWatch(grpcStreamingClient(server().grpcPort, alice.token), { userId: "somebody-else" });
+    await watch.done;
+    expect(watch.error?.code).toBe(Code.PermissionDenied);
+  });
+});
+
+test("undelete, upload, status changes and restores are named as such", async () => {
+  const alice = await server().actor();
+  const service = await server().serviceActor();
+  const model = await createModel(alice, { qualityScore: 0.3 });
+  const watch = new EventWatch(grpcStreamingClient(server().grpcPort, alice.token));
+  try {
+    await watch.opened();
+    const streaming = grpcStreamingClient(server().grpcPort, alice.token);
+    await streaming.uploadModelFile(
+      (async function* () {
+        yield { part: { case: "header" as const, value: { modelId: model.id } } };
+        yield { part: { case: "chunk" as const, value: new Uint8Array([1, 2, 3]) } };
+      })(),
+    );
+    await service.grpc.updateVoiceModel({ modelId: model.id, status: "failed" });
+    await alice.grpc.deleteVoiceModel({ modelId: model.id });
+    await alice.grpc.undeleteVoiceModel({ modelId: model.id });
+    let backupPath = "";
+    for await (const m of streaming.createBackup({})) if (m.backup) backupPath = m.backup.backupPath;
+    await streaming.restoreBackup({ backupPath, overwriteExisting: true });
+    await watch.until((w) => w.events.some((e) => e.type === "restored"));
+    expect(types(watch)).toEqual(["file_stored", "status_changed", "deleted", "undeleted", "restored"]);
+    // Leaving "completed" deactivated the model in the same write: its state says so.
+    expect(watch.events[1].model?.isActive).toBe(false);
+  } finally {
+    await watch.cancel();
+  }
+});

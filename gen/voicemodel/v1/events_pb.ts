@@ -126,7 +126,9 @@ export type VoiceModelEvent = Message<"voicemodel.v1.VoiceModelEvent"> & {
 
   /**
    * The model as the change left it. Absent for "purged", "share_revoked", "erased", and for
-   * events of an owner whose data was erased.
+   * events of an owner whose data was erased. One write is one event: a delete or status change
+   * of the active model also deactivates it, which its state (is_active false) shows, and the
+   * next best model's "activated" follows. A cache of active models keys on model.is_active.
    *
    * @generated from field: voicemodel.v1.VoiceModel model = 6;
    */
