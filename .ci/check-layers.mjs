@@ -27,6 +27,7 @@ const SAME_LAYER = new Set([
   "backups -> model-files", // a backup holds model files and restore writes them back
   "user-data -> model-files", // erasure deletes a user's files through their owner
   "user-data -> backups", // and their backups through theirs
+  "user-data -> sharing", // and their shares, telling the sharees
 ]);
 
 const layerOf = new Map(LAYERS.flatMap((rooms, layer) => rooms.map((room) => [room, layer])));

@@ -85,7 +85,7 @@ export function buildDomain({ config, db, log }: { config: Readonly<Config>; db:
     pathPrefixes: bucket ? [`gs://${bucket}/${prefix}`, `gs://${bucket}/`] : [],
     pageTokens,
   });
-  const erasure = new UserErasure(db.knex, models, blobs, log);
+  const erasure = new UserErasure(db.knex, models, blobs, log, outbox);
   const sharing = new SharingService(db.knex, governance.sharingEnabled, pageTokens, outbox);
   const events = new EventService({
     knex: db.knex,

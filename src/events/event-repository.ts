@@ -117,9 +117,11 @@ export async function eventsAfter(db: Db, afterId: bigint, scope: EventScope, li
   return (rows as EventRow[]).map(toEvent);
 }
 
-/** The newest event id handed out so far (0 before the first). */
+/** The newest event id handed out so far (0 before the first), kept or already pruned. */
 export async function newestEventId(db: Db): Promise<bigint> {
-  const { rows } = await db.raw(`SELECT coalesce(max(id), 0)::text AS id FROM voice_model_events`);
+  const { rows } = await db.raw(
+    `SELECT greatest((SELECT max(id) FROM voice_model_events), (SELECT pruned_through_id FROM voice_model_event_retention), 0)::text AS id`,
+  );
   return BigInt(rows[0].id);
 }
 

@@ -6,7 +6,7 @@ import type {
 } from "../../gen/voicemodel/v1/governance_pb";
 import { byActor, recordAudit } from "../audit/audit-log";
 import { resolveTargetUser } from "../auth/caller";
-import { inTransaction } from "../db/transaction";
+import { inTransaction, type Tx } from "../db/transaction";
 import { AppError, accessDenied, invalidArgument, modelNotFound } from "../errors";
 import { isUserId } from "../auth/user-id";
 import { TIME_MS, type PageTokens, type PositionField } from "../paging/page-token";
@@ -128,20 +128,27 @@ export class SharingService {
   }
 }
 
-/** Deleting a model ends its shares, in the deleting transaction; the sharees are told. */
+/** Deleting a model ends its shares, in the deleting transaction. */
 export function endSharesOfDeletedModels(events: EventOutbox): ModelChangeListener {
-  return async (trx, changes) => {
-    const deleted = changes.filter((c) => c.kind === "deleted" || c.kind === "purged").map((c) => c.model.id);
-    const ended = await shares.deleteSharesOfModels(trx, deleted);
-    const byModel = new Map<string, { ownerId: string; targets: string[] }>();
-    for (const share of ended) {
-      const entry = byModel.get(share.modelId) ?? { ownerId: share.ownerId, targets: [] };
-      entry.targets.push(share.targetUserId);
-      byModel.set(share.modelId, entry);
-    }
-    await events.append(
+  return (trx, changes) =>
+    endSharesOfModels(
       trx,
-      [...byModel].map(([modelId, { ownerId, targets }]) => ({ type: "share_revoked" as const, userId: ownerId, modelId, audience: targets })),
+      events,
+      changes.filter((c) => c.kind === "deleted" || c.kind === "purged").map((c) => c.model.id),
     );
-  };
+}
+
+/** Ends every share of the models in the caller's transaction; the sharees are told (share_revoked). */
+export async function endSharesOfModels(trx: Tx, events: EventOutbox, modelIds: string[]): Promise<void> {
+  const ended = await shares.deleteSharesOfModels(trx, modelIds);
+  const byModel = new Map<string, { ownerId: string; targets: string[] }>();
+  for (const share of ended) {
+    const entry = byModel.get(share.modelId) ?? { ownerId: share.ownerId, targets: [] };
+    entry.targets.push(share.targetUserId);
+    byModel.set(share.modelId, entry);
+  }
+  await events.append(
+    trx,
+    [...byModel].map(([modelId, { ownerId, targets }]) => ({ type: "share_revoked" as const, userId: ownerId, modelId, audience: targets })),
+  );
 }

@@ -6,7 +6,9 @@ import type { Tx } from "../db/transaction";
 import { accessDenied, invalidArgument } from "../errors";
 import * as backups from "../backups/backup-repository";
 import * as files from "../model-files/model-file-repository";
+import type { EventOutbox } from "../events/event-outbox";
 import { deleteModelRows } from "../model-files/retention";
+import { endSharesOfModels } from "../sharing/sharing-service";
 import type { BlobStore } from "../storage/blob-store";
 import type { Actor } from "../voice-models/model-events";
 import { isUserId } from "../auth/user-id";
@@ -53,6 +55,7 @@ export class UserErasure {
     private readonly models: VoiceModelService,
     private readonly blobs: BlobStore,
     private readonly log: Logger,
+    private readonly events: EventOutbox,
   ) {}
 
   /** Tombstones the user (once) and runs the object purge, reporting progress. */
@@ -76,6 +79,8 @@ export class UserErasure {
       await trx("user_tombstones").insert({ user_hash: hash, user_id: userId, status: "purging", requested_by_hash: userHash(actor.caller.userId) });
       await this.recordKeys(trx, userId, hash);
       const all = await modelRepo.userModels(trx, userId, { includeDeleted: true });
+      // Before the rows go (and their shares with them): the sharees are told.
+      await endSharesOfModels(trx, this.events, all.map((m) => m.id));
       await deleteModelRows(trx, log, all.map((m) => m.id));
       await files.deleteFilesOfUser(trx, userId);
       await backups.deleteBackupsOfUser(trx, userId);

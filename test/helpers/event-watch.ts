@@ -24,10 +24,16 @@ export class EventWatch {
   private readonly abort = new AbortController();
   readonly done: Promise<void>;
 
-  constructor(client: Client<typeof VoiceModelService>, request: MessageInitShape<typeof WatchVoiceModelEventsRequestSchema> = {}) {
+  /** `paused`: after the first message, read nothing more until it resolves (a slow reader). */
+  constructor(
+    client: Client<typeof VoiceModelService>,
+    request: MessageInitShape<typeof WatchVoiceModelEventsRequestSchema> = {},
+    paused?: Promise<void>,
+  ) {
     this.done = (async () => {
       try {
         for await (const reply of client.watchVoiceModelEvents(request, { signal: this.abort.signal })) {
+          if (paused && this.heartbeats.length > 0) await paused;
           if (reply.item.case === "event") this.events.push(reply.item.value);
           else if (reply.item.case === "heartbeat") this.heartbeats.push(reply.item.value.resumeAfterEventId);
         }
