@@ -5,7 +5,9 @@ import { FieldMaskSchema } from "@bufbuild/protobuf/wkt";
 import { Code } from "@connectrpc/connect";
 import type { VoiceModel } from "../gen/voicemodel/v1/voice_model_pb";
 import { VoiceModelService } from "../gen/voicemodel/v1/voice_model_service_pb";
+import { EventWatch } from "./helpers/event-watch";
 import { expectRpcError } from "./helpers/expect-error";
+import { grpcStreamingClient } from "./helpers/streaming-client";
 import { createModel, modelInput, sleep, startTestServer, TRANSPORTS, uniqueUser, useTestServer, type Actor, type MethodName } from "./helpers/harness";
 import { badlySignedToken, expiredToken, mintToken } from "./helpers/tokens";
 
@@ -38,6 +40,8 @@ interface SecuritySpec {
   userRoleRefused?(ctx: Ctx): Promise<CrossUser>;
   /** Service and admin only: the user's own request is PERMISSION_DENIED (and changes nothing). */
   privilegedOnly?: boolean;
+  /** A stream that runs until the client leaves: the own request must open (its first message comes). */
+  endless?: boolean;
 }
 
 /** Upload messages (header + one chunk) for a model. */
@@ -165,6 +169,11 @@ const SPECS: Record<MethodName, SecuritySpec> = {
     own: async ({ me }) => ({ userId: me.userId }),
     crossUser: async () => [],
   },
+  watchVoiceModelEvents: {
+    endless: true,
+    own: async () => ({}),
+    crossUser: async ({ other }) => [{ request: { userId: other.userId }, field: "userId" }],
+  },
   // Sharing, cleanup, audit and alerts.
   shareVoiceModel: {
     own: async ({ myModel }) => ({ modelId: (await myModel()).id, targetUserIds: ["a-friend"], permissions: ["view"] }),
@@ -288,6 +297,12 @@ describe.each(TRANSPORTS)("over %s", (transport) => {
     const spec = SPECS[localName]!;
 
     test(spec.privilegedOnly ? "the user role is refused: PERMISSION_DENIED" : "the caller's own request succeeds", async () => {
+      if (spec.endless) {
+        const watch = new EventWatch(transport === "grpc" ? grpcStreamingClient(server().grpcPort, ctx.me.token) : server().connect(ctx.me.token), await spec.own(ctx));
+        await watch.opened();
+        await watch.cancel();
+        return;
+      }
       const outcome = await server().call(transport, localName, await spec.own(ctx), ctx.me.token);
       if (spec.privilegedOnly) expectRpcError(outcome, { code: Code.PermissionDenied, reason: "ACCESS_DENIED" });
       else expect({ code: outcome.code, error: outcome.errorMessage }).toEqual({ code: 0, error: undefined });

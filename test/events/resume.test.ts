@@ -2,6 +2,7 @@
 // points and across a server restart, a reader that falls far behind, erasure and retention.
 import { randomInt } from "node:crypto";
 import { Code } from "@connectrpc/connect";
+import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb";
 import type { VoiceModelEvent } from "../../gen/voicemodel/v1/events_pb";
 import { createTestDatabase, type TestDatabase } from "../helpers/database";
 import { describeOnPostgres, onPostgres } from "../helpers/env";
@@ -205,7 +206,7 @@ test("resuming from before the retention: EVENTS_EXPIRED; after it: the kept eve
   const expired = new EventWatch(grpcStreamingClient(server.grpcPort, alice.token), { afterEventId: BigInt(Math.min(...oldIds) - 1) });
   await expired.done;
   expect(expired.error?.code).toBe(Code.FailedPrecondition);
-  expect(expired.error?.findDetails).toBeDefined();
+  expect(expired.error?.findDetails(ErrorInfoSchema)[0]?.reason).toBe("EVENTS_EXPIRED");
   expect(expired.error?.rawMessage).toMatch(/no longer kept/);
   const kept = new EventWatch(grpcStreamingClient(server.grpcPort, alice.token), { afterEventId: BigInt(pruned.pruned_through_id) });
   try {
