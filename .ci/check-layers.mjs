@@ -14,7 +14,7 @@ const LAYERS = [
   ["errors", "config", "logger", "data-dir-secret"],
   ["db", "storage", "auth", "jobs", "paging"],
   ["voice-models"],
-  ["cache", "audit", "metrics", "rate-limit"],
+  ["cache", "audit", "metrics", "rate-limit", "events"],
   ["usage", "sharing", "cleanup", "model-files", "backups", "user-data"],
   ["rpc"],
   ["server"],
@@ -27,6 +27,7 @@ const SAME_LAYER = new Set([
   "backups -> model-files", // a backup holds model files and restore writes them back
   "user-data -> model-files", // erasure deletes a user's files through their owner
   "user-data -> backups", // and their backups through theirs
+  "user-data -> sharing", // and their shares, telling the sharees
 ]);
 
 const layerOf = new Map(LAYERS.flatMap((rooms, layer) => rooms.map((room) => [room, layer])));

@@ -29,6 +29,7 @@ export interface Config {
   logLevel: string;
   usage: UsageConfig;
   cache: CacheConfig;
+  events: EventsConfig;
   governance: GovernanceConfig;
   files: FilesConfig;
   transport: TransportConfig;
@@ -95,6 +96,16 @@ export interface UsageConfig {
   retentionDays: number;
   /** How often expired raw events are purged. */
   purgeIntervalMs: number;
+}
+
+/** The change-event stream (WatchVoiceModelEvents). */
+export interface EventsConfig {
+  /** Events older than this are deleted; resuming from one of them is EVENTS_EXPIRED. */
+  retentionHours: number;
+  /** An idle stream carries a heartbeat this often. */
+  heartbeatMs: number;
+  /** How often the retention job runs (on one instance of the fleet). */
+  pruneIntervalMs: number;
 }
 
 export interface CacheConfig {
@@ -293,6 +304,11 @@ export function parseConfig(env: Env = process.env): Readonly<Config> {
       sweepBatchSize: integer(env, "CACHE_SWEEP_BATCH_SIZE", 1000, 1, 100_000),
       hitFlushIntervalMs: integer(env, "CACHE_HIT_FLUSH_INTERVAL_MS", 5_000, 10, 3_600_000),
       inProcessEntries: integer(env, "IN_PROCESS_CACHE_ENTRIES", 100_000, 0, 10_000_000),
+    }),
+    events: Object.freeze({
+      retentionHours: integer(env, "EVENT_RETENTION_HOURS", 72, 1, 24 * 3650),
+      heartbeatMs: integer(env, "EVENT_HEARTBEAT_SECONDS", 15, 1, 3600) * 1000,
+      pruneIntervalMs: integer(env, "EVENT_PRUNE_INTERVAL_MS", 600_000, 100, 86_400_000),
     }),
     governance: parseGovernance(env),
     files: parseFiles(env),

@@ -48,6 +48,8 @@ export const ErrorCodes = {
   SHUTTING_DOWN: Code.Unavailable,
   /** A streamed reply whose reader opened no flow-control window for too long (STREAM_STALL_TIMEOUT_MS). */
   STREAM_STALLED: Code.ResourceExhausted,
+  /** WatchVoiceModelEvents resumed from an event older than the retention: resync, then watch anew. */
+  EVENTS_EXPIRED: Code.FailedPrecondition,
   UNIMPLEMENTED: Code.Unimplemented,
   INTERNAL: Code.Internal,
 } as const satisfies Record<string, Code>;

@@ -186,6 +186,7 @@ const BY_CODE: Record<ErrorCode, ErrorCase[] | HttpCase | CoveredElsewhere | Bug
   DEADLINE_EXCEEDED: { coveredBy: "deadlines.test.ts" },
   SHUTTING_DOWN: { coveredBy: "shutdown.test.ts" },
   STREAM_STALLED: { coveredBy: "transport-limits.test.ts" },
+  EVENTS_EXPIRED: { coveredBy: "events/resume.test.ts" },
   UNIMPLEMENTED: { coveredBy: "malformed-requests.test.ts" },
   INTERNAL: { bugOnly: true },
 };

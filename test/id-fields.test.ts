@@ -14,6 +14,8 @@ function kindOf(field: DescField): "uuid" | "user" | "free" | undefined {
   const name = field.name;
   // Chosen by the caller, never parsed: the training job's own id.
   if (name === "training_job_id") return "free";
+  // A position in the event stream: a number, checked as one (events/watch.test.ts).
+  if (name === "after_event_id") return "free";
   if (/(^|_)(user_id|user_ids|owner_id)$/.test(name)) return "user";
   // lineage_of: ListVoiceModels' filter by a model's lineage.
   if (name === "id" || name === "lineage_of" || /(^|_)(model_id|model_ids|backup_id|entry_id)$/.test(name)) return "uuid";
@@ -108,6 +110,7 @@ const BASES: Partial<Record<MethodName, Base>> = {
   deleteUserData: { caller: "admin", request: (ctx) => ({ userId: ctx.me.userId }) },
   listActivationHistory: { request: () => ({}) },
   rollbackActiveModel: { request: () => ({}) },
+  watchVoiceModelEvents: { request: () => ({}) },
 };
 
 /** A copy of a plain request with the field at `path` set to `value` (appended to a list). */

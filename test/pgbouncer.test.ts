@@ -2,7 +2,7 @@
 // goes through the pooler, which hands each transaction whatever server connection is free, so
 // nothing may rely on session state; only the LISTEN connection goes to PostgreSQL directly.
 import pg from "pg";
-import { LISTENER_APPLICATION_NAME } from "../src/cache/change-listener";
+import { LISTENER_APPLICATION_NAME } from "../src/db/notifications";
 import { ConfigError, parseConfig } from "../src/config";
 import { openDatabase } from "../src/db/connection";
 import { migrateToLatest } from "../src/db/migrate";

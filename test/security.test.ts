@@ -7,7 +7,10 @@ import { ErrorInfoSchema } from "../gen/google/rpc/error_details_pb";
 import type { Status } from "../gen/google/rpc/status_pb";
 import type { VoiceModel } from "../gen/voicemodel/v1/voice_model_pb";
 import { VoiceModelService } from "../gen/voicemodel/v1/voice_model_service_pb";
+import { EventWatch } from "./helpers/event-watch";
 import { expectErrorInfo, expectRpcError } from "./helpers/expect-error";
+import { grpcStreamingClient } from "./helpers/streaming-client";
+
 import { createModel, modelInput, sleep, startTestServer, TRANSPORTS, uniqueUser, useTestServer, type Actor, type MethodName } from "./helpers/harness";
 import { badlySignedToken, expiredToken, mintToken } from "./helpers/tokens";
 
@@ -46,6 +49,8 @@ interface SecuritySpec {
    * ACCESS_DENIED in their results, and the other user's data does not change.
    */
   perItem?(ctx: Ctx): Promise<PerItem[]>;
+  /** A stream that runs until the client leaves: the own request must open (its first message comes). */
+  endless?: boolean;
 }
 
 interface PerItem {
@@ -239,6 +244,11 @@ const SPECS: Record<MethodName, SecuritySpec> = {
     own: async ({ me }) => ({ userId: me.userId }),
     crossUser: async () => [],
   },
+  watchVoiceModelEvents: {
+    endless: true,
+    own: async () => ({}),
+    crossUser: async ({ other }) => [{ request: { userId: other.userId }, field: "userId" }],
+  },
   // Sharing, cleanup, audit and alerts.
   shareVoiceModel: {
     own: async ({ myModel }) => ({ modelId: (await myModel()).id, targetUserIds: ["a-friend"], permissions: ["view"] }),
@@ -362,6 +372,12 @@ describe.each(TRANSPORTS)("over %s", (transport) => {
     const spec = SPECS[localName]!;
 
     test(spec.privilegedOnly ? "the user role is refused: PERMISSION_DENIED" : "the caller's own request succeeds", async () => {
+      if (spec.endless) {
+        const watch = new EventWatch(transport === "grpc" ? grpcStreamingClient(server().grpcPort, ctx.me.token) : server().connect(ctx.me.token), await spec.own(ctx));
+        await watch.opened();
+        await watch.cancel();
+        return;
+      }
       const outcome = await server().call(transport, localName, await spec.own(ctx), ctx.me.token);
       if (spec.privilegedOnly) expectRpcError(outcome, { code: Code.PermissionDenied, reason: "ACCESS_DENIED" });
       else expect({ code: outcome.code, error: outcome.errorMessage }).toEqual({ code: 0, error: undefined });

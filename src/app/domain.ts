@@ -11,14 +11,18 @@ import { FileMover } from "../model-files/file-mover";
 import { ModelFileService } from "../model-files/model-file-service";
 import { Retention } from "../model-files/retention";
 import { PageTokens } from "../paging/page-token";
-import { findPermission } from "../sharing/share-repository";
+import { Notifications } from "../db/notifications";
+import { EventFeed } from "../events/event-feed";
+import { EventOutbox, EVENTS_CHANNEL } from "../events/event-outbox";
+import { EventService } from "../events/event-service";
+import { findPermission, sharedModelIds } from "../sharing/share-repository";
 import { endSharesOfDeletedModels, SharingService } from "../sharing/sharing-service";
 import { BlobStoreHealth } from "../storage/blob-store-health";
 import { masterKeySource, openBlobStore, openKeyProvider } from "../storage/open-storage";
 import { SealedStore } from "../storage/sealed-store";
 import { SelectionService } from "../usage/selection";
 import { UsageService } from "../usage/usage-service";
-import { UserErasure } from "../user-data/user-erasure";
+import { UserErasure, userHash } from "../user-data/user-erasure";
 import { NO_SHARES, SharedAccess } from "../voice-models/access";
 import { ActivationHistoryService } from "../voice-models/activation-history-service";
 import { VoiceModelService } from "../voice-models/voice-model-service";
@@ -27,8 +31,15 @@ import { VoiceModelService } from "../voice-models/voice-model-service";
 export function buildDomain({ config, db, log }: { config: Readonly<Config>; db: Database; log: Logger }) {
   const governance = config.governance;
   const metrics = new ServiceMetrics(db.knex, { storageQuotaBytes: governance.alerts.storageQuotaBytes });
+  // The instance's one LISTEN connection (PostgreSQL only: on PGlite this process is the only instance).
+  const notifications = db.kind === "postgres" && config.databaseListenUrl ? new Notifications(config.databaseListenUrl, log) : undefined;
   // Cache tables + the in-process cache (active models, list pages); caches.stats holds the hit/miss counters.
-  const caches = new Caches({ knex: db.knex, kind: db.kind, listenUrl: config.databaseListenUrl, config: config.cache, log });
+  const caches = new Caches({ knex: db.knex, kind: db.kind, notifications, config: config.cache, log });
+  // Change events: written by the writes (outbox), read by one feed per instance that the
+  // commits wake (here directly, elsewhere through NOTIFY; after a lost LISTEN, a read catches up).
+  const feed = new EventFeed(db.knex, log);
+  notifications?.listen(EVENTS_CHANNEL, { onMessage: feed.wake, onLive: (live) => live && feed.wake() });
+  const outbox = new EventOutbox(notifications !== undefined, feed.wake);
   metrics.setCacheStatsSource(() => ({ ...caches.stats.tables, in_process: caches.stats.inProcess }));
   // One master key source for file encryption and page tokens (each derives keys of its own).
   const masterKeys = masterKeySource(config.files, config.dataDir);
@@ -40,9 +51,11 @@ export function buildDomain({ config, db, log }: { config: Readonly<Config>; db:
   });
   models.onChange(caches.onModelChange);
   models.onChange(auditModelChanges);
-  models.onChange(endSharesOfDeletedModels);
+  models.onChange(endSharesOfDeletedModels(outbox));
   models.onChange(metrics.onModelChanges);
   const history = new ActivationHistoryService(db.knex, models, pageTokens);
+  // Last: from its insert to commit it holds the lock that keeps event ids in commit order.
+  models.onChange(outbox.onModelChange);
   const cleanup = new CleanupService(db.knex, governance.cleanup, metrics, (actor, fn) => models.write(actor, fn));
   const usage = new UsageService(db.knex, caches, { ...config.usage, ...config.cache }, models.access);
 
@@ -74,10 +87,18 @@ export function buildDomain({ config, db, log }: { config: Readonly<Config>; db:
     pathPrefixes: bucket ? [`gs://${bucket}/${prefix}`, `gs://${bucket}/`] : [],
     pageTokens,
   });
-  const erasure = new UserErasure(db.knex, models, blobs, log);
-  const sharing = new SharingService(db.knex, governance.sharingEnabled, pageTokens);
+  const erasure = new UserErasure(db.knex, models, blobs, log, outbox);
+  const sharing = new SharingService(db.knex, governance.sharingEnabled, pageTokens, outbox);
+  const events = new EventService({
+    knex: db.knex,
+    feed,
+    sharedModelIds: (userId) => sharedModelIds(db.knex, userId),
+    userHash,
+    heartbeatMs: config.events.heartbeatMs,
+    retentionHours: config.events.retentionHours,
+  });
   const selection = new SelectionService(db.knex, models, caches.modelReads);
-  return { metrics, caches, pageTokens, models, history, cleanup, usage, blobs, storageHealth, mover, keyProvider, files, retention, backups, erasure, sharing, selection };
+  return { notifications, feed, events, metrics, caches, pageTokens, models, history, cleanup, usage, blobs, storageHealth, mover, keyProvider, files, retention, backups, erasure, sharing, selection };
 }
 
 export type Domain = ReturnType<typeof buildDomain>;

@@ -7,7 +7,7 @@ import type { Config } from "../config";
 import type { Database } from "../db/connection";
 import { registerBlobStoreMetric } from "../metrics/blob-store-metric";
 import { PostgresRateLimiter } from "../rate-limit/rate-limiter";
-import { CallRegistry } from "../server/call-end";
+import { CallRegistry, shuttingDown } from "../server/call-end";
 import { CallGate } from "../server/call-gate";
 import { CallGuard } from "../server/call-guard";
 import { fileRoutes } from "../server/file-routes";
@@ -43,7 +43,7 @@ export function createApp(deps: AppDeps) {
   const governance = config.governance;
   const instanceId = `${hostname()}:${process.pid}:${randomBytes(3).toString("hex")}`;
   const domain = buildDomain({ config, db, log });
-  const { metrics, caches, storageHealth, mover, erasure, keyProvider } = domain;
+  const { notifications, feed, metrics, caches, storageHealth, mover, erasure, keyProvider } = domain;
   registerBlobStoreMetric(metrics.registry, storageHealth);
 
   // Around every call, whichever transport: the token (gate), then metrics, rate limits and
@@ -71,7 +71,7 @@ export function createApp(deps: AppDeps) {
   };
 
   async function listen(): Promise<RunningApp> {
-    await caches.start();
+    await notifications?.start();
     jobs.start();
     storageHealth.start();
     // Account deletions a crash interrupted carry on now.
@@ -102,9 +102,12 @@ export function createApp(deps: AppDeps) {
       grpcPort: listeners.grpcPort,
       httpPort: listeners.httpPort,
       async close(graceMs = config.shutdown.graceMs) {
+        // Watch streams never finish by themselves: end them now, so their clients resume
+        // elsewhere at once instead of holding the grace period.
+        feed.close(shuttingDown("the instance is stopping; watch again (with the last event id) on another"));
         await listeners.close(graceMs);
         await jobs.stop();
-        await caches.stop();
+        await notifications?.stop();
         await mover.idle();
         storageHealth.stop();
       },

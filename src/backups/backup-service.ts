@@ -321,6 +321,7 @@ export class BackupService {
     written: Map<string, { fileId: string; sealed: SealedObject }>,
     used: Set<string>,
   ): Promise<RestoreResult> {
+    log.cause = "restored";
     let restored = 0;
     let skipped = 0;
     let overwritten = 0;

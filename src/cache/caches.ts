@@ -2,25 +2,22 @@ import { createHash } from "node:crypto";
 import type { Knex } from "knex";
 import type { Logger } from "pino";
 import type { CacheConfig } from "../config";
+import type { Notifications } from "../db/notifications";
 import type { Tx } from "../db/transaction";
 import type { Job } from "../jobs/scheduler";
 import type { ModelChangeListener } from "../voice-models/model-events";
 import type { ModelReadCache } from "../voice-models/read-cache";
-import type { VoiceModelRecord } from "../voice-models/voice-model";
+import { reviveModel, type VoiceModelRecord } from "../voice-models/voice-model";
 import { createCacheStats, type CacheStats } from "./cache-stats";
 import { CacheTables, invalidateInTransaction, scopes, type Codec } from "./cache-tables";
-import { CHANGES_CHANNEL, ChangeListener } from "./change-listener";
 import { UserReadCache } from "./user-read-cache";
 
 export interface CachesOptions {
   knex: Knex;
   /** Which database: on PGlite this process is the only instance, so local invalidation is all. */
   kind: "postgres" | "pglite";
-  /**
-   * PostgreSQL URL for the LISTEN connection (DATABASE_LISTEN_URL); without it (on PostgreSQL) the
-   * in-process cache is off. A session-level LISTEN cannot go through a transaction pooler.
-   */
-  listenUrl: string | undefined;
+  /** The instance's LISTEN connection; without it (on PostgreSQL) the in-process cache is off. */
+  notifications: Notifications | undefined;
   config: Readonly<CacheConfig>;
   log: Logger;
 }
@@ -30,16 +27,6 @@ export const modelCodec: Codec<VoiceModelRecord> = {
   encode: (model) => model,
   decode: (json) => reviveModel(json as Record<string, unknown>),
 };
-
-function reviveModel(json: Record<string, unknown>): VoiceModelRecord {
-  const m = json as unknown as VoiceModelRecord;
-  return {
-    ...m,
-    createdAt: new Date(json.createdAt as string),
-    updatedAt: new Date(json.updatedAt as string),
-    deletedAt: json.deletedAt ? new Date(json.deletedAt as string) : undefined,
-  };
-}
 
 type ListPage = { models: VoiceModelRecord[]; total: number };
 
@@ -54,26 +41,37 @@ const listCodec: Codec<ListPage> = {
 /** A list page's weight in the in-process cache: the models it holds. */
 const modelsIn = (page: ListPage) => page.models.length;
 
+/** The NOTIFY channel writers announce changed users on (payload: the user id). */
+const CHANGES_CHANNEL = "voice_model_changes";
+
 const hash = (text: string) => createHash("sha256").update(text).digest("hex").slice(0, 32);
 
 /**
  * Every cache of the service: the PostgreSQL cache tables, the in-process cache of active models
- * and list pages with its LISTEN connection, their invalidation, and the periodic hit flush and
- * expiry sweep.
+ * and list pages (dropped per user on the LISTEN channel), their invalidation, and the periodic
+ * hit flush and expiry sweep.
  */
 export class Caches {
   readonly stats: CacheStats = createCacheStats();
   readonly tables: CacheTables;
   readonly inProcess: UserReadCache;
-  private readonly listener: ChangeListener | undefined;
+  /** Whether other instances' changes reach this one (PostgreSQL with a LISTEN connection). */
+  private readonly announces: boolean;
 
   constructor(private readonly options: CachesOptions) {
     this.tables = new CacheTables(options.knex, this.stats);
     const pglite = options.kind === "pglite";
-    const entries = pglite || options.listenUrl ? options.config.inProcessEntries : 0;
-    // On PGlite the cache is live at once; on PostgreSQL only once LISTEN is up.
+    this.announces = !pglite && options.notifications !== undefined;
+    const entries = pglite || this.announces ? options.config.inProcessEntries : 0;
+    // On PGlite the cache is live at once; on PostgreSQL only while LISTEN is up: entries could
+    // miss notifications while it is down, so the cache stops serving and starts empty again.
     this.inProcess = new UserReadCache(entries, this.stats, pglite);
-    this.listener = !pglite && options.listenUrl ? new ChangeListener(options.listenUrl, this.inProcess, options.log) : undefined;
+    if (this.announces) {
+      options.notifications!.listen(CHANGES_CHANNEL, {
+        onMessage: (userId) => userId && this.inProcess.invalidate(userId),
+        onLive: (live) => this.inProcess.setLive(live),
+      });
+    }
   }
 
   /** The read-through cache VoiceModelService consults for get, list and getActive. */
@@ -114,7 +112,7 @@ export class Caches {
       statsModels: changes.filter((c) => c.kind === "deleted" || c.kind === "purged").map((c) => c.model.id),
     });
     // Delivered to the other instances' LISTEN connections when (and only if) this commits.
-    if (this.listener) for (const user of users) await trx.raw(`SELECT pg_notify(?, ?)`, [CHANGES_CHANNEL, user]);
+    if (this.announces) for (const user of users) await trx.raw(`SELECT pg_notify(?, ?)`, [CHANGES_CHANNEL, user]);
   };
 
   /** Usage writes: stats of the models and analytics of their owners, in the usage transaction. */
@@ -127,10 +125,6 @@ export class Caches {
     });
   }
 
-  async start(): Promise<void> {
-    await this.listener?.start();
-  }
-
   /** The periodic work of every instance: the hit-count flush (once more at stop) and the sweep of expired rows. */
   jobs(): Job[] {
     const { config } = this.options;
@@ -138,9 +132,5 @@ export class Caches {
       { name: "cache hit flush", intervalMs: config.hitFlushIntervalMs, mode: { kind: "every-instance" }, runAtStop: true, run: () => this.tables.flushHits() },
       { name: "cache sweep", intervalMs: config.sweepIntervalMs, mode: { kind: "every-instance" }, run: () => this.tables.sweepExpired(config.sweepBatchSize) },
     ];
-  }
-
-  async stop(): Promise<void> {
-    await this.listener?.stop();
   }
 }

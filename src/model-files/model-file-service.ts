@@ -151,6 +151,7 @@ export class ModelFileService {
       this.deps.models.writeForUser(actor, found.userId, async (trx, log) => {
         const current = await modelRepo.findModelForUpdate(trx, id);
         if (!current || current.deletedAt) throw modelNotFound(id);
+        log.cause = "file_stored";
         return attachTo(trx, log, current);
       }),
     );

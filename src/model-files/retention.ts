@@ -59,6 +59,7 @@ export class Retention {
       }
       const fileId = await modelRepo.fileIdOfModel(trx, modelId);
       if (fileId) await files.addLiveRefs(trx, fileId, 1);
+      log.cause = "undeleted";
       return modelRepo.patchModel(trx, log, modelId, { deletedAt: null, isActive: false });
     });
     this.deps.kickMover();

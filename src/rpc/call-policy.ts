@@ -96,5 +96,6 @@ export const CALL_POLICY = {
   listActivationHistory: PLAIN,
   // A write of the active model, limited like other updates.
   rollbackActiveModel: { rateLimit: "update" },
+  watchVoiceModelEvents: PLAIN,
   downloadBackup: { audit: "backup.read" },
 } as const satisfies Record<CallName, CallPolicy>;

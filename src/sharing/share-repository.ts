@@ -49,24 +49,23 @@ export async function upsertShares(
   return (rows as ShareRow[]).map(toShare);
 }
 
-/** Ends shares of a model: the given users', or all when targets is undefined. */
-export async function deleteShares(trx: Tx, modelId: string, targets?: string[]): Promise<number> {
+/** Ends shares of a model: the given users', or all when targets is undefined; returns whose ended. */
+export async function deleteShares(trx: Tx, modelId: string, targets?: string[]): Promise<string[]> {
   const query = trx("model_shares").where("model_id", modelId);
   if (targets) query.whereIn("target_user_id", targets);
-  return affectedRows(await query.delete());
+  return ((await query.delete().returning("target_user_id")) as Array<Pick<ShareRow, "target_user_id">>).map((r) => r.target_user_id);
 }
 
-/** Rows a delete touched: pg gives a number, knex-pglite the raw result. */
-export function affectedRows(result: unknown): number {
-  if (typeof result === "number") return result;
-  const r = result as { rowCount?: number; affectedRows?: number };
-  return Number(r?.rowCount ?? r?.affectedRows ?? 0);
+/** Ends every share of the models (they were deleted); returns the shares that ended. */
+export async function deleteSharesOfModels(trx: Tx, modelIds: string[]): Promise<Array<Pick<ShareRecord, "modelId" | "ownerId" | "targetUserId">>> {
+  if (modelIds.length === 0) return [];
+  const rows = (await trx("model_shares").whereIn("model_id", modelIds).delete().returning(["model_id", "owner_id", "target_user_id"])) as ShareRow[];
+  return rows.map((r) => ({ modelId: r.model_id, ownerId: r.owner_id, targetUserId: r.target_user_id }));
 }
 
-/** Ends every share of these models (they were deleted). */
-export async function deleteSharesOfModels(trx: Tx, modelIds: string[]): Promise<number> {
-  if (modelIds.length === 0) return 0;
-  return affectedRows(await trx("model_shares").whereIn("model_id", modelIds).delete());
+/** Ids of the live models shared with a user. */
+export async function sharedModelIds(db: Db, userId: string): Promise<string[]> {
+  return (await db("model_shares").where("target_user_id", userId).whereIn("model_id", modelRepo.liveModelIds(db)).pluck("model_id")) as string[];
 }
 
 /** Live models shared with a user, newest share first, keyset-paged on (created_at, model_id). */

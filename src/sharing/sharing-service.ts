@@ -6,7 +6,7 @@ import type {
 } from "../../gen/voicemodel/v1/governance_pb";
 import { byActor, recordAudit } from "../audit/audit-log";
 import { resolveTargetUser } from "../auth/caller";
-import { inTransaction } from "../db/transaction";
+import { inTransaction, type Tx } from "../db/transaction";
 import { AppError, accessDenied, invalidArgument, modelNotFound } from "../errors";
 import { isUserId } from "../auth/user-id";
 import { TIME_MS, type PageTokens, type PositionField } from "../paging/page-token";
@@ -15,6 +15,7 @@ import * as models from "../voice-models/repository";
 import * as valid from "../voice-models/validation";
 import type { VoiceModelRecord } from "../voice-models/voice-model";
 import { assertCanWrite } from "../voice-models/access";
+import type { EventOutbox } from "../events/event-outbox";
 import * as shares from "./share-repository";
 
 export const MAX_SHARE_TARGETS = 100;
@@ -52,6 +53,7 @@ export class SharingService {
     private readonly knex: Knex,
     private readonly enabled: boolean,
     private readonly pageTokens: PageTokens,
+    private readonly events: EventOutbox,
   ) {}
 
   private assertEnabled(): void {
@@ -78,6 +80,7 @@ export class SharingService {
         modelId,
         details: { targetUserIds: targets, permission },
       });
+      await this.events.append(trx, [{ type: "shared", userId: ownerId, model, audience: targets }]);
       return granted;
     });
   }
@@ -95,9 +98,10 @@ export class SharingService {
         action: "share.revoked",
         targetUserId: model.userId,
         modelId,
-        details: { targetUserIds: targets ?? "all", revoked },
+        details: { targetUserIds: targets ?? "all", revoked: revoked.length },
       });
-      return revoked;
+      if (revoked.length > 0) await this.events.append(trx, [{ type: "share_revoked", userId: model.userId, modelId, audience: revoked }]);
+      return revoked.length;
     });
   }
 
@@ -125,7 +129,26 @@ export class SharingService {
 }
 
 /** Deleting a model ends its shares, in the deleting transaction. */
-export const endSharesOfDeletedModels: ModelChangeListener = async (trx, changes) => {
-  const deleted = changes.filter((c) => c.kind === "deleted" || c.kind === "purged").map((c) => c.model.id);
-  await shares.deleteSharesOfModels(trx, deleted);
-};
+export function endSharesOfDeletedModels(events: EventOutbox): ModelChangeListener {
+  return (trx, changes) =>
+    endSharesOfModels(
+      trx,
+      events,
+      changes.filter((c) => c.kind === "deleted" || c.kind === "purged").map((c) => c.model.id),
+    );
+}
+
+/** Ends every share of the models in the caller's transaction; the sharees are told (share_revoked). */
+export async function endSharesOfModels(trx: Tx, events: EventOutbox, modelIds: string[]): Promise<void> {
+  const ended = await shares.deleteSharesOfModels(trx, modelIds);
+  const byModel = new Map<string, { ownerId: string; targets: string[] }>();
+  for (const share of ended) {
+    const entry = byModel.get(share.modelId) ?? { ownerId: share.ownerId, targets: [] };
+    entry.targets.push(share.targetUserId);
+    byModel.set(share.modelId, entry);
+  }
+  await events.append(
+    trx,
+    [...byModel].map(([modelId, { ownerId, targets }]) => ({ type: "share_revoked" as const, userId: ownerId, modelId, audience: targets })),
+  );
+}

@@ -6,7 +6,9 @@ import type { Tx } from "../db/transaction";
 import { accessDenied, invalidArgument } from "../errors";
 import * as backups from "../backups/backup-repository";
 import * as files from "../model-files/model-file-repository";
+import type { EventOutbox } from "../events/event-outbox";
 import { deleteModelRows } from "../model-files/retention";
+import { endSharesOfModels } from "../sharing/sharing-service";
 import type { BlobStore } from "../storage/blob-store";
 import type { Actor } from "../voice-models/model-events";
 import { isUserId } from "../auth/user-id";
@@ -54,6 +56,7 @@ export class UserErasure {
     private readonly models: VoiceModelService,
     private readonly blobs: BlobStore,
     private readonly log: Logger,
+    private readonly events: EventOutbox,
   ) {}
 
   /** Tombstones the user (once) and runs the object purge, reporting progress. */
@@ -69,7 +72,9 @@ export class UserErasure {
 
   private async tombstone(actor: Actor, userId: string, hash: string): Promise<void> {
     await this.models.writeForUser(actor, userId, async (trx, log) => {
-      // Tell the listeners (caches, shares, audit, file references) the live models go.
+      // Tell the listeners (caches, shares, audit, file references) the live models go, and the
+      // change events to forget the user.
+      log.erasure = { userId, userHash: hash };
       const live = await modelRepo.liveModels(trx, userId, { forUpdate: true });
       for (const model of live) {
         await modelRepo.patchModel(trx, log, model.id, { isActive: false, deletedAt: new Date() }, "deleted");
@@ -78,10 +83,12 @@ export class UserErasure {
       await trx("user_tombstones").insert({ user_hash: hash, user_id: userId, status: "purging", requested_by_hash: userHash(actor.caller.userId) });
       await this.recordKeys(trx, userId, hash);
       const all = await modelRepo.userModels(trx, userId, { includeDeleted: true });
+      // Before the rows go (and their shares with them): the sharees are told.
+      await endSharesOfModels(trx, this.events, all.map((m) => m.id));
       await deleteModelRows(trx, log, all.map((m) => m.id));
       await files.deleteFilesOfUser(trx, userId);
       await backups.deleteBackupsOfUser(trx, userId);
-      await history.eraseHistoryOfUser(trx, log, userId);
+      await history.eraseHistoryOfUser(trx, userId);
       for (const [table, column] of USER_ROW_TABLES) {
         if (await trx.schema.hasTable(table)) await trx(table).where(column, userId).delete();
       }

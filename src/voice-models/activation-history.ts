@@ -62,7 +62,8 @@ export async function writeHistory(trx: Tx, log: ChangeLog, actor: Actor): Promi
     throw new AppError("INTERNAL", `active model changed without an activation history record: ${what}`);
   }
   for (const change of log.activations) {
-    if (change.entryId || log.erasedHistory.has(change.userId)) continue;
+    // DeleteUserData erases the user's rows and writes none for them.
+    if (change.entryId || log.erasure?.userId === change.userId) continue;
     change.entryId = (await insertEntry(trx, change, actor)).id;
   }
 }
@@ -83,9 +84,8 @@ export async function insertEntry(trx: Tx, change: ActivationChange, actor: Acto
   return toEntry(row);
 }
 
-/** DeleteUserData: removes the user's rows; none is written for them later in this transaction. */
-export async function eraseHistoryOfUser(trx: Tx, log: ChangeLog, userId: string): Promise<void> {
-  log.erasedHistory.add(userId);
+/** DeleteUserData (with log.erasure set, so none is written for them later in the transaction). */
+export async function eraseHistoryOfUser(trx: Tx, userId: string): Promise<void> {
   await trx("activation_history").where({ user_id: userId }).delete();
 }
 

@@ -61,7 +61,13 @@ export const isLiveActive = (model: Pick<VoiceModelRecord, "isActive" | "deleted
  * whatever it writes (cache invalidation, audit rows, share clean-up) commits or rolls back with
  * the change itself.
  */
-export type ModelChangeListener = (trx: Tx, changes: readonly ModelChange[], actor: Actor) => Promise<void>;
+export type ModelChangeListener = (trx: Tx, changes: readonly ModelChange[], actor: Actor, log: ChangeLog) => Promise<void>;
+
+/**
+ * What a transaction's "created" and "updated" changes mean, where that is more than their kind
+ * says (the change events name it; the other listeners need only the kind).
+ */
+export type WriteCause = "status_changed" | "undeleted" | "restored" | "file_stored";
 
 /**
  * The changes one transaction makes, in order, handed to the listeners before commit. The
@@ -73,8 +79,9 @@ export class ChangeLog {
   readonly activations: ActivationChange[] = [];
   /** Models some activation change of this transaction names (what the history guard checks). */
   private readonly recorded = new Set<string>();
-  /** Users whose history this transaction erases (DeleteUserData): no row is written for them. */
-  readonly erasedHistory = new Set<string>();
+  cause: WriteCause | undefined;
+  /** Set by account deletion: the listeners forget the user instead of describing the changes. */
+  erasure: { userId: string; userHash: string } | undefined;
 
   add(kind: ModelChangeKind, model: VoiceModelRecord, wasActive?: boolean): VoiceModelRecord {
     // A second update of a model this transaction already created or updated (its file attached

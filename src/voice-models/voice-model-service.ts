@@ -236,6 +236,7 @@ export class VoiceModelService {
     const leavesCompleted = patch.status !== undefined && model.status === "completed" && patch.status !== "completed";
     const becomesCompleted = patch.status === "completed" && model.status !== "completed";
     if (leavesCompleted && model.isActive) patch.isActive = false;
+    if (patch.status !== undefined && patch.status !== model.status) log.cause = "status_changed";
     const updated = await repo.patchModel(trx, log, modelId, patch);
     if (leavesCompleted && model.isActive) await activation.replaceActive(trx, log, updated, "model_not_completed");
     if (becomesCompleted) return activation.onCompleted(trx, log, updated);
@@ -294,7 +295,7 @@ export class VoiceModelService {
       const log = new ChangeLog();
       const result = await fn(trx, log);
       await history.writeHistory(trx, log, actor);
-      if (log.changes.length > 0) for (const listener of this.listeners) await listener(trx, log.changes, actor);
+      if (log.changes.length > 0 || log.erasure) for (const listener of this.listeners) await listener(trx, log.changes, actor, log);
       return result;
     });
   }

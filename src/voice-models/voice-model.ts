@@ -35,3 +35,14 @@ export interface VoiceModelRecord {
 }
 
 export const etagOf = (model: Pick<VoiceModelRecord, "version">) => `v${model.version}`;
+
+/** A record back from its JSON form (cache rows, change events), where dates travel as ISO strings. */
+export function reviveModel(json: Record<string, unknown>): VoiceModelRecord {
+  const m = json as unknown as VoiceModelRecord;
+  return {
+    ...m,
+    createdAt: new Date(json.createdAt as string),
+    updatedAt: new Date(json.updatedAt as string),
+    deletedAt: json.deletedAt ? new Date(json.deletedAt as string) : undefined,
+  };
+}

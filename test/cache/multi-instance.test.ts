@@ -1,6 +1,6 @@
 import pg from "pg";
 import { VoiceModelService } from "../../gen/voicemodel/v1/voice_model_service_pb";
-import { LISTENER_APPLICATION_NAME } from "../../src/cache/change-listener";
+import { LISTENER_APPLICATION_NAME } from "../../src/db/notifications";
 import { openDatabase } from "../../src/db/connection";
 import { migrateToLatest } from "../../src/db/migrate";
 import { createPostgresDatabase } from "../helpers/database";

@@ -56,7 +56,8 @@ export interface TestServer {
   /** POSTs a Connect JSON body to an RPC with fetch. */
   rpcJson(method: string, body: unknown, token?: string, headers?: Record<string, string>): Promise<JsonResponse>;
   fetch(path: string, init?: Parameters<typeof fetchJson>[1]): Promise<JsonResponse>;
-  close(): Promise<void>;
+  /** Stops the server; calls in flight get graceMs (default 1 s) to finish. */
+  close(graceMs?: number): Promise<void>;
 }
 
 export interface TestServerOptions {
@@ -190,10 +191,10 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
     rpcJson: (method, body, token, headers) =>
       fetchJson(`${baseUrl}/${VoiceModelService.typeName}/${method}`, { body, token, headers }),
     fetch: (path, init) => fetchJson(`${baseUrl}${path}`, init),
-    async close() {
+    async close(graceMs = 1_000) {
       channel.close();
       try {
-        await running.close(1_000);
+        await running.close(graceMs);
       } finally {
         if (owned) await owned.dispose();
         else if (options.databaseUrl) await db.close();

@@ -5,6 +5,7 @@ import * as modelFiles from "./003-model-files";
 import * as governance from "./004-governance";
 import * as activationHistory from "./005-activation-history";
 import * as lineage from "./006-lineage";
+import * as changeEvents from "./007-change-events";
 
 interface Migration {
   up(knex: Knex): Promise<void>;
@@ -19,6 +20,7 @@ const MIGRATIONS: ReadonlyArray<[name: string, migration: Migration]> = [
   ["004-governance", governance],
   ["005-activation-history", activationHistory],
   ["006-lineage", lineage],
+  ["007-change-events", changeEvents],
 ];
 
 export const migrationSource: Knex.MigrationSource<string> = {

@@ -1,19 +1,26 @@
 import pg from "pg";
 import type { Logger } from "pino";
-import type { UserReadCache } from "./user-read-cache";
 
-/** The NOTIFY channel writers announce changed users on (payload: the user id). */
-export const CHANGES_CHANNEL = "voice_model_changes";
 /** application_name of the LISTEN connection (lets tests and operators find it). */
-export const LISTENER_APPLICATION_NAME = "voice-model-cache-listener";
+export const LISTENER_APPLICATION_NAME = "voice-model-listener";
+
+/** What a room does with one channel's notifications. */
+export interface ChannelHandler {
+  onMessage(payload: string): void;
+  /**
+   * Whether notifications reach us: false when the connection is lost (anything sent meanwhile
+   * is missed), true once LISTEN is back on every channel.
+   */
+  onLive(live: boolean): void;
+}
 
 /**
- * Keeps one LISTEN connection to PostgreSQL and drops the in-process entries of the users other
- * instances changed. While the connection is down the cache stops serving (its entries could
- * miss notifications); it reconnects with backoff and only serves again after LISTEN is back,
- * starting from an empty cache.
+ * The one LISTEN connection of an instance, shared by every room that listens (cache
+ * invalidation, change events). A session-level LISTEN cannot go through a transaction pooler,
+ * so it has its own URL (DATABASE_LISTEN_URL). It reconnects with backoff after a loss.
  */
-export class ChangeListener {
+export class Notifications {
+  private readonly handlers = new Map<string, ChannelHandler[]>();
   private client: pg.Client | undefined;
   private stopped = false;
   private retryTimer: NodeJS.Timeout | undefined;
@@ -21,13 +28,22 @@ export class ChangeListener {
 
   constructor(
     private readonly databaseUrl: string,
-    private readonly cache: UserReadCache,
     private readonly log: Logger,
   ) {}
 
+  /** Registers a channel's handler; before start. */
+  listen(channel: string, handler: ChannelHandler): void {
+    if (!/^[a-z_][a-z0-9_]*$/.test(channel)) throw new Error(`bad channel name ${channel}`);
+    this.handlers.set(channel, [...(this.handlers.get(channel) ?? []), handler]);
+  }
+
   /** Connects (resolves once LISTEN is up or the first attempt failed; retries go on behind). */
   async start(): Promise<void> {
-    await this.connect();
+    if (this.handlers.size > 0) await this.connect();
+  }
+
+  private each(fn: (handler: ChannelHandler) => void) {
+    for (const handlers of this.handlers.values()) for (const handler of handlers) fn(handler);
   }
 
   private async connect(): Promise<void> {
@@ -43,24 +59,24 @@ export class ChangeListener {
     const onLost = (error?: Error) => {
       if (lost) return;
       lost = true;
-      this.cache.setLive(false);
+      this.each((h) => h.onLive(false));
       client.removeAllListeners("notification");
       client.end().catch(() => {});
       if (this.stopped) return;
-      this.log.warn({ err: error?.message }, "cache LISTEN connection lost; in-process cache off until it is back");
+      this.log.warn({ err: error?.message }, "LISTEN connection lost; reconnecting");
       this.scheduleReconnect();
     };
     client.on("error", onLost);
     client.on("end", () => onLost());
     client.on("notification", (msg) => {
-      if (msg.channel === CHANGES_CHANNEL && msg.payload) this.cache.invalidate(msg.payload);
+      for (const handler of this.handlers.get(msg.channel) ?? []) handler.onMessage(msg.payload ?? "");
     });
     try {
       await client.connect();
-      await client.query(`LISTEN ${CHANGES_CHANNEL}`);
+      await client.query([...this.handlers.keys()].map((channel) => `LISTEN ${channel}`).join("; "));
       if (lost || this.stopped) return;
       this.backoffMs = 50;
-      this.cache.setLive(true);
+      this.each((h) => h.onLive(true));
     } catch (error) {
       onLost(error as Error);
     }
@@ -76,9 +92,11 @@ export class ChangeListener {
   async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.retryTimer);
-    this.cache.setLive(false);
     const client = this.client;
     this.client = undefined;
-    if (client) await client.end().catch(() => {});
+    if (client) {
+      this.each((h) => h.onLive(false));
+      await client.end().catch(() => {});
+    }
   }
 }
