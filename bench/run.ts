@@ -11,7 +11,8 @@
  * Env: BENCH_SECONDS (10) per run, BENCH_RUNS (3), BENCH_WARMUP_SECONDS (2), BENCH_PG_URL
  * (postgres://postgres@127.0.0.1:5432/postgres), BENCH_DB (vm_bench), BENCH_KEEP_DB=1 keeps the
  * database, BENCH_ONLY=a,b,... runs some cases (footprint: idle RSS and start time of `npm start`, bench/footprint.ts,
- * later idle sample BENCH_IDLE_SECONDS, 30; x: the 1 GiB export, BENCH_EXPORT_MB; users: the many-users
+ * later idle sample BENCH_IDLE_SECONDS, 30; events: change-event delivery, bench/events-bench.ts, BENCH_EVENTS_RATE
+ * writes/s, 50; x: the 1 GiB export, BENCH_EXPORT_MB; users: the many-users
  * cases of bench/many-users.ts, its own database of 100,000 users: users-reads, users-mixed for a part), BENCH_HTTP_TOOL=h2load|autocannon for (e)
  * (h2load by default: the same instrument as its baseline's; autocannon's own event loop adds to the tail it reports),
  * BENCH_H2_CLIENTS (5; streams per client = 50 / clients), BENCH_PROFILE=1 runs our service with
@@ -47,6 +48,7 @@ import { printExportBench, runExportBench } from "./export-bench";
 import { seedUsage } from "./usage-seed";
 import { runManyUsersBench } from "./many-users";
 import { footprintPassed, printFootprint, runFootprintBench, type FootprintResult } from "./footprint";
+import { runEventsBench } from "./events-bench";
 
 const ROOT = path.resolve(__dirname, "..");
 const OUT = path.join(ROOT, ".bench");
@@ -414,19 +416,44 @@ async function footprint(procs: Processes): Promise<FootprintResult> {
   return result;
 }
 
+/** The change-event delivery case (bench/events-bench.ts): its own servers and database. */
+function events(procs: Processes, workDir: string): Promise<Record<string, unknown>> {
+  const secret = randomBytes(32).toString("hex");
+  return runEventsBench({
+    procs,
+    root: ROOT,
+    adminUrl: settings.adminUrl,
+    dbName: `${settings.dbName}_events`,
+    keepDb: settings.keepDb,
+    secret,
+    token: hs256Token(secret, { sub: SERVICE_SUBJECT, roles: ["service"], exp: Math.floor(Date.now() / 1000) + 24 * 3600 }),
+    seconds: settings.seconds,
+    runs: settings.runs,
+    workDir,
+    rate: envInt("BENCH_EVENTS_RATE", 50),
+  });
+}
+
+/** Cases that need neither the main data set nor h2load. */
+const STANDALONE = ["footprint", "events"];
+
 async function main(procs: Processes, cleanups: Array<() => Promise<void>>) {
-  if (settings.only?.every((k) => k === "footprint")) {
-    const result = await footprint(procs);
-    mkdirSync(OUT, { recursive: true });
-    writeFileSync(path.join(OUT, "footprint.json"), JSON.stringify({ date: new Date().toISOString(), node: process.version, ...result }, null, 2));
-    console.log(`\nbench: results written to ${path.relative(process.cwd(), path.join(OUT, "footprint.json"))}`);
-    return;
-  }
-  checkTools();
   // This run's own folder for body files and logs: two benches in one tree must not share them.
   mkdirSync(path.join(OUT, "tmp"), { recursive: true });
   const workDir = mkdtempSync(path.join(OUT, "tmp", "run-"));
   cleanups.push(async () => rmSync(workDir, { recursive: true, force: true }));
+  if (settings.only?.every((k) => STANDALONE.includes(k))) {
+    const result = {
+      events: settings.only.includes("events") ? await events(procs, workDir) : undefined,
+      footprint: settings.only.includes("footprint") ? await footprint(procs) : undefined,
+    };
+    mkdirSync(OUT, { recursive: true });
+    const file = path.join(OUT, settings.only.join("-") + ".json");
+    writeFileSync(file, JSON.stringify({ date: new Date().toISOString(), node: process.version, ...result }, null, 2));
+    console.log(`\nbench: results written to ${path.relative(process.cwd(), file)}`);
+    return;
+  }
+  checkTools();
   console.log(
     `bench: ${settings.runs} runs x ${settings.seconds} s per case (+${settings.warmupSeconds} s warm-up), ` +
       `${settings.concurrency} concurrent streams/connections, ${os.cpus().length} CPUs, node ${process.version}`,
@@ -604,6 +631,7 @@ async function main(procs: Processes, cleanups: Array<() => Promise<void>>) {
         })
       : undefined;
   if (exportBench) printExportBench(exportBench);
+  const eventsResult = !settings.only || settings.only.includes("events") ? await events(procs, workDir) : undefined;
   const footprintResult = !settings.only || settings.only.includes("footprint") ? await footprint(procs) : undefined;
 
   mkdirSync(OUT, { recursive: true });
@@ -621,6 +649,7 @@ async function main(procs: Processes, cleanups: Array<() => Promise<void>>) {
         usage,
         manyUsers,
         export: exportBench,
+        events: eventsResult,
         footprint: footprintResult,
       },
       null,

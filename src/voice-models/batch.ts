@@ -24,34 +24,21 @@ export function batchModelIds(ids: readonly string[], field: string, idField?: s
 }
 
 /**
- * Runs the items one after another, each as its own single call: a refusal becomes that item's
- * result and the next item runs; a fault ends the batch (items before it stay done).
+ * Runs the items one after another. Each on its own (`allOrNothing` false: every item its own
+ * single call): a refusal becomes that item's result and the next item runs. All or nothing
+ * (inside the caller's one transaction): the first refusal fails the whole batch with that item's
+ * error and its position (`itemIndex`), so the transaction rolls back. A fault ends the batch
+ * either way (contention is retried by the transaction).
  */
-export async function eachItem<I, T>(items: readonly I[], run: (item: I, index: number) => Promise<T>): Promise<ItemOutcome<T>[]> {
+export async function runItems<I, T>(items: readonly I[], allOrNothing: boolean, run: (item: I, index: number) => Promise<T>): Promise<ItemOutcome<T>[]> {
   const outcomes: ItemOutcome<T>[] = [];
   for (const [index, item] of items.entries()) {
     try {
       outcomes.push({ ok: true, value: await run(item, index) });
     } catch (error) {
       if (!isRefusal(error)) throw error;
+      if (allOrNothing) throw atItem(error, index);
       outcomes.push({ ok: false, error });
-    }
-  }
-  return outcomes;
-}
-
-/**
- * Runs the items one after another inside the caller's one transaction: the first refusal fails
- * the whole batch with that item's error and its position (`itemIndex`), so the transaction rolls
- * back. Other failures pass through as they are (contention is retried by the transaction).
- */
-export async function allItems<I, T>(items: readonly I[], run: (item: I, index: number) => Promise<T>): Promise<ItemOutcome<T>[]> {
-  const outcomes: ItemOutcome<T>[] = [];
-  for (const [index, item] of items.entries()) {
-    try {
-      outcomes.push({ ok: true, value: await run(item, index) });
-    } catch (error) {
-      throw isRefusal(error) ? atItem(error, index) : error;
     }
   }
   return outcomes;

@@ -10,7 +10,7 @@ import { accessDenied, AppError, invalidArgument, modelNotFound } from "../error
 import { assertCanWrite, canRead, SharedAccess } from "./access";
 import * as activation from "./activation";
 import * as history from "./activation-history";
-import { allItems, batchModelIds, eachItem, type ItemOutcome } from "./batch";
+import { batchModelIds, runItems, type ItemOutcome } from "./batch";
 import { DEFAULT_SAMPLE_RATE } from "./constants";
 import type { PageTokens } from "../paging/page-token";
 import { decodePageToken, encodePageToken } from "./paging";
@@ -199,7 +199,7 @@ export class VoiceModelService {
    */
   async batchGet(actor: Actor, ids: readonly string[]): Promise<ItemOutcome<VoiceModelRecord>[]> {
     const modelIds = batchModelIds(ids, "modelIds");
-    return eachItem(modelIds, (modelId) => this.get(actor, modelId));
+    return runItems(modelIds, false, (modelId) => this.get(actor, modelId));
   }
 
   /**
@@ -208,15 +208,15 @@ export class VoiceModelService {
    */
   async batchUpdate(actor: Actor, items: readonly UpdateVoiceModelRequest[], allOrNothing: boolean): Promise<ItemOutcome<VoiceModelRecord>[]> {
     batchModelIds(items.map((item) => item.modelId), "items", "modelId");
-    if (!allOrNothing) return eachItem(items, (item) => this.update(actor, item));
-    return this.write(actor, (trx, log) => allItems(items, (item) => this.applyUpdate(trx, log, actor, updatePlan(actor.caller, item))));
+    if (!allOrNothing) return runItems(items, false, (item) => this.update(actor, item));
+    return this.write(actor, (trx, log) => runItems(items, true, (item) => this.applyUpdate(trx, log, actor, updatePlan(actor.caller, item))));
   }
 
   /** BatchDeleteVoiceModels: each id by delete's rules, in order (a repeated id is then not found). */
   async batchDelete(actor: Actor, ids: readonly string[], allOrNothing: boolean): Promise<ItemOutcome<DeleteResult>[]> {
     const modelIds = batchModelIds(ids, "modelIds");
-    if (!allOrNothing) return eachItem(modelIds, (modelId) => this.delete(actor, modelId));
-    return this.write(actor, (trx, log) => allItems(modelIds, (modelId) => this.applyDelete(trx, log, actor, modelId)));
+    if (!allOrNothing) return runItems(modelIds, false, (modelId) => this.delete(actor, modelId));
+    return this.write(actor, (trx, log) => runItems(modelIds, true, (modelId) => this.applyDelete(trx, log, actor, modelId)));
   }
 
   /** UpdateVoiceModel's rules in the caller's transaction (a single call's, or a whole batch's). */
