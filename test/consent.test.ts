@@ -6,6 +6,10 @@ import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { parseConfig } from "../src/config";
+import { masterKeySource, openKeyProvider, openBlobStore } from "../src/storage/open-storage";
+import { SealedStore } from "../src/storage/sealed-store";
+import { JWT_SECRET } from "./helpers/env";
 import { expectRpcError } from "./helpers/expect-error";
 import { activeId, createModel, startTestServer, TRANSPORTS, uniqueUser, useTestServer, type Actor, type TestServer, type Transport } from "./helpers/harness";
 
@@ -236,5 +240,112 @@ describe("CONSENT_REQUIRED", () => {
     await onRequired.grpc.deleteVoiceModel({ modelId: old.id });
     expectRpcError(await required.call("grpc", "undeleteVoiceModel", { modelId: old.id }, fay.token), { code: Code.FailedPrecondition, reason: "CONSENT_MISSING", modelId: old.id });
     expect(await activeId(onRequired)).toBe(older.id);
+  });
+});
+
+/** Every stored object decrypted (each found through the row that holds its key), by key. */
+async function plaintexts(knex: TestServer["db"]["knex"]): Promise<Map<string, Buffer>> {
+  const files = parseConfig({ DATA_DIR: dataDir, JWT_SECRET }).files;
+  const sealed = new SealedStore(openBlobStore(files), openKeyProvider(masterKeySource(files, dataDir)));
+  const refs = new Map<string, { keyId: string; wrapped: Buffer }>();
+  for (const r of await knex("model_files").select("storage_key as key", "key_id", "wrapped_key")) refs.set(r.key, { keyId: r.key_id, wrapped: r.wrapped_key });
+  for (const r of await knex("backups").select("storage_key as key", "key_id", "wrapped_key")) refs.set(r.key, { keyId: r.key_id, wrapped: r.wrapped_key });
+  for (const r of await knex("voice_model_consents").whereNotNull("recording_key").select("recording_key as key", "recording_key_id as key_id", "recording_wrapped_key as wrapped_key")) {
+    refs.set(r.key, { keyId: r.key_id, wrapped: r.wrapped_key });
+  }
+  const root = path.join(dataDir, "blobs");
+  const out = new Map<string, Buffer>();
+  for (const file of listFiles(root)) {
+    const key = path.relative(root, file).split(path.sep).join("/");
+    const ref = refs.get(key);
+    if (!ref) throw new Error(`object ${key} is named by no row`);
+    const parts: Buffer[] = [];
+    for await (const chunk of await sealed.read({ key, keyId: ref.keyId, wrapped: Buffer.from(ref.wrapped) })) parts.push(chunk);
+    out.set(key, Buffer.concat(parts));
+  }
+  return out;
+}
+
+/** Every text, character, jsonb and array column of every table holding any of the needles, as "table.column: needle". */
+async function columnsHolding(knex: TestServer["db"]["knex"], needles: string[]): Promise<string[]> {
+  const { rows } = await knex.raw(
+    `SELECT table_name, column_name FROM information_schema.columns
+     WHERE table_schema = current_schema() AND data_type IN ('text', 'character varying', 'character', 'jsonb', 'json', 'ARRAY')`,
+  );
+  const found: string[] = [];
+  for (const { table_name: table, column_name: column } of rows as Array<{ table_name: string; column_name: string }>) {
+    for (const needle of needles) {
+      const hit = await knex.raw(`SELECT 1 FROM "${table}" WHERE "${column}"::text LIKE ? LIMIT 1`, [`%${needle}%`]);
+      if (hit.rows.length > 0) found.push(`${table}.${column}: ${needle}`);
+    }
+  }
+  return found;
+}
+
+describe("RevokeConsent", () => {
+  test("deletes the model for good, activates the next best, and leaves no trace of it but ids", async () => {
+    const gus = await server().actor();
+    const friend = await server().actor();
+    const service = await server().serviceActor();
+    const tag = randomBytes(6).toString("hex");
+    const secret = `meta-value-${tag}`;
+    const doomed = await createModel(gus, { qualityScore: 0.9, metadata: { voiceName: secret }, trainingJobId: `job-${tag}` });
+    const next = await createModel(gus, { qualityScore: 0.6 });
+    const child = await createModel(gus, { qualityScore: 0.2, parentModelId: doomed.id });
+    const bytes = randomBytes(40_000);
+    const { createHash } = await import("node:crypto");
+    const fileSha = createHash("sha256").update(bytes).digest("hex");
+    await ok(server(), "grpc", "uploadModelFile", [{ part: { case: "header", value: { modelId: doomed.id } } }, { part: { case: "chunk", value: bytes } }], gus);
+    await gus.grpc.shareVoiceModel({ modelId: doomed.id, targetUserIds: [friend.userId], permissions: ["view", "use"] });
+    expect((await friend.grpc.listSharedVoiceModels({})).message.sharedModels).toHaveLength(1);
+    await service.grpc.recordUsage({ modelId: doomed.id, userId: gus.userId, characters: 10n, latencyMs: 5, cost: 0, idempotencyKey: `u-${tag}` });
+    await gus.grpc.activateVoiceModel({ modelId: next.id });
+    await gus.grpc.activateVoiceModel({ modelId: doomed.id });
+    const oldEntry = (await gus.grpc.listActivationHistory({})).message.entries[0];
+    const speaker = `Speaker ${tag}`;
+    const statement = `statement ${tag}: I agree`;
+    const consent = (
+      await ok(server(), "grpc", "recordConsent", consentRequest({ modelId: doomed.id }, { speaker: { kind: "other", name: speaker }, statementText: statement }), gus)
+    ).consent;
+    await ok(server(), "grpc", "uploadConsentRecording", upload(consent.id, randomBytes(80_000)), gus);
+
+    // The scan sees them before.
+    expect([...(await plaintexts(server().db.knex)).values()].some((plain) => plain.includes(bytes.subarray(5_000, 5_064)))).toBe(true);
+    expect(await columnsHolding(server().db.knex, [secret, speaker])).toEqual(expect.arrayContaining([`voice_models.metadata: ${secret}`, `voice_model_consents.speaker_name: ${speaker}`]));
+
+    const reply = await ok(server(), "connect", "revokeConsent", { consentId: consent.id }, gus);
+    expect(reply).toMatchObject({ consentId: consent.id, deletedModelId: doomed.id, activeModelId: next.id });
+
+    // The scan: object keys, every object decrypted, every text and jsonb column.
+    const needles = [doomed.id, fileSha, secret, speaker, statement];
+    const objects = await plaintexts(server().db.knex);
+    const probe = bytes.subarray(5_000, 5_064);
+    const inObjects = [...objects].flatMap(([key, plain]) => [
+      ...needles.filter((n) => key.includes(n) || plain.includes(n)).map((n) => `${key}: ${n}`),
+      ...(plain.includes(probe) ? [`${key}: file bytes`] : []),
+    ]);
+    expect(inObjects).toEqual([]);
+    expect((await columnsHolding(server().db.knex, needles)).filter((hit) => !hit.startsWith("revoked_voice_models."))).toEqual([]);
+
+    // The model is gone everywhere; the next best took over with a history entry that names none before it.
+    const history = (await gus.grpc.listActivationHistory({})).message.entries;
+    expect(history[0]).toMatchObject({ newModelId: next.id, reason: "model_deleted" });
+    expect(history[0].previousModelId).toBeUndefined();
+    expect(history.filter((e) => e.previousModelId === doomed.id || e.newModelId === doomed.id)).toEqual([]);
+    for (const transport of TRANSPORTS) {
+      for (const [method, request] of [
+        ["getVoiceModel", { modelId: doomed.id }],
+        ["undeleteVoiceModel", { modelId: doomed.id }],
+      ] as const) {
+        expectRpcError(await server().call(transport, method, request, gus.token), { code: Code.NotFound, reason: "VOICE_MODEL_NOT_FOUND", modelId: doomed.id });
+      }
+      expectRpcError(await server().call(transport, "rollbackActiveModel", { historyEntryId: oldEntry.id }, gus.token), { code: Code.NotFound, reason: "HISTORY_ENTRY_NOT_FOUND" });
+      expectRpcError(await server().call(transport, "getConsent", { consentId: consent.id }, gus.token), { code: Code.NotFound, reason: "CONSENT_NOT_FOUND" });
+    }
+    expect((await friend.grpc.listSharedVoiceModels({})).message.sharedModels).toEqual([]);
+    const events = await server().db.knex("voice_model_events").where({ model_id: doomed.id }).select("type", "model");
+    expect(events.map((e: { type: string }) => e.type)).toEqual(expect.arrayContaining(["created", "share_revoked", "purged"]));
+    expect(events.filter((e: { model: unknown }) => e.model !== null)).toEqual([]);
+    expect((await gus.grpc.getVoiceModel({ modelId: child.id })).message.model!.parentModelId).toBeUndefined();
   });
 });
