@@ -58,6 +58,8 @@ export const ErrorCodes = {
   CONSENT_EXISTS: Code.AlreadyExists,
   /** The consent record has no uploaded recording. */
   CONSENT_RECORDING_MISSING: Code.FailedPrecondition,
+  /** The backup may hold a model whose consent was withdrawn; it is being rewritten without it. */
+  BACKUP_REWRITE_PENDING: Code.FailedPrecondition,
   UNIMPLEMENTED: Code.Unimplemented,
   INTERNAL: Code.Internal,
 } as const satisfies Record<string, Code>;

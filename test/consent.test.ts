@@ -290,12 +290,21 @@ describe("RevokeConsent", () => {
     const tag = randomBytes(6).toString("hex");
     const secret = `meta-value-${tag}`;
     const doomed = await createModel(gus, { qualityScore: 0.9, metadata: { voiceName: secret }, trainingJobId: `job-${tag}` });
+    const bytes = randomBytes(40_000);
+    await ok(server(), "grpc", "uploadModelFile", [{ part: { case: "header", value: { modelId: doomed.id } } }, { part: { case: "chunk", value: bytes } }], gus);
+    // A backup that holds only the model, then one that holds it and others.
+    const backupOf = async () => {
+      const progress = await ok(server(), "grpc", "createBackup", { includeDeleted: true }, gus);
+      return progress[progress.length - 1].backup as { backupId: string; backupPath: string };
+    };
+    const onlyIt = await backupOf();
     const next = await createModel(gus, { qualityScore: 0.6 });
     const child = await createModel(gus, { qualityScore: 0.2, parentModelId: doomed.id });
-    const bytes = randomBytes(40_000);
+    const nextBytes = randomBytes(30_000);
+    await ok(server(), "grpc", "uploadModelFile", [{ part: { case: "header", value: { modelId: next.id } } }, { part: { case: "chunk", value: nextBytes } }], gus);
     const { createHash } = await import("node:crypto");
     const fileSha = createHash("sha256").update(bytes).digest("hex");
-    await ok(server(), "grpc", "uploadModelFile", [{ part: { case: "header", value: { modelId: doomed.id } } }, { part: { case: "chunk", value: bytes } }], gus);
+    const withOthers = await backupOf();
     await gus.grpc.shareVoiceModel({ modelId: doomed.id, targetUserIds: [friend.userId], permissions: ["view", "use"] });
     expect((await friend.grpc.listSharedVoiceModels({})).message.sharedModels).toHaveLength(1);
     await service.grpc.recordUsage({ modelId: doomed.id, userId: gus.userId, characters: 10n, latencyMs: 5, cost: 0, idempotencyKey: `u-${tag}` });
@@ -314,7 +323,13 @@ describe("RevokeConsent", () => {
     expect(await columnsHolding(server().db.knex, [secret, speaker])).toEqual(expect.arrayContaining([`voice_models.metadata: ${secret}`, `voice_model_consents.speaker_name: ${speaker}`]));
 
     const reply = await ok(server(), "connect", "revokeConsent", { consentId: consent.id }, gus);
-    expect(reply).toMatchObject({ consentId: consent.id, deletedModelId: doomed.id, activeModelId: next.id });
+    expect(reply).toMatchObject({
+      consentId: consent.id,
+      deletedModelId: doomed.id,
+      activeModelId: next.id,
+      rewrittenBackupIds: [withOthers.backupId],
+      deletedBackupIds: [onlyIt.backupId],
+    });
 
     // The scan: object keys, every object decrypted, every text and jsonb column.
     const needles = [doomed.id, fileSha, secret, speaker, statement];
@@ -347,5 +362,36 @@ describe("RevokeConsent", () => {
     expect(events.map((e: { type: string }) => e.type)).toEqual(expect.arrayContaining(["created", "share_revoked", "purged"]));
     expect(events.filter((e: { model: unknown }) => e.model !== null)).toEqual([]);
     expect((await gus.grpc.getVoiceModel({ modelId: child.id })).message.model!.parentModelId).toBeUndefined();
+
+    // The rewritten backup restores (by its old path) the others, with their files, and never the model.
+    await gus.grpc.deleteVoiceModel({ modelId: next.id });
+    const restored = await ok(server(), "connect", "restoreBackup", { backupPath: withOthers.backupPath, overwriteExisting: true }, gus);
+    expect(restored).toMatchObject({ overwritten: 2 });
+    const file = await ok(server(), "grpc", "readModelFile", { modelId: next.id }, gus);
+    expect(Buffer.concat(file.map((m: { chunk: Uint8Array }) => m.chunk)).equals(nextBytes)).toBe(true);
+    expect((await gus.grpc.listVoiceModels({ showDeleted: true })).message.models.map((m) => m.id).sort()).toEqual([next.id, child.id].sort());
+    expectRpcError(await server().call("grpc", "restoreBackup", { backupPath: onlyIt.backupPath }, gus.token), { code: Code.NotFound, reason: "BACKUP_NOT_FOUND" });
+  });
+
+  test("a backup waiting for its rewrite can be neither downloaded nor restored", async () => {
+    const hal = await server().actor();
+    await createModel(hal);
+    const progress = await ok(server(), "grpc", "createBackup", {}, hal);
+    const backup = progress[progress.length - 1].backup;
+    // As a withdrawal leaves it when the rewrite could not run yet.
+    const knex = server().db.knex;
+    await knex("backup_rewrites").insert({ backup_id: backup.backupId, model_id: "00000000-0000-4000-8000-000000000001" });
+    const pending = { code: Code.FailedPrecondition, reason: "BACKUP_REWRITE_PENDING" };
+    for (const transport of TRANSPORTS) expectRpcError(await server().call(transport, "restoreBackup", { backupPath: backup.backupPath }, hal.token), pending);
+    const download = await server().fetch(`/v1/backups/${backup.backupId}`, { token: hal.token });
+    expect({ status: download.status, reason: (download.body as { details?: Array<{ debug?: { reason?: string } }> })?.details?.[0]?.debug?.reason }).toEqual({
+      status: 400,
+      reason: "BACKUP_REWRITE_PENDING",
+    });
+    // The next withdrawal's rewrite run finds the model absent and unblocks it.
+    const model = await createModel(hal);
+    const consent = (await ok(server(), "grpc", "recordConsent", consentRequest({ modelId: model.id }), hal)).consent;
+    expect(await ok(server(), "grpc", "revokeConsent", { consentId: consent.id }, hal)).toMatchObject({ rewrittenBackupIds: [], deletedBackupIds: [] });
+    expect((await server().fetch(`/v1/backups/${backup.backupId}`, { token: hal.token })).status).toBe(200);
   });
 });

@@ -191,6 +191,7 @@ const BY_CODE: Record<ErrorCode, ErrorCase[] | HttpCase | CoveredElsewhere | Bug
   CONSENT_NOT_FOUND: { coveredBy: "consent.test.ts" },
   CONSENT_EXISTS: { coveredBy: "consent.test.ts" },
   CONSENT_RECORDING_MISSING: { coveredBy: "consent.test.ts" },
+  BACKUP_REWRITE_PENDING: { coveredBy: "consent.test.ts" },
   UNIMPLEMENTED: { coveredBy: "malformed-requests.test.ts" },
   INTERNAL: { bugOnly: true },
 };

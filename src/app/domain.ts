@@ -106,7 +106,7 @@ export function buildDomain({ config, db, log }: { config: Readonly<Config>; db:
     retentionHours: config.events.retentionHours,
   });
   const selection = new SelectionService(db.knex, models, caches.modelReads);
-  const withdrawal = new Withdrawal({ knex: db.knex, models, blobs, events: outbox, log });
+  const withdrawal = new Withdrawal({ knex: db.knex, models, blobs, events: outbox, backups, log });
   const consents = new ConsentService({
     knex: db.knex,
     models,

@@ -1,5 +1,7 @@
 import type { Knex } from "knex";
 import type { Logger } from "pino";
+import * as backupRows from "../backups/backup-repository";
+import type { BackupService } from "../backups/backup-service";
 import type { Tx } from "../db/transaction";
 import type { EventOutbox } from "../events/event-outbox";
 import * as files from "../model-files/model-file-repository";
@@ -27,6 +29,7 @@ export interface WithdrawalDeps {
   models: VoiceModelService;
   blobs: BlobStore;
   events: EventOutbox;
+  backups: BackupService;
   log: Logger;
 }
 
@@ -61,6 +64,8 @@ export class Withdrawal {
         if (isLiveActive(model)) await activation.replaceActive(trx, log, model, "model_deleted");
         if (fileId) doomedKeys.push(...(await files.deleteFileIfUnreferenced(trx, fileId)));
         await modelRepo.recordRevoked(trx, model.id);
+        // Until the rewrite job has looked, the user's backups are blocked.
+        await backupRows.markRewritesOfUser(trx, userId, model.id);
         log.withdraw(model.id);
       }
       await repo.deleteConsent(trx, consentId);
@@ -69,7 +74,16 @@ export class Withdrawal {
     for (const key of doomedKeys) {
       await this.deps.blobs.delete(key).catch((err) => this.deps.log.warn({ err, key }, "withdrawal: object left for the orphan sweep"));
     }
-    return { consentId, deletedModelId, activeModelId, rewrittenBackupIds: [], deletedBackupIds: [] };
+    // The rewrite runs now; if it fails, the marks stay and the periodic job retries.
+    let outcome = { rewritten: [] as string[], deleted: [] as string[] };
+    if (deletedModelId) {
+      try {
+        outcome = await this.deps.backups.rewritePending(userId);
+      } catch (err) {
+        this.deps.log.warn({ err }, "withdrawal: backup rewrite left for the periodic job");
+      }
+    }
+    return { consentId, deletedModelId, activeModelId, rewrittenBackupIds: outcome.rewritten, deletedBackupIds: outcome.deleted };
   }
 }
 

@@ -685,6 +685,7 @@ export const WhoAmIResponseSchema: GenMessage<WhoAmIResponse> = /*@__PURE__*/
  *   CONSENT_NOT_FOUND (NOT_FOUND): no such consent record for the user (or it was revoked).
  *   CONSENT_EXISTS (ALREADY_EXISTS): the model already has a consent record.
  *   CONSENT_RECORDING_MISSING (FAILED_PRECONDITION): the consent record has no uploaded recording.
+ *   BACKUP_REWRITE_PENDING (FAILED_PRECONDITION): the backup may hold a model whose consent was withdrawn; it is being rewritten without it, retry shortly.
  *   UNIMPLEMENTED (UNIMPLEMENTED): the RPC or protocol feature is not served.
  *   INTERNAL (INTERNAL): an unexpected failure; the message says nothing more.
  * RATE_LIMITED, SERVICE_UNAVAILABLE, STORAGE_UNAVAILABLE and SHUTTING_DOWN replies carry

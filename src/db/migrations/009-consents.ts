@@ -5,6 +5,9 @@ import type { Knex } from "knex";
 // model by training_job_id (one per user and job). The recording is a sealed object like model
 // files; its key, hash and wrapped data key live on the row. revoked_voice_models keeps the ids of
 // models deleted by a withdrawal (ids are random, not personal), so nothing brings them back.
+// backup_rewrites is the durable job of a withdrawal: a backup with a row may hold a withdrawn
+// model and can be neither downloaded nor restored until it is rewritten without it (or deleted);
+// backup_purge_keys holds the objects rewritten backups left behind until they are deleted.
 export async function up(knex: Knex): Promise<void> {
   await knex.raw(`
     CREATE TABLE voice_model_consents (
@@ -37,9 +40,23 @@ export async function up(knex: Knex): Promise<void> {
       model_id uuid PRIMARY KEY,
       revoked_at timestamptz(3) NOT NULL DEFAULT now()
     )`);
+  await knex.raw(`
+    CREATE TABLE backup_rewrites (
+      backup_id uuid NOT NULL REFERENCES backups (id) ON DELETE CASCADE,
+      model_id uuid NOT NULL,
+      requested_at timestamptz(3) NOT NULL DEFAULT now(),
+      PRIMARY KEY (backup_id, model_id)
+    )`);
+  await knex.raw(`
+    CREATE TABLE backup_purge_keys (
+      storage_key text PRIMARY KEY,
+      created_at timestamptz(3) NOT NULL DEFAULT now()
+    )`);
 }
 
 export async function down(knex: Knex): Promise<void> {
+  await knex.raw(`DROP TABLE backup_purge_keys`);
+  await knex.raw(`DROP TABLE backup_rewrites`);
   await knex.raw(`DROP TABLE revoked_voice_models`);
   await knex.raw(`ALTER TABLE voice_models DROP COLUMN consent_id`);
   await knex.raw(`DROP TABLE voice_model_consents`);
