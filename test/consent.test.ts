@@ -209,6 +209,24 @@ describe("CONSENT_REQUIRED", () => {
     expect((await ok(required, "connect", "updateVoiceModel", toCompleted, service)).model).toMatchObject({ status: "completed", isActive: true });
   });
 
+  test("on: an import or a restore that would bring back completed models without consent is CONSENT_MISSING and changes nothing", async () => {
+    const ivy = await server().actor();
+    const made = await createModel(ivy, { metadata: { note: "before" } });
+    await ok(server(), "grpc", "uploadModelFile", [{ part: { case: "header", value: { modelId: made.id } } }, { part: { case: "chunk", value: randomBytes(1000) } }], ivy);
+    const exported = await ok(server(), "grpc", "exportVoiceModel", { modelId: made.id }, ivy);
+    const progress = await ok(server(), "grpc", "createBackup", {}, ivy);
+    const { backupPath } = progress[progress.length - 1].backup;
+    const onRequired = await required.actor(ivy.userId);
+    const missing = { code: Code.FailedPrecondition, reason: "CONSENT_MISSING" };
+    expectRpcError(await required.call("grpc", "importVoiceModel", exported, ivy.token), missing);
+    await onRequired.grpc.deleteVoiceModel({ modelId: made.id });
+    // A soft-deleted model may be restored as it was (deleted); one that would be live again may not.
+    const restore = await required.call("connect", "restoreBackup", { backupPath, overwriteExisting: true }, ivy.token);
+    expectRpcError(restore, missing);
+    const after = (await onRequired.grpc.listVoiceModels({ showDeleted: true })).message.models;
+    expect(after.map((m) => [m.id, m.deletedAt !== undefined])).toEqual([[made.id, true]]);
+  });
+
   test("switching it on deactivates nothing; activation, undelete, rollback and takeover need consent; the filter and the admin report show the backfill", async () => {
     // Made while the setting was off.
     const fay = await server().actor();
