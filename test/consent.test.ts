@@ -219,12 +219,17 @@ describe("CONSENT_REQUIRED", () => {
     const onRequired = await required.actor(ivy.userId);
     const missing = { code: Code.FailedPrecondition, reason: "CONSENT_MISSING" };
     expectRpcError(await required.call("grpc", "importVoiceModel", exported, ivy.token), missing);
+    const consent = (await ok(required, "grpc", "recordConsent", consentRequest({ trainingJobId: "import-job" }), ivy)).consent;
+    const imported = (await ok(required, "connect", "importVoiceModel", [{ part: exported[0].part, consentId: consent.id }, ...exported.slice(1)], ivy)).model;
+    expect(imported.status).toBe("completed");
+    expect((await ok(required, "grpc", "getConsent", { consentId: consent.id }, ivy)).consent.modelId).toBe(imported.id);
+    await onRequired.grpc.deleteVoiceModel({ modelId: imported.id });
     await onRequired.grpc.deleteVoiceModel({ modelId: made.id });
     // A soft-deleted model may be restored as it was (deleted); one that would be live again may not.
     const restore = await required.call("connect", "restoreBackup", { backupPath, overwriteExisting: true }, ivy.token);
     expectRpcError(restore, missing);
     const after = (await onRequired.grpc.listVoiceModels({ showDeleted: true })).message.models;
-    expect(after.map((m) => [m.id, m.deletedAt !== undefined])).toEqual([[made.id, true]]);
+    expect(after.map((m) => [m.id, m.deletedAt !== undefined]).sort()).toEqual([[made.id, true], [imported.id, true]].sort());
   });
 
   test("switching it on deactivates nothing; activation, undelete, rollback and takeover need consent; the filter and the admin report show the backfill", async () => {
