@@ -417,4 +417,18 @@ describe("RevokeConsent", () => {
     expect(await ok(server(), "grpc", "revokeConsent", { consentId: consent.id }, hal)).toMatchObject({ rewrittenBackupIds: [], deletedBackupIds: [] });
     expect((await server().fetch(`/v1/backups/${backup.backupId}`, { token: hal.token })).status).toBe(200);
   });
+
+  test("DeleteUserData erases the user's consent records and recordings with the rest", async () => {
+    const jo = await server().actor();
+    const admin = await server().adminActor();
+    const model = await createModel(jo);
+    const consent = (await ok(server(), "grpc", "recordConsent", consentRequest({ modelId: model.id }), jo)).consent;
+    await ok(server(), "grpc", "uploadConsentRecording", upload(consent.id, randomBytes(75_000)), jo);
+    const knex = server().db.knex;
+    const key = (await knex("voice_model_consents").where({ id: consent.id }).first("recording_key")).recording_key as string;
+    expect(fs.existsSync(path.join(dataDir, "blobs", key))).toBe(true);
+    await ok(server(), "grpc", "deleteUserData", { userId: jo.userId }, admin);
+    expect(Number((await knex("voice_model_consents").where({ user_id: jo.userId }).count("* as n").first())!.n)).toBe(0);
+    expect(fs.existsSync(path.join(dataDir, "blobs", key))).toBe(false);
+  });
 });
