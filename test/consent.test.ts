@@ -354,6 +354,9 @@ describe("RevokeConsent", () => {
       deletedBackupIds: [onlyIt.backupId],
     });
 
+    const audited = await server().db.knex("audit_events").where({ action: "consent.revoked", actor_id: gus.userId }).select("result_code");
+    expect(audited).toEqual([{ result_code: "OK" }]);
+
     // The scan: object keys, every object decrypted, every text and jsonb column.
     const needles = [doomed.id, fileSha, secret, speaker, statement];
     const objects = await plaintexts(server().db.knex);
