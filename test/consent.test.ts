@@ -354,8 +354,8 @@ describe("RevokeConsent", () => {
       deletedBackupIds: [onlyIt.backupId],
     });
 
-    const audited = await server().db.knex("audit_events").where({ action: "consent.revoked", actor_id: gus.userId }).select("result_code");
-    expect(audited).toEqual([{ result_code: "OK" }]);
+    const audited = await server().db.knex("audit_events").where({ action: "consent.revoked", actor_id: gus.userId }).select("target_user_id", "details");
+    expect(audited).toEqual([{ target_user_id: gus.userId, details: { consentId: consent.id, modelDeleted: true } }]);
 
     // The scan: object keys, every object decrypted, every text and jsonb column.
     const needles = [doomed.id, fileSha, secret, speaker, statement];

@@ -1,5 +1,6 @@
 import type { Knex } from "knex";
 import type { Logger } from "pino";
+import { byActor, recordAudit } from "../audit/audit-log";
 import * as backupRows from "../backups/backup-repository";
 import type { BackupService } from "../backups/backup-service";
 import type { Tx } from "../db/transaction";
@@ -69,6 +70,8 @@ export class Withdrawal {
         log.withdraw(model.id);
       }
       await repo.deleteConsent(trx, consentId);
+      // In the withdrawal's transaction, naming the owner (an admin may withdraw for them).
+      await recordAudit(trx, { ...byActor(actor), action: "consent.revoked", targetUserId: userId, details: { consentId, modelDeleted: model !== undefined } });
       return (await modelRepo.findActiveModel(trx, userId))?.id;
     });
     for (const key of doomedKeys) {

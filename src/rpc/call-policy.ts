@@ -101,8 +101,8 @@ export const CALL_POLICY = {
   recordConsent: { rateLimit: "update", audit: "consent.recorded" },
   getConsent: PLAIN,
   listConsents: PLAIN,
-  // A withdrawal is never rate limited.
-  revokeConsent: { audit: "consent.revoked" },
+  // A withdrawal is never rate limited; it audits itself in its transaction (naming the owner).
+  revokeConsent: PLAIN,
   uploadConsentRecording: { rateLimit: "update", audit: "consent.recording_stored" },
   readConsentRecording: { audit: "consent.recording_read" },
   listModelsMissingConsent: PLAIN,
