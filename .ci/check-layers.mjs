@@ -15,7 +15,7 @@ const LAYERS = [
   ["db", "storage", "auth", "jobs", "paging"],
   ["voice-models"],
   ["cache", "audit", "metrics", "rate-limit", "events"],
-  ["usage", "sharing", "cleanup", "model-files", "backups", "user-data"],
+  ["usage", "sharing", "cleanup", "model-files", "backups", "user-data", "consent"],
   ["rpc"],
   ["server"],
   ["app", "start-banner"],
@@ -28,6 +28,9 @@ const SAME_LAYER = new Set([
   "user-data -> model-files", // erasure deletes a user's files through their owner
   "user-data -> backups", // and their backups through theirs
   "user-data -> sharing", // and their shares, telling the sharees
+  "consent -> model-files", // a withdrawal deletes the model's rows and file through their owner
+  "consent -> sharing", // and ends its shares, telling the sharees
+  "consent -> backups", // and rewrites the backups that hold it
 ]);
 
 const layerOf = new Map(LAYERS.flatMap((rooms, layer) => rooms.map((room) => [room, layer])));

@@ -131,6 +131,8 @@ export interface RateLimit {
 /** Sharing, cleanup, rate limits, audit, metrics and alerts. */
 export interface GovernanceConfig {
   sharingEnabled: boolean;
+  /** No model without a consent record becomes completed or active. */
+  consentRequired: boolean;
   cleanup: {
     minAgeDays: number;
     /** Models with a stored quality_score below this (in thousandths) are candidates. */
@@ -186,6 +188,7 @@ function ratio(env: Env, name: string, fallback: number): number {
 function parseGovernance(env: Env): GovernanceConfig {
   return Object.freeze({
     sharingEnabled: boolean(env, "SHARING_ENABLED", true),
+    consentRequired: boolean(env, "CONSENT_REQUIRED", false),
     cleanup: Object.freeze({
       minAgeDays: integer(env, "CLEANUP_MIN_AGE_DAYS", 180, 1, 36_500),
       maxQualityMillis: Math.round(ratio(env, "CLEANUP_MAX_QUALITY", 0.5) * 1000),

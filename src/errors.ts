@@ -50,6 +50,16 @@ export const ErrorCodes = {
   STREAM_STALLED: Code.ResourceExhausted,
   /** WatchVoiceModelEvents resumed from an event older than the retention: resync, then watch anew. */
   EVENTS_EXPIRED: Code.FailedPrecondition,
+  /** CONSENT_REQUIRED: the write would make a model without a consent record completed or active. */
+  CONSENT_MISSING: Code.FailedPrecondition,
+  /** No consent record with that id for the user (or it was revoked). */
+  CONSENT_NOT_FOUND: Code.NotFound,
+  /** The model already has a consent record. */
+  CONSENT_EXISTS: Code.AlreadyExists,
+  /** The consent record has no uploaded recording. */
+  CONSENT_RECORDING_MISSING: Code.FailedPrecondition,
+  /** The backup may hold a model whose consent was withdrawn; it is being rewritten without it. */
+  BACKUP_REWRITE_PENDING: Code.FailedPrecondition,
   UNIMPLEMENTED: Code.Unimplemented,
   INTERNAL: Code.Internal,
 } as const satisfies Record<string, Code>;
@@ -61,7 +71,7 @@ export type ErrorCode = keyof typeof ErrorCodes;
  * ends with one gives its slot back ("a call counts once it has passed authentication and
  * validation").
  */
-export const NOT_COUNTED_ERRORS: readonly ErrorCode[] = ["INVALID_ARGUMENT", "ACCESS_DENIED", "VOICE_MODEL_NOT_FOUND", "HISTORY_ENTRY_NOT_FOUND", "UNAUTHENTICATED", "SHARING_DISABLED"];
+export const NOT_COUNTED_ERRORS: readonly ErrorCode[] = ["INVALID_ARGUMENT", "ACCESS_DENIED", "VOICE_MODEL_NOT_FOUND", "HISTORY_ENTRY_NOT_FOUND", "CONSENT_NOT_FOUND", "UNAUTHENTICATED", "SHARING_DISABLED"];
 
 export const ERROR_DOMAIN = "voicemodel.v1";
 

@@ -187,6 +187,11 @@ const BY_CODE: Record<ErrorCode, ErrorCase[] | HttpCase | CoveredElsewhere | Bug
   SHUTTING_DOWN: { coveredBy: "shutdown.test.ts" },
   STREAM_STALLED: { coveredBy: "transport-limits.test.ts" },
   EVENTS_EXPIRED: { coveredBy: "events/resume.test.ts" },
+  CONSENT_MISSING: { coveredBy: "consent.test.ts" },
+  CONSENT_NOT_FOUND: { coveredBy: "consent.test.ts" },
+  CONSENT_EXISTS: { coveredBy: "consent.test.ts" },
+  CONSENT_RECORDING_MISSING: { coveredBy: "consent.test.ts" },
+  BACKUP_REWRITE_PENDING: { coveredBy: "consent.test.ts" },
   UNIMPLEMENTED: { coveredBy: "malformed-requests.test.ts" },
   INTERNAL: { bugOnly: true },
 };

@@ -18,7 +18,7 @@ function kindOf(field: DescField): "uuid" | "user" | "free" | undefined {
   if (name === "after_event_id") return "free";
   if (/(^|_)(user_id|user_ids|owner_id)$/.test(name)) return "user";
   // lineage_of: ListVoiceModels' filter by a model's lineage.
-  if (name === "id" || name === "lineage_of" || /(^|_)(model_id|model_ids|backup_id|entry_id)$/.test(name)) return "uuid";
+  if (name === "id" || name === "lineage_of" || /(^|_)(model_id|model_ids|backup_id|entry_id|consent_id)$/.test(name)) return "uuid";
   return /(_id|_ids)$/.test(name) ? undefined : "free";
 }
 
@@ -74,6 +74,13 @@ const importHeader = (ctx: Ctx) => ({
   sha256: "0".repeat(64),
 });
 const byId = (ctx: Ctx) => ({ modelId: ctx.modelId });
+const consentRequest = (target: object) => ({
+  ...target,
+  speaker: { kind: "owner" },
+  statementText: "I agree",
+  statementVersion: "v1",
+  captureMethod: "in_app_recording",
+});
 
 const BASES: Partial<Record<MethodName, Base>> = {
   createVoiceModel: { request: () => ({ provider: "xtts-v2", modelPath: "ids.pth" }) },
@@ -111,6 +118,13 @@ const BASES: Partial<Record<MethodName, Base>> = {
   listActivationHistory: { request: () => ({}) },
   rollbackActiveModel: { request: () => ({}) },
   watchVoiceModelEvents: { request: () => ({}) },
+  recordConsent: { request: (ctx) => consentRequest({ modelId: ctx.modelId }) },
+  getConsent: { request: () => ({ consentId: "" }) },
+  listConsents: { request: () => ({}) },
+  revokeConsent: { request: () => ({ consentId: "" }) },
+  uploadConsentRecording: { request: () => [{ part: { case: "header", value: { consentId: "" } } }, { part: { case: "chunk", value: new Uint8Array([1]) } }] },
+  readConsentRecording: { request: () => ({ consentId: "" }) },
+  listModelsMissingConsent: { caller: "admin", request: () => ({}) },
 };
 
 /** A copy of a plain request with the field at `path` set to `value` (appended to a list). */

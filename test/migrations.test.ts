@@ -4,6 +4,7 @@ import type { Knex } from "knex";
 import { openDatabase, type Database } from "../src/db/connection";
 import { migrateToLatest } from "../src/db/migrate";
 import { migrationSource } from "../src/db/migrations";
+import { CAPTURE_METHODS, SPEAKER_KINDS } from "../src/consent/consent-repository";
 import { PROVIDERS, SAMPLE_RATES, STATUSES } from "../src/voice-models/constants";
 import { createPostgresDatabase, createTestDatabase, type TestDatabase } from "./helpers/database";
 import { describeOnPostgres, TEST_DB } from "./helpers/env";
@@ -60,6 +61,29 @@ describe(`schema on ${TEST_DB}`, () => {
     }).catch((error: unknown) => {
       if (error !== undefined) throw error;
     });
+  });
+
+  test("the database accepts every speaker kind and capture method the consent code declares, and nothing else", async () => {
+    const consent = (fields: object) => ({
+      user_id: "u1",
+      speaker_kind: "owner",
+      statement_text: "s",
+      statement_version: "v",
+      capture_method: "other",
+      captured_at: new Date(),
+      recorded_by: "u1",
+      ...fields,
+    });
+    await knex.transaction(async (trx) => {
+      for (const kind of SPEAKER_KINDS) await trx("voice_model_consents").insert(consent({ speaker_kind: kind, speaker_name: kind === "other" ? "n" : null }));
+      for (const method of CAPTURE_METHODS) await trx("voice_model_consents").insert(consent({ capture_method: method }));
+      await trx.rollback();
+    }).catch((error: unknown) => {
+      if (error !== undefined) throw error;
+    });
+    for (const bad of [{ capture_method: "fax" }, { speaker_kind: "robot" }, { speaker_kind: "other" }]) {
+      await expect(knex("voice_model_consents").insert(consent(bad))).rejects.toMatchObject({ code: "23514" });
+    }
   });
 
   test("quality scores are stored with 3 decimals and read back as numbers", async () => {

@@ -76,6 +76,30 @@ async function myModelWithFile(ctx: Ctx): Promise<string> {
 }
 
 const byId = (modelId: string) => ({ modelId });
+
+/** A valid RecordConsent request for a model or a training job. */
+const consentRequest = (target: { modelId?: string; trainingJobId?: string; userId?: string }) => ({
+  ...target,
+  speaker: { kind: "owner" },
+  statementText: "I agree to my voice being cloned",
+  statementVersion: "v1",
+  captureMethod: "in_app_recording",
+});
+
+let jobs = 0;
+/** A fresh consent record of the actor, for a training job (no model changes). */
+async function consentOf(actor: Actor): Promise<string> {
+  const { message } = await actor.grpc.recordConsent(consentRequest({ trainingJobId: `sec-job-${++jobs}-${actor.userId}` }));
+  return message.consent!.id;
+}
+
+/** The other user's consent record, made once. */
+let otherConsentId: Promise<string> | undefined;
+const otherConsent = (ctx: Ctx) => (otherConsentId ??= consentOf(ctx.other));
+const uploadRecording = (consentId: string) => [
+  { part: { case: "header", value: { consentId } } },
+  { part: { case: "chunk", value: new Uint8Array([9, 8, 7]) } },
+];
 const usageRequest = (modelId: string, userId: string) => ({ modelId, userId, characters: 10n, latencyMs: 5, cost: 0, idempotencyKey: `sec-${modelId}` });
 
 /** One entry per RPC that touches user data; an RPC the server serves without one fails below. */
@@ -249,6 +273,41 @@ const SPECS: Record<MethodName, SecuritySpec> = {
     own: async () => ({}),
     crossUser: async ({ other }) => [{ request: { userId: other.userId }, field: "userId" }],
   },
+  // Consent records: the owner and admins read them; the owner, service and admins write them.
+  recordConsent: {
+    own: async ({ myModel }) => consentRequest({ modelId: (await myModel()).id }),
+    crossUser: async ({ other, otherModel }) => [
+      { request: consentRequest({ userId: other.userId, trainingJobId: "x" }), field: "userId" },
+      { request: consentRequest({ modelId: otherModel.id }), modelId: otherModel.id },
+    ],
+    withoutUserId: consentRequest({ trainingJobId: "x" }),
+  },
+  getConsent: {
+    own: async ({ me }) => ({ consentId: await consentOf(me) }),
+    crossUser: async (ctx) => [{ request: { consentId: await otherConsent(ctx) }, field: "consentId" }],
+  },
+  listConsents: {
+    own: async () => ({}),
+    crossUser: async ({ other }) => [{ request: { userId: other.userId }, field: "userId" }],
+    withoutUserId: {},
+  },
+  revokeConsent: {
+    own: async ({ me }) => ({ consentId: await consentOf(me) }),
+    crossUser: async (ctx) => [{ request: { consentId: await otherConsent(ctx) }, field: "consentId" }],
+  },
+  uploadConsentRecording: {
+    own: async ({ me }) => uploadRecording(await consentOf(me)),
+    crossUser: async (ctx) => [{ request: uploadRecording(await otherConsent(ctx)), field: "consentId" }],
+  },
+  readConsentRecording: {
+    own: async ({ me }) => {
+      const consentId = await consentOf(me);
+      await server().call("grpc", "uploadConsentRecording", uploadRecording(consentId), me.token);
+      return { consentId };
+    },
+    crossUser: async (ctx) => [{ request: { consentId: await otherConsent(ctx) }, field: "consentId" }],
+  },
+  listModelsMissingConsent: { privilegedOnly: true, own: async () => ({}), crossUser: async () => [] },
   // Sharing, cleanup, audit and alerts.
   shareVoiceModel: {
     own: async ({ myModel }) => ({ modelId: (await myModel()).id, targetUserIds: ["a-friend"], permissions: ["view"] }),

@@ -78,6 +78,7 @@ describe("VoiceModel wire encoding", () => {
       hasFile: false,
       modelNumber: 12,
       parentModelId: "7f0c3c8e-6c8f-4a43-9f5a-2f4a3b1d9e01",
+      consentId: undefined,
       createdAt: new Date("2024-01-01T00:00:00.123Z"),
       updatedAt: new Date("2024-01-03T00:00:00.999Z"),
       deletedAt: new Date("2024-01-04T00:00:00Z"),

@@ -3,6 +3,9 @@ import { auditModelChanges } from "../audit/audit-log";
 import { BackupService } from "../backups/backup-service";
 import { Caches } from "../cache/caches";
 import { CleanupService } from "../cleanup/cleanup-service";
+import { consentForNewModel, isRecordingKey } from "../consent/consent-repository";
+import { ConsentService } from "../consent/consent-service";
+import { scrubWithdrawnModels, Withdrawal } from "../consent/withdrawal";
 import type { Config } from "../config";
 import { outsideCall } from "../db/call-deadline";
 import type { Database } from "../db/connection";
@@ -48,12 +51,16 @@ export function buildDomain({ config, db, log }: { config: Readonly<Config>; db:
     pageTokens,
     reads: caches.modelReads,
     access: new SharedAccess(governance.sharingEnabled ? findPermission : NO_SHARES),
+    consentRequired: governance.consentRequired,
+    consentForNewModel,
   });
   models.onChange(caches.onModelChange);
   models.onChange(auditModelChanges);
   models.onChange(endSharesOfDeletedModels(outbox));
   models.onChange(metrics.onModelChanges);
   const history = new ActivationHistoryService(db.knex, models, pageTokens);
+  // After the audit and caches, before the outbox: a withdrawn model's traces go.
+  models.onChange(scrubWithdrawnModels);
   // Last: from its insert to commit it holds the lock that keeps event ids in commit order.
   models.onChange(outbox.onModelChange);
   const cleanup = new CleanupService(db.knex, governance.cleanup, metrics, (actor, fn) => models.write(actor, fn));
@@ -78,6 +85,7 @@ export function buildDomain({ config, db, log }: { config: Readonly<Config>; db:
     orphanGraceMs: config.files.orphanGraceMs,
     log,
     kickMover,
+    referencedElsewhere: (key) => isRecordingKey(db.knex, key),
   });
   const { bucket, prefix } = config.files.gcs;
   const backups = new BackupService({
@@ -98,7 +106,16 @@ export function buildDomain({ config, db, log }: { config: Readonly<Config>; db:
     retentionHours: config.events.retentionHours,
   });
   const selection = new SelectionService(db.knex, models, caches.modelReads);
-  return { notifications, feed, events, metrics, caches, pageTokens, models, history, cleanup, usage, blobs, storageHealth, mover, keyProvider, files, retention, backups, erasure, sharing, selection };
+  const withdrawal = new Withdrawal({ knex: db.knex, models, blobs, events: outbox, backups, log });
+  const consents = new ConsentService({
+    knex: db.knex,
+    models,
+    sealed: files.sealed,
+    pageTokens,
+    maxRecordingBytes: config.files.maxFileBytes,
+    withdrawal,
+  });
+  return { notifications, feed, events, metrics, caches, pageTokens, models, history, cleanup, usage, blobs, storageHealth, mover, keyProvider, files, retention, backups, erasure, sharing, selection, consents };
 }
 
 export type Domain = ReturnType<typeof buildDomain>;

@@ -3,6 +3,7 @@ import type { GovernanceConfig } from "../config";
 import { activationHistoryHandlers } from "../rpc/activation-history-handlers";
 import { backupHandlers } from "../rpc/backup-handlers";
 import { batchHandlers } from "../rpc/batch-handlers";
+import { consentHandlers } from "../rpc/consent-handlers";
 import { eventHandlers } from "../rpc/event-handlers";
 import { fileRouteHandlers, type FileRouteHandlers } from "../rpc/file-route-handlers";
 import { governanceHandlers } from "../rpc/governance-handlers";
@@ -13,7 +14,7 @@ import type { Domain } from "./domain";
 
 /** Every RPC's handler, each room's part once, and the file routes' handlers over the served RPCs. */
 export function buildHandlers(domain: Domain, options: { knex: Knex; governance: GovernanceConfig; instanceId: string }) {
-  const { models, history, files, retention, backups, erasure, usage, selection, sharing, cleanup, pageTokens, events } = domain;
+  const { models, history, consents, files, retention, backups, erasure, usage, selection, sharing, cleanup, pageTokens, events } = domain;
   // Usage stats as an export header carries them.
   const usageOf: UsageLookup = async (actor, modelId) => {
     const stats = await usage.stats(actor, { modelId } as Parameters<typeof usage.stats>[1]);
@@ -27,6 +28,7 @@ export function buildHandlers(domain: Domain, options: { knex: Knex; governance:
     ...backupHandlers(backups, erasure),
     ...usageHandlers(usage, selection),
     ...eventHandlers(events),
+    ...consentHandlers(consents),
     ...governanceHandlers({ knex: options.knex, pageTokens, sharing, cleanup, config: options.governance, instanceId: options.instanceId }),
   };
   /** `served`: the guarded handlers, which uploads and imports over HTTP go through. */

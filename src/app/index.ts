@@ -43,7 +43,7 @@ export function createApp(deps: AppDeps) {
   const governance = config.governance;
   const instanceId = `${hostname()}:${process.pid}:${randomBytes(3).toString("hex")}`;
   const domain = buildDomain({ config, db, log });
-  const { notifications, feed, metrics, caches, storageHealth, mover, erasure, keyProvider } = domain;
+  const { notifications, feed, metrics, caches, storageHealth, mover, erasure, keyProvider, backups } = domain;
   registerBlobStoreMetric(metrics.registry, storageHealth);
 
   // Around every call, whichever transport: the token (gate), then metrics, rate limits and
@@ -76,6 +76,8 @@ export function createApp(deps: AppDeps) {
     storageHealth.start();
     // Account deletions a crash interrupted carry on now.
     erasure.resumeAll().catch((error) => log.error({ err: error }, "resuming user data purges failed"));
+    // So do backup rewrites of withdrawals (their backups stay blocked until done).
+    backups.rewritePending().catch((error) => log.error({ err: error }, "resuming backup rewrites failed"));
     // After a master key rotation (MASTER_KEYS_PREVIOUS set), move every data key to the new key.
     if (config.files.masterKeys && config.files.masterKeys.length > 1) {
       rewrapDataKeys(db.knex, keyProvider).then(

@@ -11,7 +11,7 @@ import type { Domain } from "./domain";
  * that lasts two intervals and 10 s (a late tick or a slow database does not hand the job over).
  */
 export function periodicJobs(domain: Domain, { config, db, log, instanceId }: { config: Readonly<Config>; db: Database; log: Logger; instanceId: string }) {
-  const { caches, metrics, cleanup, mover, usage, retention, erasure, events } = domain;
+  const { caches, metrics, cleanup, mover, usage, retention, erasure, events, backups } = domain;
   const fleetWide = (intervalMs: number): JobMode => ({ kind: "one-instance", leaseMs: 2 * intervalMs + 10_000 });
   const { cleanup: cleanupConfig } = config.governance;
   const jobs = new Scheduler(db.knex, instanceId, log);
@@ -26,7 +26,12 @@ export function periodicJobs(domain: Domain, { config, db, log, instanceId }: { 
       name: "file-retention",
       intervalMs: config.files.purgeIntervalMs,
       mode: fleetWide(config.files.purgeIntervalMs),
-      run: () => retention.runOnce().then(() => erasure.resumeAll()),
+      // Backups a withdrawal marked and could not rewrite at once are retried here.
+      run: () =>
+        retention
+          .runOnce()
+          .then(() => erasure.resumeAll())
+          .then(() => backups.rewritePending().then(() => undefined, (err) => log.error({ err }, "backup rewrite failed; will retry"))),
     },
   );
   return jobs;

@@ -91,3 +91,71 @@ export async function storageKeysOfUser(db: Db, userId: string): Promise<string[
 export async function deleteBackupsOfUser(trx: Tx, userId: string): Promise<void> {
   await trx("backups").where({ user_id: userId }).delete();
 }
+
+/** A withdrawal: every backup of the user may hold the model until the rewrite job has looked. */
+export async function markRewritesOfUser(trx: Tx, userId: string, modelId: string): Promise<void> {
+  await trx.raw(
+    `INSERT INTO backup_rewrites (backup_id, model_id) SELECT id, ? FROM backups WHERE user_id = ? ON CONFLICT DO NOTHING`,
+    [modelId, userId],
+  );
+}
+
+/** Marks one backup (made while a withdrawal committed) for the rewrite job. */
+export async function markRewrite(db: Db, backupId: string, modelIds: readonly string[]): Promise<void> {
+  if (modelIds.length === 0) return;
+  await db("backup_rewrites").insert(modelIds.map((modelId) => ({ backup_id: backupId, model_id: modelId }))).onConflict().ignore();
+}
+
+export async function rewritePending(db: Db, backupId: string): Promise<boolean> {
+  return (await db("backup_rewrites").where({ backup_id: backupId }).first("backup_id")) !== undefined;
+}
+
+/** Backups waiting for a rewrite (optionally one user's), with the withdrawn models each may hold. */
+export async function pendingRewrites(db: Db, userId?: string): Promise<Map<string, string[]>> {
+  const query = db("backup_rewrites as r").join("backups as b", "b.id", "r.backup_id").select("r.backup_id", "r.model_id").orderBy("r.requested_at");
+  if (userId !== undefined) query.where("b.user_id", userId);
+  const out = new Map<string, string[]>();
+  for (const row of (await query) as Array<{ backup_id: string; model_id: string }>) out.set(row.backup_id, [...(out.get(row.backup_id) ?? []), row.model_id]);
+  return out;
+}
+
+export async function findBackupForUpdate(trx: Tx, id: string): Promise<BackupRecord | undefined> {
+  const row = await trx<BackupRow>("backups").where({ id }).forUpdate().first();
+  return row ? toRecord(row) : undefined;
+}
+
+/** The rewrite's swap: the row points at the new object; the old key waits for the purge. */
+export async function swapObject(trx: Tx, id: string, sealed: SealedObject, modelCount: number, oldKey: string, done: readonly string[]): Promise<void> {
+  await trx("backups")
+    .where({ id })
+    .update({
+      storage_key: sealed.key,
+      size_bytes: sealed.size,
+      stored_bytes: sealed.storedSize,
+      sha256: sealed.sha256,
+      key_id: sealed.keyId,
+      wrapped_key: sealed.wrapped,
+      model_count: modelCount,
+    });
+  await trx("backup_rewrites").where({ backup_id: id }).whereIn("model_id", done).delete();
+  await trx("backup_purge_keys").insert({ storage_key: oldKey }).onConflict().ignore();
+}
+
+/** A backup that held nothing else: its row goes, its object waits for the purge. */
+export async function deleteBackup(trx: Tx, id: string, oldKey: string): Promise<void> {
+  await trx("backups").where({ id }).delete();
+  await trx("backup_purge_keys").insert({ storage_key: oldKey }).onConflict().ignore();
+}
+
+/** The rewrite found none of the models in the backup. */
+export async function clearRewrites(db: Db, id: string, done: readonly string[]): Promise<void> {
+  await db("backup_rewrites").where({ backup_id: id }).whereIn("model_id", done).delete();
+}
+
+export async function purgeKeys(db: Db): Promise<string[]> {
+  return (await db("backup_purge_keys").orderBy("created_at").pluck("storage_key")) as string[];
+}
+
+export async function forgetPurgeKey(db: Db, key: string): Promise<void> {
+  await db("backup_purge_keys").where({ storage_key: key }).delete();
+}

@@ -1,7 +1,7 @@
 import type { Knex } from "knex";
 import { randomUUID } from "node:crypto";
 import { resolveTargetUser } from "../auth/caller";
-import type { Tx } from "../db/transaction";
+import { inTransaction, type Tx } from "../db/transaction";
 import { accessDenied, AppError, invalidArgument } from "../errors";
 import * as files from "../model-files/model-file-repository";
 import type { ModelFileRecord } from "../model-files/model-file-repository";
@@ -58,6 +58,25 @@ const CURSOR: readonly PositionField[] = [TIME_MS, { kind: "uuid" }];
 class ReplanRestore extends Error {}
 
 const backupNotFound = (what: string) => new AppError("BACKUP_NOT_FOUND", `backup ${what} not found`);
+
+/** A backup that may hold a withdrawn model: neither downloaded nor restored until rewritten. */
+async function assertNoRewritePending(db: Knex, backup: BackupRecord): Promise<void> {
+  if (await repo.rewritePending(db, backup.id)) {
+    throw new AppError(
+      "BACKUP_REWRITE_PENDING",
+      `backup ${backup.id} may hold a model whose consent was withdrawn and is being rewritten without it; retry shortly`,
+      { field: "backupId" },
+    );
+  }
+}
+
+/** What the rewrite job did to the backups it looked at. */
+export interface RewriteOutcome {
+  rewritten: string[];
+  deleted: string[];
+}
+
+const UUID_IN_KEY = /^backups\/[^/]+\/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})[./]/;
 
 async function readAll(stream: AsyncIterable<Uint8Array>): Promise<Buffer> {
   const parts: Buffer[] = [];
@@ -152,6 +171,12 @@ export class BackupService {
     }
     try {
       const backup = await repo.insertBackup(this.deps.knex, backupId, userId, result, models.length, includeDeleted);
+      // A withdrawal that committed while this backup was written: the rewrite job takes it.
+      const withdrawn = await modelRepo.revokedAmong(this.deps.knex, models.map((m) => m.id));
+      if (withdrawn.size > 0) {
+        await repo.markRewrite(this.deps.knex, backup.id, [...withdrawn]);
+        await this.rewritePending(userId);
+      }
       yield { kind: "done", backup };
     } catch (error) {
       await this.sealed.blobs.delete(key).catch(() => undefined);
@@ -181,6 +206,7 @@ export class BackupService {
     const backup = await repo.findBackup(this.deps.knex, backupId);
     if (!backup) throw backupNotFound(backupId);
     if (!actor.caller.privileged && backup.userId !== actor.caller.userId) throw accessDenied(`backup ${backupId} belongs to another user`);
+    await assertNoRewritePending(this.deps.knex, backup);
     return backup;
   }
 
@@ -191,6 +217,92 @@ export class BackupService {
     } catch (error) {
       if (error instanceof CorruptObjectError) throw new AppError("FILE_CORRUPT", `backup ${backup.id} failed its integrity check: ${error.message}`);
       throw error;
+    }
+  }
+
+  /**
+   * The rewrite job: every backup marked by a withdrawal (optionally one user's) is rewritten
+   * without the withdrawn models (a new object under a fresh key, the row swapped in one
+   * transaction), deleted when it held nothing else, or unmarked when it held none of them; then
+   * the old objects are deleted. A failure leaves the marks (the backup stays blocked) for the
+   * next run.
+   */
+  async rewritePending(userId?: string): Promise<RewriteOutcome> {
+    const outcome: RewriteOutcome = { rewritten: [], deleted: [] };
+    for (const [backupId, modelIds] of await repo.pendingRewrites(this.deps.knex, userId)) {
+      const done = await this.rewriteOne(backupId, modelIds);
+      if (done === "rewritten" || done === "deleted") outcome[done].push(backupId);
+    }
+    await this.purgeOldObjects();
+    return outcome;
+  }
+
+  private async rewriteOne(backupId: string, modelIds: string[]): Promise<"rewritten" | "deleted" | "unchanged" | "gone"> {
+    const backup = await repo.findBackup(this.deps.knex, backupId);
+    if (!backup) return "gone";
+    const manifest = await this.readManifest(backup);
+    const withdrawn = new Set(modelIds);
+    const keep = manifest.models.filter((m) => !withdrawn.has(m.id));
+    if (keep.length === manifest.models.length) {
+      await repo.clearRewrites(this.deps.knex, backupId, modelIds);
+      return "unchanged";
+    }
+    if (keep.length === 0) {
+      await inTransaction(this.deps.knex, (trx) => repo.deleteBackup(trx, backupId, backup.storageKey));
+      return "deleted";
+    }
+    // The kept models' files, each once, at new offsets.
+    const dataStart = BACKUP_MAGIC.length + 4 + (await this.manifestLength(backup));
+    const placed = new Map<string, ManifestFile>();
+    const ranges: Array<{ start: number; size: number }> = [];
+    let offset = 0;
+    const models = keep.map((kept) => {
+      // A parent that was withdrawn is gone, as the purge unlinks it.
+      const m = kept.parentModelId && withdrawn.has(kept.parentModelId) ? { ...kept, parentModelId: null } : kept;
+      if (!m.file) return m;
+      let entry = placed.get(m.file.sha256);
+      if (!entry) {
+        entry = { sha256: m.file.sha256, sizeBytes: m.file.sizeBytes, offset };
+        ranges.push({ start: dataStart + m.file.offset, size: m.file.sizeBytes });
+        offset += m.file.sizeBytes;
+        placed.set(m.file.sha256, entry);
+      }
+      return { ...m, file: entry };
+    });
+    const self = this;
+    async function* plaintext(): AsyncIterable<Uint8Array> {
+      yield manifestPrefix({ ...manifest, models });
+      for (const r of ranges) if (r.size > 0) yield* self.bytes(backup!, { start: r.start, end: r.start + r.size - 1 });
+    }
+    const key = `backups/${backup.userId}/${backupId}.${randomUUID()}.vmb`;
+    let sealed: SealedObject;
+    try {
+      sealed = await this.sealed.write(key, plaintext(), { compression: "never" });
+    } catch (error) {
+      await this.discard([key]);
+      throw error;
+    }
+    const swapped = await inTransaction(this.deps.knex, async (trx) => {
+      const current = await repo.findBackupForUpdate(trx, backupId);
+      if (!current || current.storageKey !== backup.storageKey) return false;
+      await repo.swapObject(trx, backupId, sealed, models.length, backup.storageKey, modelIds);
+      return true;
+    }).catch(async (error) => {
+      await this.discard([key]);
+      throw error;
+    });
+    if (!swapped) {
+      await this.discard([key]);
+      return "gone";
+    }
+    return "rewritten";
+  }
+
+  /** Objects that rewritten or deleted backups left behind (the durable list in backup_purge_keys). */
+  async purgeOldObjects(): Promise<void> {
+    for (const key of await repo.purgeKeys(this.deps.knex)) {
+      await this.sealed.blobs.delete(key);
+      await repo.forgetPurgeKey(this.deps.knex, key);
     }
   }
 
@@ -214,8 +326,11 @@ export class BackupService {
   ): Promise<RestoreResult> {
     const userId = resolveTargetUser(actor.caller, req.userId);
     const key = this.backupKey(req.backupPath, userId);
-    const backup = await repo.findBackupByKey(this.deps.knex, key);
+    // A rewritten backup has a new key: its first path still names it by its id.
+    const byId = UUID_IN_KEY.exec(key)?.[1];
+    const backup = (await repo.findBackupByKey(this.deps.knex, key)) ?? (byId ? await repo.findBackup(this.deps.knex, byId) : undefined);
     if (!backup || backup.userId !== userId) throw backupNotFound(req.backupPath);
+    await assertNoRewritePending(this.deps.knex, backup);
     const manifest = await this.readManifest(backup);
     // A file row the plan counted on can be purged before the transaction: plan again.
     for (let attempt = 1; ; attempt++) {
@@ -238,9 +353,10 @@ export class BackupService {
     // transaction; nothing a reader can see changes until it commits.
     const written = new Map<string, { fileId: string; sealed: SealedObject }>();
     const dataStart = BACKUP_MAGIC.length + 4 + (await this.manifestLength(backup));
+    const withdrawn = await modelRepo.revokedAmong(this.deps.knex, manifest.models.map((m) => m.id));
     try {
       for (const m of manifest.models) {
-        if (!m.file || written.has(m.file.sha256)) continue;
+        if (!m.file || written.has(m.file.sha256) || withdrawn.has(m.id)) continue;
         const existing = await files.findByHash(this.deps.knex, userId, m.file.sha256);
         if (existing) continue;
         const f = m.file;
@@ -330,7 +446,13 @@ export class BackupService {
     // Restored models whose parent is restored later in the loop: linked once it is there.
     const laterParents: Array<{ modelId: string; parentModelId: string }> = [];
     const isOwn = async (modelId: string) => (await modelRepo.findModelForShare(trx, modelId))?.userId === userId;
+    // A model whose consent was withdrawn never comes back.
+    const withdrawn = await modelRepo.revokedAmong(trx, manifest.models.map((m) => m.id));
     for (const m of manifest.models) {
+      if (withdrawn.has(m.id)) {
+        skipped++;
+        continue;
+      }
       const current = await modelRepo.findModelForUpdate(trx, m.id);
       if (current && (current.userId !== userId || !req.overwriteExisting)) {
         skipped++;

@@ -178,3 +178,14 @@ export async function isReferencedKey(db: Db, key: string): Promise<boolean> {
   const row = await db(TABLE).where({ storage_key: key }).orWhere({ live_key: key }).orWhere({ deleted_key: key }).first("id");
   return row !== undefined;
 }
+
+/** Deletes one file row when no model refers to it and no live reference counts; returns its keys. */
+export async function deleteFileIfUnreferenced(trx: Tx, id: string): Promise<string[]> {
+  const rows = (await trx(`${TABLE} as f`)
+    .where("f.id", id)
+    .where("f.live_refs", 0)
+    .whereNotIn("f.id", modelRepo.referencedFileIds(trx))
+    .returning(["f.storage_key", "f.live_key", "f.deleted_key"])
+    .delete()) as Array<{ storage_key: string; live_key: string; deleted_key: string }>;
+  return [...new Set(rows.flatMap((r) => [r.storage_key, r.live_key, r.deleted_key]))];
+}

@@ -37,6 +37,8 @@ export interface RetentionDeps {
   orphanGraceMs: number;
   log: Logger;
   kickMover: () => void;
+  /** Objects other rooms' rows name (consent recordings): the orphan sweep keeps them. */
+  referencedElsewhere?: (key: string) => Promise<boolean>;
 }
 
 /**
@@ -107,6 +109,7 @@ export class Retention {
       if (info.key.startsWith("incoming/") || info.key.startsWith("backups/")) continue;
       if (info.updatedAt.getTime() > cutoff) continue;
       if (await files.isReferencedKey(this.deps.knex, info.key)) continue;
+      if (await this.deps.referencedElsewhere?.(info.key)) continue;
       await this.deps.blobs.delete(info.key);
       removed++;
     }

@@ -97,5 +97,14 @@ export const CALL_POLICY = {
   // A write of the active model, limited like other updates.
   rollbackActiveModel: { rateLimit: "update" },
   watchVoiceModelEvents: PLAIN,
+  // Consent records are not model rows: no model-change listener sees them, so the policy audits.
+  recordConsent: { rateLimit: "update", audit: "consent.recorded" },
+  getConsent: PLAIN,
+  listConsents: PLAIN,
+  // A withdrawal is never rate limited; it audits itself in its transaction (naming the owner).
+  revokeConsent: PLAIN,
+  uploadConsentRecording: { rateLimit: "update", audit: "consent.recording_stored" },
+  readConsentRecording: { audit: "consent.recording_read" },
+  listModelsMissingConsent: PLAIN,
   downloadBackup: { audit: "backup.read" },
 } as const satisfies Record<CallName, CallPolicy>;

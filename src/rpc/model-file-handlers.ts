@@ -50,7 +50,7 @@ export async function exportHeader(
  * The create request an export's header stands for (a new model: ids, times and the model number
  * are not kept; the parent is, when it is one of the importer's models, see createFromBytes).
  */
-export function createRequestFromHeader(header: ExportHeader, userId: string | undefined): CreateVoiceModelRequest {
+export function createRequestFromHeader(header: ExportHeader, userId: string | undefined, consentId?: string): CreateVoiceModelRequest {
   const m = header.model;
   if (header.formatVersion !== EXPORT_FORMAT_VERSION) throw invalidArgument("header.formatVersion", `must be ${EXPORT_FORMAT_VERSION}`);
   if (!m) throw invalidArgument("header.model", "is required");
@@ -67,6 +67,7 @@ export function createRequestFromHeader(header: ExportHeader, userId: string | u
     metadata: m.metadata,
     status: m.status,
     parentModelId,
+    consentId: consentId === undefined ? undefined : valid.uuid(consentId, "consentId", "a consent id"),
   });
 }
 
@@ -177,7 +178,7 @@ export function modelFileHandlers(files: ModelFileService, retention: Retention,
           else throw invalidArgument("header", "only the first message may carry the header");
         }
       })();
-      const createReq = createRequestFromHeader(header, first.userId);
+      const createReq = createRequestFromHeader(header, first.userId, first.consentId);
       const { model, file } = await files.createFromBytes(ctx, createReq, bytes, (sealed) => verifyExport(header, trailer)(sealed));
       return { model: toProto(model), file: fileInfo(file) };
     },

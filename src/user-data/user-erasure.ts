@@ -35,6 +35,7 @@ const USER_ROW_TABLES: Array<[table: string, column: string]> = [
   ["cache_voice_stats", "user_id"],
   ["cache_voice_analytics", "user_id"],
   ["rate_limit_hits", "user_id"],
+  ["voice_model_consents", "user_id"],
 ];
 
 /** Columns where the id may stay as a hash (audit trail, others' usage events). */

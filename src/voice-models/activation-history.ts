@@ -89,7 +89,15 @@ export async function eraseHistoryOfUser(trx: Tx, userId: string): Promise<void>
   await trx("activation_history").where({ user_id: userId }).delete();
 }
 
+/** Withdrawal: the entries naming a model go (entries that undid one of them forget which). */
+export async function eraseModelFromHistory(trx: Tx, modelId: string): Promise<void> {
+  const naming = trx("activation_history").where("previous_model_id", modelId).orWhere("new_model_id", modelId).select("id");
+  await trx("activation_history").whereIn("undone_entry_id", naming).update({ undone_entry_id: null });
+  await trx("activation_history").where("previous_model_id", modelId).orWhere("new_model_id", modelId).delete();
+}
+
 /** A user's entries newest first, after `beforeSeq` when given. */
+
 export async function listEntries(db: Db, userId: string, limit: number, beforeSeq?: number): Promise<HistoryEntry[]> {
   const query = db("activation_history").where({ user_id: userId }).orderBy("seq", "desc").limit(limit);
   if (beforeSeq !== undefined) query.where("seq", "<", beforeSeq);

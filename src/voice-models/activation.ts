@@ -58,7 +58,8 @@ export async function replaceActive(
   reason: "model_deleted" | "model_not_completed",
 ): Promise<VoiceModelRecord | undefined> {
   // The shared ranking with no criteria (no latency needed): highest score, newest on ties.
-  const completed = await repo.liveModels(trx, former.userId, { status: "completed", excludeIds: [former.id] });
+  // With CONSENT_REQUIRED only a model with consent may take over.
+  const completed = (await repo.liveModels(trx, former.userId, { status: "completed", excludeIds: [former.id] })).filter((m) => !log.consentRequired || m.consentId);
   const next = rankModels(completed.map((model) => ({ model, averageLatency: undefined })), {}).ranked[0]?.model;
   const activated = next ? await repo.patchModel(trx, log, next.id, { isActive: true }, "activated") : undefined;
   log.activationChanged({ userId: former.userId, fromModelId: former.id, toModelId: activated?.id, reason });

@@ -21,6 +21,8 @@ export interface ModelChange {
    * writes that can change it (undefined: the write could not). The history guard reads it.
    */
   wasActive?: boolean;
+  /** Whether it was a live completed model before the change (false for inserts; the consent guard). */
+  wasCompleted?: boolean;
 }
 
 /** Why a user's active model changed: the closed list documented in activation_history.proto. */
@@ -80,10 +82,18 @@ export class ChangeLog {
   /** Models some activation change of this transaction names (what the history guard checks). */
   private readonly recorded = new Set<string>();
   cause: WriteCause | undefined;
+  /**
+   * Models deleted for good because their consent was withdrawn: the listeners that run after
+   * the audit scrub every trace of them but their ids (see withdraw).
+   */
+  readonly withdrawn = new Set<string>();
   /** Set by account deletion: the listeners forget the user instead of describing the changes. */
   erasure: { userId: string; userHash: string } | undefined;
 
-  add(kind: ModelChangeKind, model: VoiceModelRecord, wasActive?: boolean): VoiceModelRecord {
+  /** CONSENT_REQUIRED: no model without consent may become completed or active in this transaction. */
+  constructor(readonly consentRequired = false) {}
+
+  add(kind: ModelChangeKind, model: VoiceModelRecord, wasActive?: boolean, wasCompleted?: boolean): VoiceModelRecord {
     // A second update of a model this transaction already created or updated (its file attached
     // after the insert) refreshes that change rather than counting as another.
     if (kind === "updated") {
@@ -91,11 +101,28 @@ export class ChangeLog {
       if (earlier) {
         earlier.model = model;
         earlier.wasActive ??= wasActive;
+        earlier.wasCompleted ??= wasCompleted;
         return model;
       }
     }
-    this.changes.push(wasActive === undefined ? { kind, model } : { kind, model, wasActive });
+    const change: ModelChange = { kind, model };
+    if (wasActive !== undefined) change.wasActive = wasActive;
+    if (wasCompleted !== undefined) change.wasCompleted = wasCompleted;
+    this.changes.push(change);
     return model;
+  }
+
+  /**
+   * The consent guard: models without consent this transaction made live and completed, or
+   * active (a model that already was stays as it is: switching CONSENT_REQUIRED on changes nothing).
+   */
+  consentlessPromotions(): ModelChange[] {
+    if (!this.consentRequired) return [];
+    return this.changes.filter((c) => {
+      if (c.kind === "purged" || c.kind === "deleted" || c.model.deletedAt || c.model.consentId) return false;
+      const completedNow = c.model.status === "completed";
+      return (completedNow && c.wasCompleted === false) || (c.model.isActive && (c.kind === "activated" || c.wasActive === false));
+    });
   }
 
   /**
@@ -116,6 +143,19 @@ export class ChangeLog {
     if (change.fromModelId === change.toModelId) return undefined;
     this.activations.push(change);
     return change;
+  }
+
+  /**
+   * A withdrawn model: the activation changes of this transaction no longer name it (the model
+   * that took over is recorded as coming after none), and the listeners are told.
+   */
+  withdraw(modelId: string): void {
+    this.withdrawn.add(modelId);
+    for (const change of [...this.activations]) {
+      if (change.fromModelId === modelId) change.fromModelId = undefined;
+      if (change.toModelId === modelId) change.toModelId = undefined;
+      if (change.fromModelId === change.toModelId) this.activations.splice(this.activations.indexOf(change), 1);
+    }
   }
 
   /**

@@ -29,6 +29,8 @@ export interface ModelPatch {
   deletedAt?: Date | null;
   /** The model it was trained from; the caller has checked it is the same user's. */
   parentModelId?: string | null;
+  /** The consent record covering it; the consent room has checked it is the user's. */
+  consentId?: string | null;
 }
 
 export interface NewModel extends ModelPatch {
@@ -63,6 +65,7 @@ const COLUMNS = {
   createdAt: "created_at",
   modelNumber: "model_number",
   parentModelId: "parent_model_id",
+  consentId: "consent_id",
 } as const satisfies Record<Exclude<keyof NewModel, "qualityComponents">, keyof VoiceModelRow>;
 
 /** The one place a row becomes a domain object (toColumns is the way there). */
@@ -92,6 +95,7 @@ function toRecord(row: VoiceModelRow): VoiceModelRecord {
     hasFile: row.file_id !== null && row.file_id !== undefined,
     modelNumber: row.model_number,
     parentModelId: row.parent_model_id ?? undefined,
+    consentId: row.consent_id ?? undefined,
     createdAt: row.created_at,
     updatedAt: row.updated_at,
     deletedAt: row.deleted_at ?? undefined,
@@ -186,6 +190,51 @@ export function liveModelIds(db: Db, userId?: string) {
   return query;
 }
 
+/** Withdrawal's tombstone: the ids of models deleted for good with their consent. */
+export async function recordRevoked(trx: Tx, modelId: string): Promise<void> {
+  await trx("revoked_voice_models").insert({ model_id: modelId }).onConflict("model_id").ignore();
+}
+
+/** Which of these model ids were withdrawn (a restore does not bring them back). */
+export async function revokedAmong(db: Db, modelIds: readonly string[]): Promise<Set<string>> {
+  if (modelIds.length === 0) return new Set();
+  return new Set((await db("revoked_voice_models").whereIn("model_id", modelIds).pluck("model_id")) as string[]);
+}
+
+/** The model a consent record covers (live or soft-deleted), if any. */
+export async function findModelByConsent(db: Db, consentId: string): Promise<VoiceModelRecord | undefined> {
+  const row = await VoiceModelRow.query(db).where({ consent_id: consentId }).first();
+  return row ? toRecord(row) : undefined;
+}
+
+/** The models some consent records cover, by consent id. */
+export async function modelIdsByConsent(db: Db, consentIds: readonly string[]): Promise<Map<string, string>> {
+  if (consentIds.length === 0) return new Map();
+  const rows = (await db("voice_models").whereIn("consent_id", consentIds).select("id", "consent_id")) as Array<{ id: string; consent_id: string }>;
+  return new Map(rows.map((r) => [r.consent_id, r.id]));
+}
+
+/** Completed live models without consent, oldest first, after a (created_at, id) position. */
+export async function modelsMissingConsent(
+  db: Db,
+  filter: { userId?: string },
+  limit: number,
+  after?: { createdAtMs: number; id: string },
+): Promise<{ models: VoiceModelRecord[]; total: number; active: number }> {
+  const base = () => {
+    const q = db("voice_models").whereNull("deleted_at").where("status", "completed").whereNull("consent_id");
+    if (filter.userId !== undefined) q.where("user_id", filter.userId);
+    return q;
+  };
+  const page = base();
+  if (after) page.whereRaw("(created_at, id) > (?::timestamptz, ?::uuid)", [new Date(after.createdAtMs).toISOString(), after.id]);
+  const [rows, [counts]] = await Promise.all([
+    page.orderBy([{ column: "created_at" }, { column: "id" }]).limit(limit).select("*"),
+    base().select(db.raw("count(*)::int AS total"), db.raw("count(*) FILTER (WHERE is_active)::int AS active")),
+  ]);
+  return { models: (rows as VoiceModelRow[]).map(toRecord), total: Number(counts.total), active: Number(counts.active) };
+}
+
 export async function findByTrainingJob(trx: Tx, userId: string, trainingJobId: string) {
   const row = await VoiceModelRow.query(trx).where({ user_id: userId, training_job_id: trainingJobId }).first();
   return row ? toRecord(row) : undefined;
@@ -212,7 +261,7 @@ export async function forgetOwner(trx: Tx, userId: string): Promise<void> {
 
 /** Inserts a model; recorded as "created". */
 export async function insertModel(trx: Tx, log: ChangeLog, model: NewModel): Promise<VoiceModelRecord> {
-  return log.add("created", toRecord(await VoiceModelRow.query(trx).insertAndFetch(toColumns(model))), false);
+  return log.add("created", toRecord(await VoiceModelRow.query(trx).insertAndFetch(toColumns(model))), false, false);
 }
 
 /**
@@ -221,14 +270,16 @@ export async function insertModel(trx: Tx, log: ChangeLog, model: NewModel): Pro
  */
 export async function patchModel(trx: Tx, log: ChangeLog, id: string, patch: ModelPatch, kind: ModelChangeKind = "updated"): Promise<VoiceModelRecord> {
   // A patch that can change which model is active notes whether this one was (the history guard).
-  const mayChangeActive = patch.isActive !== undefined || patch.deletedAt !== undefined;
-  const before = mayChangeActive ? await trx("voice_models").where({ id }).first("is_active", "deleted_at") : undefined;
+  // So does one that can make it (no longer) a live completed model (the consent guard).
+  const mayChangeActive = patch.isActive !== undefined || patch.deletedAt !== undefined || patch.status !== undefined;
+  const before = mayChangeActive ? await trx("voice_models").where({ id }).first("is_active", "deleted_at", "status") : undefined;
   const row = await VoiceModelRow.query(trx).patchAndFetchById(id, {
     ...toColumns(patch),
     version: VoiceModelRow.raw("version + 1") as unknown as number,
     updated_at: VoiceModelRow.raw("now()") as unknown as Date,
   });
-  return log.add(kind, toRecord(row), before ? before.is_active && !before.deleted_at : undefined);
+  const wasCompleted = before ? before.status === "completed" && !before.deleted_at : undefined;
+  return log.add(kind, toRecord(row), before ? before.is_active && !before.deleted_at : undefined, wasCompleted);
 }
 
 /** An SQL condition on the alias `v` (voice_models) with its bindings. */
@@ -345,6 +396,8 @@ export interface ListFilters {
   showDeleted: boolean;
   /** Only this model (the user's), its ancestors and descendants, as lineageOf finds them. */
   lineageOf?: string;
+  /** Only completed models without (true) or with (false) a consent record. */
+  consentMissing?: boolean;
 }
 
 /** The WHERE clause of a list's filters (both its page and its count), with its bindings. */
@@ -360,6 +413,7 @@ function listWhere(f: ListFilters): { sql: string; bindings: Array<string | numb
   if (f.isActive !== undefined) and("is_active = ?", f.isActive);
   if (f.minQualityMillis !== undefined) and("quality_score >= ?", f.minQualityMillis / 1000);
   if (f.status !== undefined) and("status = ?", f.status);
+  if (f.consentMissing !== undefined) sql += f.consentMissing ? " AND status = 'completed' AND consent_id IS NULL" : " AND status = 'completed' AND consent_id IS NOT NULL";
   if (f.lineageOf !== undefined) {
     // The model itself (depth 0 of both walks), its `max` nearest ancestors and first `max` descendants.
     const max = LIMITS.lineageMax;

@@ -54,6 +54,13 @@ export interface CreateOptions {
   parentOnlyIfOwn?: boolean;
 }
 
+/**
+ * The consent record a new model is created with (the consent room's, passed in): the one named
+ * by consentId (refused INVALID_ARGUMENT unless it is the user's and covers no other model), else
+ * the one recorded for its training job, else none. Runs in the create's transaction.
+ */
+export type ConsentForNewModel = (trx: Tx, userId: string, ask: { consentId?: string; trainingJobId?: string }) => Promise<string | undefined>;
+
 /** The one refusal of a parent or lineage_of id that is not the user's: unknown and foreign alike. */
 const notUsersModel = (field: string, modelId: string, userId: string) =>
   invalidArgument(field, `${modelId} is not a model of user ${userId} (live or soft-deleted)`);
@@ -76,12 +83,20 @@ export class VoiceModelService {
       reads: ModelReadCache;
       /** What shares grant; every room checks view/use access through this one object. */
       access: SharedAccess;
+      /** CONSENT_REQUIRED: no model without consent becomes completed or active. */
+      consentRequired?: boolean;
+      consentForNewModel?: ConsentForNewModel;
     },
   ) {
     this.pageTokens = deps.pageTokens;
     this.reads = deps.reads;
     this.access = deps.access;
+    this.consentRequired = deps.consentRequired ?? false;
+    this.consentForNewModel = deps.consentForNewModel;
   }
+
+  readonly consentRequired: boolean;
+  private readonly consentForNewModel: ConsentForNewModel | undefined;
 
   /** Adds a listener that runs in every writing transaction (see ModelChangeListener). */
   onChange(listener: ModelChangeListener): void {
@@ -106,7 +121,10 @@ export class VoiceModelService {
           parentModelId = undefined;
         }
       }
-      let created = await repo.insertModel(trx, log, { ...row, parentModelId, ...(options.id ? { id: options.id } : {}) });
+      const consentId = this.consentForNewModel
+        ? await this.consentForNewModel(trx, userId, { consentId: row.consentId ?? undefined, trainingJobId: row.trainingJobId ?? undefined })
+        : undefined;
+      let created = await repo.insertModel(trx, log, { ...row, parentModelId, consentId, ...(options.id ? { id: options.id } : {}) });
       if (options.attach) created = await options.attach(trx, log, created);
       return created.status === "completed" ? activation.onCompleted(trx, log, created) : created;
     });
@@ -137,6 +155,7 @@ export class VoiceModelService {
       status: req.status === undefined ? undefined : valid.status(req.status),
       showDeleted: req.showDeleted ?? false,
       lineageOf: req.lineageOf === undefined ? undefined : valid.modelId(req.lineageOf, "lineageOf"),
+      consentMissing: req.consentMissing,
     };
     const limit = valid.pageLimit(req.limit);
     const offset = valid.offset(req.offset);
@@ -292,8 +311,10 @@ export class VoiceModelService {
    */
   write<T>(actor: Actor, fn: (trx: Tx, log: ChangeLog) => Promise<T>): Promise<T> {
     return inTransaction(this.knex, async (trx) => {
-      const log = new ChangeLog();
+      const log = new ChangeLog(this.consentRequired);
       const result = await fn(trx, log);
+      const [consentless] = log.consentlessPromotions();
+      if (consentless) throw consentMissing(consentless.model);
       await history.writeHistory(trx, log, actor);
       if (log.changes.length > 0 || log.erasure) for (const listener of this.listeners) await listener(trx, log.changes, actor, log);
       return result;
@@ -353,7 +374,18 @@ function newModelRow(userId: string, req: CreateVoiceModelRequest): repo.NewMode
     trainingJobId: req.trainingJobId === undefined ? null : valid.trainingJobId(req.trainingJobId),
     sizeBytes: req.sizeBytes === undefined ? null : sizeBytes(req.sizeBytes),
     parentModelId: req.parentModelId === undefined ? undefined : valid.modelId(req.parentModelId, "parentModelId"),
+    consentId: req.consentId === undefined ? undefined : valid.uuid(req.consentId, "consentId", "a consent id"),
   };
+}
+
+/** CONSENT_REQUIRED refused a write that would make a model without consent completed or active. */
+function consentMissing(model: VoiceModelRecord): AppError {
+  const what = model.isActive ? "active" : "completed";
+  return new AppError(
+    "CONSENT_MISSING",
+    `voice model ${model.id} of user ${model.userId} has no consent record and cannot become ${what} (CONSENT_REQUIRED); record consent first (RecordConsent)`,
+    { modelId: model.id, userId: model.userId },
+  );
 }
 
 /** An optional file size given at creation (storage analytics); 0 up to 1 TB. */

@@ -29,6 +29,8 @@ export interface VoiceModelRecord {
   modelNumber: number;
   /** The model it was trained from (the same user's), until that one is purged. */
   parentModelId: string | undefined;
+  /** The consent record covering the model, when one was recorded (CONSENT_REQUIRED needs it). */
+  consentId: string | undefined;
   createdAt: Date;
   updatedAt: Date;
   deletedAt: Date | undefined;

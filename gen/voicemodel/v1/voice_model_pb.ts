@@ -78,7 +78,8 @@ export type VoiceModel = Message<"voicemodel.v1.VoiceModel"> & {
   metadata?: JsonObject | undefined;
 
   /**
-   * True for the user's one active model (the one the TTS service synthesizes with).
+   * True for the user's one active model (the one the TTS service synthesizes with). With
+   * CONSENT_REQUIRED on, a model becomes active (or completed) only with a consent record.
    *
    * @generated from field: bool is_active = 8;
    */

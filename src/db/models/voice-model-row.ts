@@ -27,6 +27,8 @@ export class VoiceModelRow extends Model {
   model_number!: number;
   /** The model this one was trained from (same user); null once that one is purged. */
   parent_model_id!: string | null;
+  /** The consent record covering the model (voice_model_consents), when one was recorded. */
+  consent_id!: string | null;
   created_at!: Date;
   updated_at!: Date;
   deleted_at!: Date | null;
