@@ -235,8 +235,13 @@ export async function runEventsBench(o: EventsBenchOptions): Promise<Record<stri
       `  send -> event, other instance: p50 ${f(summary.sendToOther.p50)} ms, p99 ${f(summary.sendToOther.p99)} ms, max ${f(summary.sendToOther.max)} ms; ` +
         `reply -> event p50 ${f(summary.replyToOther.p50)} ms, p99 ${f(summary.replyToOther.p99)} ms`,
     );
+    const lowerP99 = Math.max(summary.replyToSame.p99, summary.replyToOther.p99);
     console.log(
-      `  commit -> client p99 (bounded by send -> event) <= 100 ms: ${worstP99 <= 100 ? "PASS" : "MISS"}; ` +
+      `  commit -> client lies between reply -> event and send -> event: p99 between ${f(lowerP99)} and ${f(worstP99)} ms ` +
+        `(target <= 100 on a quiet machine, held to the upper bound: ${worstP99 <= 100 ? "PASS" : "MISS"})`,
+    );
+    console.log(
+      `  ` +
         `lost ${lost}, duplicated ${duplicates}, out of id order ${outOfOrder}, failed writes ${failed} (target 0 each: ${lost + duplicates + outOfOrder + failed === 0 ? "PASS" : "MISS"})`,
     );
     return { runs, ...summary };
