@@ -22,7 +22,10 @@ import { masterKeySource, openBlobStore, openKeyProvider } from "../storage/open
 import { SealedStore } from "../storage/sealed-store";
 import { SelectionService } from "../usage/selection";
 import { UsageService } from "../usage/usage-service";
-import { UserErasure, userHash } from "../user-data/user-erasure";
+import { ERASURE_KEY_SETTING, loadErasureKey, UserHasher } from "../auth/user-hash";
+import { setTransactionSetting } from "../db/transaction";
+import { ErasedUsers } from "../user-data/erased-users";
+import { UserErasure } from "../user-data/user-erasure";
 import { NO_SHARES, SharedAccess } from "../voice-models/access";
 import { ActivationHistoryService } from "../voice-models/activation-history-service";
 import { VoiceModelService } from "../voice-models/voice-model-service";
@@ -87,18 +90,22 @@ export function buildDomain({ config, db, log }: { config: Readonly<Config>; db:
     pathPrefixes: bucket ? [`gs://${bucket}/${prefix}`, `gs://${bucket}/`] : [],
     pageTokens,
   });
-  const erasure = new UserErasure(db.knex, models, blobs, log, outbox);
+  // Erasure's keyed hashes; the key also reaches the database's trigger in every writing transaction.
+  const hasher = new UserHasher(loadErasureKey(config.erasureKey, config.dataDir));
+  setTransactionSetting(db.knex, ERASURE_KEY_SETTING, hasher.sqlKey);
+  const erasedUsers = new ErasedUsers(db.knex, hasher, notifications);
+  const erasure = new UserErasure(db.knex, models, blobs, log, outbox, hasher, erasedUsers);
   const sharing = new SharingService(db.knex, governance.sharingEnabled, pageTokens, outbox);
   const events = new EventService({
     knex: db.knex,
     feed,
     sharedModelIds: (userId) => sharedModelIds(db.knex, userId),
-    userHash,
+    userHash: erasure.userHash,
     heartbeatMs: config.events.heartbeatMs,
     retentionHours: config.events.retentionHours,
   });
   const selection = new SelectionService(db.knex, models, caches.modelReads);
-  return { notifications, feed, events, metrics, caches, pageTokens, models, history, cleanup, usage, blobs, storageHealth, mover, keyProvider, files, retention, backups, erasure, sharing, selection };
+  return { notifications, feed, events, metrics, caches, pageTokens, models, history, cleanup, usage, blobs, storageHealth, mover, keyProvider, files, retention, backups, erasure, erasedUsers, sharing, selection };
 }
 
 export type Domain = ReturnType<typeof buildDomain>;

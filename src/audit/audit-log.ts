@@ -18,6 +18,11 @@ export interface AuditEventInput {
   resultCode?: string;
   requestId?: string;
   clientAddress?: string;
+  /**
+   * Other users the event is about (a share's targets, the user a refusal names). Every user id
+   * of the event is kept out of details' text: stored here, referred to as "{user:N}".
+   */
+  userIds?: readonly string[];
   details?: Record<string, unknown>;
 }
 
@@ -48,7 +53,42 @@ interface AuditRow {
   request_id: string | null;
   client_address: string | null;
   count: number;
+  user_ids: string[] | null;
   details: Record<string, unknown>;
+}
+
+const escapeRegExp = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+const PLACEHOLDER = /\{user:(\d+)\}/g;
+
+/**
+ * details with every occurrence of ids[i] in its strings replaced by "{user:i}". Plain substrings
+ * (ids may hold ':' and '.', so no word boundary fits): a stray match reads back the same text.
+ */
+export function withoutUserIds(value: unknown, ids: readonly string[]): unknown {
+  if (ids.length === 0) return value;
+  // Longest first, so an id that contains another is replaced whole.
+  const order = [...ids.keys()].sort((a, b) => ids[b].length - ids[a].length);
+  const pattern = new RegExp(order.map((i) => escapeRegExp(ids[i])).join("|"), "g");
+  const index = new Map(ids.map((id, i) => [id, i]));
+  const walk = (v: unknown): unknown => {
+    if (typeof v === "string") return v.replace(pattern, (id) => `{user:${index.get(id)}}`);
+    if (Array.isArray(v)) return v.map(walk);
+    if (v !== null && typeof v === "object") return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, walk(x)]));
+    return v;
+  };
+  return walk(value);
+}
+
+/** The inverse when read: placeholders filled from the row's ids (hashes, once a user was erased). */
+function withUserIds(value: unknown, ids: readonly string[]): unknown {
+  if (ids.length === 0) return value;
+  const walk = (v: unknown): unknown => {
+    if (typeof v === "string") return v.includes("{user:") ? v.replace(PLACEHOLDER, (text, i) => ids[Number(i)] ?? text) : v;
+    if (Array.isArray(v)) return v.map(walk);
+    if (v !== null && typeof v === "object") return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, walk(x)]));
+    return v;
+  };
+  return walk(value);
 }
 
 const toEvent = (row: AuditRow): AuditEvent => ({
@@ -63,7 +103,7 @@ const toEvent = (row: AuditRow): AuditEvent => ({
   requestId: row.request_id ?? undefined,
   clientAddress: row.client_address ?? undefined,
   count: row.count,
-  details: row.details ?? {},
+  details: (withUserIds(row.details ?? {}, row.user_ids ?? []) ?? {}) as Record<string, unknown>,
 });
 
 /** The actor fields of an event from the verified caller of a call. */
@@ -76,6 +116,7 @@ export const byActor = (actor: Actor): Pick<AuditEventInput, "actorId" | "actorR
 
 /** Writes one event on db: pass the transaction of the change so both commit together. */
 export async function recordAudit(db: Db, event: AuditEventInput): Promise<void> {
+  const userIds = [...new Set([event.actorId, event.targetUserId, ...(event.userIds ?? [])].filter((id): id is string => !!id))];
   await db("audit_events").insert({
     action: event.action,
     actor_id: event.actorId ?? null,
@@ -85,7 +126,8 @@ export async function recordAudit(db: Db, event: AuditEventInput): Promise<void>
     result_code: event.resultCode ?? "OK",
     request_id: event.requestId ?? null,
     client_address: event.clientAddress ?? null,
-    details: JSON.stringify(event.details ?? {}),
+    user_ids: userIds,
+    details: JSON.stringify(withoutUserIds(event.details ?? {}, userIds)),
   });
 }
 

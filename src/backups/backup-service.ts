@@ -1,7 +1,7 @@
 import type { Knex } from "knex";
 import { randomUUID } from "node:crypto";
 import { resolveTargetUser } from "../auth/caller";
-import type { Tx } from "../db/transaction";
+import { inTransaction, type Tx } from "../db/transaction";
 import { accessDenied, AppError, invalidArgument } from "../errors";
 import * as files from "../model-files/model-file-repository";
 import type { ModelFileRecord } from "../model-files/model-file-repository";
@@ -151,7 +151,9 @@ export class BackupService {
       throw failure;
     }
     try {
-      const backup = await repo.insertBackup(this.deps.knex, backupId, userId, result, models.length, includeDeleted);
+      // In a transaction of ours: it hands the erasure key to the trigger that checks the user.
+      const sealed = result;
+      const backup = await inTransaction(this.deps.knex, (trx) => repo.insertBackup(trx, backupId, userId, sealed, models.length, includeDeleted));
       yield { kind: "done", backup };
     } catch (error) {
       await this.sealed.blobs.delete(key).catch(() => undefined);

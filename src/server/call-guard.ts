@@ -82,7 +82,7 @@ export class CallGuard {
   async refused(call: IncomingCall, requestId: string, error: unknown, startedAtMs: number): Promise<void> {
     const appError = toAppError(error);
     this.options.metrics.observeRpc(localName(call.method), codeLabel(appError), elapsed(startedAtMs));
-    if (appError.code !== "UNAUTHENTICATED") return;
+    if (appError.code !== "UNAUTHENTICATED" && appError.code !== "USER_ERASED") return;
     // Awaited (the refusal is answered after it is recorded); a database outage only logs.
     await recordUnauthenticated(this.options.knex, {
       clientAddress: call.clientAddress,
@@ -111,11 +111,11 @@ export class CallGuard {
       const reply = await run();
       // The transport may already have answered DEADLINE_EXCEEDED or UNAVAILABLE for it.
       this.options.metrics.observeRpc(method, ctx.endedBy ? codeLabel(ctx.endedBy) : "OK", elapsed(startedAtMs));
-      if (items) await this.itemsRefused(items.errors(reply), ctx, reservation);
+      if (items) await this.itemsRefused(items.errors(reply), ctx, reservation, request);
       if (auditAction) await this.audited(auditAction, request, ctx);
       return reply;
     } catch (error) {
-      await this.failed(method, ctx, error, startedAtMs, reservation);
+      await this.failed(method, ctx, error, startedAtMs, reservation, request);
       throw error;
     }
   }
@@ -134,7 +134,7 @@ export class CallGuard {
       if (auditAction) await this.audited(auditAction, request, ctx);
     } catch (error) {
       ended = true;
-      await this.failed(method, ctx, error, startedAtMs, reservation);
+      await this.failed(method, ctx, error, startedAtMs, reservation, request);
       throw error;
     } finally {
       // The transport closed the stream before its end: the client went away.
@@ -192,7 +192,7 @@ export class CallGuard {
    * The items of a batch reply that failed, as their single calls would have: one refused by
    * validation or access gives its slot back, an access refusal is audited.
    */
-  private async itemsRefused(errors: ReadonlyArray<ItemError | undefined>, ctx: RequestContext, reservation: Reservation | undefined) {
+  private async itemsRefused(errors: ReadonlyArray<ItemError | undefined>, ctx: RequestContext, reservation: Reservation | undefined, request: unknown) {
     const uncounted = errors.filter((e) => e !== undefined && NOT_COUNTED.has(e.info.reason)).length;
     if (reservation?.granted && uncounted > 0) {
       await reservation.release(uncounted).catch((err) => ctx.log.warn({ err }, "could not release rate-limit slots"));
@@ -200,11 +200,11 @@ export class CallGuard {
     for (const [index, e] of errors.entries()) {
       if (e?.info.reason !== "ACCESS_DENIED") continue;
       const { modelId, userId } = e.info.metadata;
-      await this.auditRefusal(ctx, new AppError("ACCESS_DENIED", e.message, { modelId, userId, itemIndex: index }));
+      await this.auditRefusal(ctx, new AppError("ACCESS_DENIED", e.message, { modelId, userId, itemIndex: index }), request);
     }
   }
 
-  private async failed(method: string, ctx: RequestContext, error: unknown, startedAtMs: number, reservation: Reservation | undefined) {
+  private async failed(method: string, ctx: RequestContext, error: unknown, startedAtMs: number, reservation: Reservation | undefined, request: unknown) {
     const appError = toAppError(error);
     this.options.metrics.observeRpc(method, codeLabel(ctx.endedBy ?? appError), elapsed(startedAtMs));
     if (reservation?.granted) {
@@ -217,10 +217,11 @@ export class CallGuard {
         await reservation.release(reservation.slots - kept).catch((err) => ctx.log.warn({ err }, "could not release a rate-limit slot"));
       }
     }
-    if (appError.code === "ACCESS_DENIED" || appError.code === "RATE_LIMITED") await this.auditRefusal(ctx, appError);
+    if (appError.code === "ACCESS_DENIED" || appError.code === "RATE_LIMITED") await this.auditRefusal(ctx, appError, request);
   }
 
-  private async auditRefusal(ctx: RequestContext, error: AppError): Promise<void> {
+  /** The refusal's message names users as "{user:N}" (see recordAudit), so erasure can rewrite them. */
+  private async auditRefusal(ctx: RequestContext, error: AppError, request: unknown): Promise<void> {
     await recordAudit(this.options.knex, {
       actorId: ctx.caller.userId,
       actorRoles: ctx.caller.roles,
@@ -230,6 +231,7 @@ export class CallGuard {
       targetUserId: error.subject.userId,
       modelId: error.subject.modelId,
       resultCode: error.code,
+      userIds: requestUsers(request),
       // A batch item's refusal names its position.
       details: { method: ctx.method, message: error.message, ...(error.subject.itemIndex === undefined ? {} : { itemIndex: error.subject.itemIndex }) },
     }).catch((err) => ctx.log.warn({ err }, "could not audit a refused call"));
@@ -242,6 +244,24 @@ function requestedUser(request: unknown): string | undefined {
   if (typeof r?.userId === "string" && r.userId) return r.userId;
   if (typeof r?.ownerId === "string" && r.ownerId) return r.ownerId;
   return undefined;
+}
+
+const USER_FIELDS = new Set(["userId", "ownerId", "targetUserIds"]);
+
+/** Every user id a request names (its own fields and those of its batch items), for the audit. */
+function requestUsers(request: unknown, depth = 0): string[] {
+  if (request === null || typeof request !== "object" || ArrayBuffer.isView(request) || depth > 2) return [];
+  const found: string[] = [];
+  for (const [key, value] of Object.entries(request)) {
+    if (USER_FIELDS.has(key)) {
+      for (const v of Array.isArray(value) ? value : [value]) if (typeof v === "string" && v) found.push(v);
+    } else if (Array.isArray(value)) {
+      for (const item of value) found.push(...requestUsers(item, depth + 1));
+    } else if (typeof value === "object") {
+      found.push(...requestUsers(value, depth + 1));
+    }
+  }
+  return found;
 }
 
 /** "voicemodel.v1.VoiceModelService/GetVoiceModel" -> "getVoiceModel"; other names stay as they are. */

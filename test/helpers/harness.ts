@@ -56,6 +56,8 @@ export interface TestServer {
   /** POSTs a Connect JSON body to an RPC with fetch. */
   rpcJson(method: string, body: unknown, token?: string, headers?: Record<string, string>): Promise<JsonResponse>;
   fetch(path: string, init?: Parameters<typeof fetchJson>[1]): Promise<JsonResponse>;
+  /** Everything the server logged (JSON lines), when started with captureLogs. */
+  logs(): string;
   /** Stops the server; calls in flight get graceMs (default 1 s) to finish. */
   close(graceMs?: number): Promise<void>;
 }
@@ -67,6 +69,8 @@ export interface TestServerOptions {
   database?: Database;
   /** Open this PostgreSQL URL (not migrated here) instead of a fresh test database. */
   databaseUrl?: string;
+  /** Keep the server's log lines in memory (logs()) instead of writing them out; LOG_LEVEL still applies. */
+  captureLogs?: boolean;
 }
 
 export const uniqueUser = (prefix = "user") => `${prefix}-${randomBytes(5).toString("hex")}`;
@@ -115,8 +119,10 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
     ...options.env,
   });
   let running: RunningApp;
+  const logLines: string[] = [];
+  const log = createLogger(config.logLevel, options.captureLogs ? { write: (line: string) => void logLines.push(line) } : undefined);
   try {
-    running = await createApp({ config, db, log: createLogger(config.logLevel), jwtSecret: undefined }).listen();
+    running = await createApp({ config, db, log, jwtSecret: undefined }).listen();
   } catch (error) {
     await owned?.dispose();
     throw error;
@@ -191,6 +197,7 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
     rpcJson: (method, body, token, headers) =>
       fetchJson(`${baseUrl}/${VoiceModelService.typeName}/${method}`, { body, token, headers }),
     fetch: (path, init) => fetchJson(`${baseUrl}${path}`, init),
+    logs: () => logLines.join(""),
     async close(graceMs = 1_000) {
       channel.close();
       try {

@@ -6,6 +6,7 @@ import * as governance from "./004-governance";
 import * as activationHistory from "./005-activation-history";
 import * as lineage from "./006-lineage";
 import * as changeEvents from "./007-change-events";
+import * as erasureKeys from "./008-erasure-keys";
 
 interface Migration {
   up(knex: Knex): Promise<void>;
@@ -21,6 +22,7 @@ const MIGRATIONS: ReadonlyArray<[name: string, migration: Migration]> = [
   ["005-activation-history", activationHistory],
   ["006-lineage", lineage],
   ["007-change-events", changeEvents],
+  ["008-erasure-keys", erasureKeys],
 ];
 
 export const migrationSource: Knex.MigrationSource<string> = {
