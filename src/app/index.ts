@@ -54,6 +54,7 @@ export function createApp(deps: AppDeps) {
     rateLimiter: new PostgresRateLimiter(db.knex, governance.rateLimits),
     rateLimits: governance.rateLimits,
     log,
+    erased: erasedUsers,
   });
   const registry = new CallRegistry();
   // An erased user's still-valid token is refused at the gate, from memory (no round trip).

@@ -38,6 +38,8 @@ export interface CallGuardOptions {
   rateLimiter: RateLimiter;
   rateLimits: { enabled: boolean; exemptRoles: readonly string[] };
   log: Logger;
+  /** Erased users (DeleteUserData): a service or admin call naming one is refused before it writes anything. */
+  erased?: { readonly size: number; has(userId: string): boolean };
 }
 
 /**
@@ -107,6 +109,7 @@ export class CallGuard {
     // Most calls are neither rate limited nor audited: they skip both awaits.
     const { rateLimit: operation, audit: auditAction, items } = policyOf(method);
     try {
+      this.refuseErased(method, request, ctx);
       if (operation) reservation = await this.reserve(operation, requestedUser(request), ctx, items ? items.slots(request) : 1);
       const reply = await run();
       // The transport may already have answered DEADLINE_EXCEEDED or UNAVAILABLE for it.
@@ -126,6 +129,7 @@ export class CallGuard {
     const { rateLimit: operation, audit: auditAction } = policyOf(method);
     let ended = false;
     try {
+      this.refuseErased(method, request, ctx);
       if (operation) reservation = await this.reserve(operation, requestedUser(request), ctx, 1);
       checkRequestText(request);
       yield* handler(request, ctx);
@@ -139,6 +143,20 @@ export class CallGuard {
     } finally {
       // The transport closed the stream before its end: the client went away.
       if (!ended) this.options.metrics.observeRpc(method, ctx.endedBy ? codeLabel(ctx.endedBy) : "CANCELLED", elapsed(startedAtMs));
+    }
+  }
+
+  /**
+   * A service or admin call for an erased user would write their id again (a rate-limit row,
+   * usage, a share, an audit row): refused, the message naming the field, not the id. A user's
+   * own calls name only themselves (the gate refuses an erased user's token) or are refused as
+   * ACCESS_DENIED. DeleteUserData may name them again to report the finished purge.
+   */
+  private refuseErased(method: string, request: unknown, ctx: RequestContext): void {
+    const erased = this.options.erased;
+    if (!erased || erased.size === 0 || !ctx.caller.privileged || method === "deleteUserData") return;
+    for (const [field, userId] of requestUsers(request)) {
+      if (erased.has(userId)) throw new AppError("INVALID_ARGUMENT", `${field} names a user whose data was deleted (DeleteUserData)`, { field });
     }
   }
 
@@ -231,7 +249,7 @@ export class CallGuard {
       targetUserId: error.subject.userId,
       modelId: error.subject.modelId,
       resultCode: error.code,
-      userIds: requestUsers(request),
+      userIds: requestUsers(request).map(([, userId]) => userId),
       // A batch item's refusal names its position.
       details: { method: ctx.method, message: error.message, ...(error.subject.itemIndex === undefined ? {} : { itemIndex: error.subject.itemIndex }) },
     }).catch((err) => ctx.log.warn({ err }, "could not audit a refused call"));
@@ -248,13 +266,13 @@ function requestedUser(request: unknown): string | undefined {
 
 const USER_FIELDS = new Set(["userId", "ownerId", "targetUserIds"]);
 
-/** Every user id a request names (its own fields and those of its batch items), for the audit. */
-function requestUsers(request: unknown, depth = 0): string[] {
+/** Every user id a request names (its own fields and those of its batch items), with the field. */
+function requestUsers(request: unknown, depth = 0): Array<[field: string, userId: string]> {
   if (request === null || typeof request !== "object" || ArrayBuffer.isView(request) || depth > 2) return [];
-  const found: string[] = [];
+  const found: Array<[string, string]> = [];
   for (const [key, value] of Object.entries(request)) {
     if (USER_FIELDS.has(key)) {
-      for (const v of Array.isArray(value) ? value : [value]) if (typeof v === "string" && v) found.push(v);
+      for (const v of Array.isArray(value) ? value : [value]) if (typeof v === "string" && v) found.push([key, v]);
     } else if (Array.isArray(value)) {
       for (const item of value) found.push(...requestUsers(item, depth + 1));
     } else if (typeof value === "object") {

@@ -37,6 +37,11 @@ export class ErasedUsers {
     this.memo.clear();
   }
 
+  /** How many users were erased (0: no call needs a hash). */
+  get size(): number {
+    return this.hashes.size;
+  }
+
   add(hash: string): void {
     this.hashes.add(hash);
     this.memo.clear();

@@ -59,8 +59,11 @@ test("DeleteUserData removes every row and object of the user and blocks them fo
   expect(await server().db.knex("audit_events").where("target_user_id", createHash("sha256").update(user.userId).digest("hex")).first()).toBeUndefined();
   // Nothing of the user can be read.
   expect((await server().call("grpc", "getVoiceModel", { modelId: m1.id }, admin.token)).code).toBe(Code.NotFound);
-  expect((await admin.grpc.listVoiceModels({ userId: user.userId, showDeleted: true, limit: 100 })).message.models).toHaveLength(0);
-  expect((await client(admin).listBackups({ userId: user.userId })).backups).toHaveLength(0);
+  expect(await server().db.knex("voice_models").where({ user_id: user.userId }).first()).toBeUndefined();
+  expect(await server().db.knex("backups").where({ user_id: user.userId }).first()).toBeUndefined();
+  // An admin naming them is told the user's data was deleted (the field, not the id).
+  const listed = await server().call("grpc", "listVoiceModels", { userId: user.userId, showDeleted: true }, admin.token);
+  expect([listed.code, listed.errorInfo?.metadata.field]).toEqual([Code.InvalidArgument, "userId"]);
   for (const folder of [user.userId, `deleted/${user.userId}`, `backups/${user.userId}`, `incoming/${user.userId}`]) {
     const dir = path.join(blobRoot, folder);
     expect(fs.existsSync(dir) ? fs.readdirSync(dir, { recursive: true }).filter((e) => fs.statSync(path.join(dir, String(e))).isFile()) : []).toEqual([]);
@@ -73,9 +76,10 @@ test("DeleteUserData removes every row and object of the user and blocks them fo
   }
   const restore = await client(user).restoreBackup({ backupPath }).catch((e: ConnectError) => e);
   expect((restore as ConnectError).code).toBe(Code.Unauthenticated);
-  // ... and nothing can be written for them again, whoever asks (the database's trigger refuses).
+  // ... and a service naming them is refused before anything is written (the database's trigger
+  // refuses model, file and backup rows for them too: erasure-leaves-no-id.test.ts).
   const service = await server().serviceActor();
-  expect((await server().call("grpc", "createVoiceModel", { userId: user.userId, provider: "xtts-v2", modelPath: "x" }, service.token)).code).toBe(Code.PermissionDenied);
+  expect((await server().call("grpc", "createVoiceModel", { userId: user.userId, provider: "xtts-v2", modelPath: "x" }, service.token)).code).toBe(Code.InvalidArgument);
   // Other users are untouched.
   expect((await bystander.grpc.getVoiceModel({ modelId: keep.id })).message.model!.id).toBe(keep.id);
   // Calling again reports the finished purge.

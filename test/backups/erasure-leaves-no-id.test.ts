@@ -170,9 +170,22 @@ describe("after DeleteUserData", () => {
     expect(await findNeedles(server().db, [victim.userId, sha256(victim.userId)], server().logs())).toEqual([]);
   });
 
-  test("the tombstone, found by the keyed hash, still refuses a re-create and reports the finished purge", async () => {
-    const outcome = await server().call("grpc", "createVoiceModel", { userId: victim.userId, provider: "xtts-v2", modelPath: "m/z.pth" }, service.token);
-    expect(outcome.code).toBe(Code.PermissionDenied);
+  test("service calls naming the erased user are refused before they write anything, and the scan stays clean", async () => {
+    for (const [method, request, field] of [
+      ["createVoiceModel", { userId: victim.userId, provider: "xtts-v2", modelPath: "m/z.pth" }, "userId"],
+      ["recordUsage", { modelId: theirs, userId: victim.userId, characters: 5n, latencyMs: 1, cost: 0, idempotencyKey: "after" }, "userId"],
+      ["getActiveVoiceModel", { userId: victim.userId }, "userId"],
+      ["shareVoiceModel", { ownerId: bystander.userId, modelId: theirs, targetUserIds: [victim.userId], permissions: ["view"] }, "targetUserIds"],
+    ] as const) {
+      const outcome = await server().call("grpc", method, request, service.token);
+      expect(outcome.code).toBe(Code.InvalidArgument);
+      expect(outcome.errorInfo?.metadata.field).toBe(field);
+      expect(outcome.errorMessage).not.toContain(victim.userId);
+    }
+    expect(await findNeedles(server().db, [victim.userId, sha256(victim.userId)], server().logs())).toEqual([]);
+  });
+
+  test("the tombstone, found by the keyed hash, reports the finished purge", async () => {
     const again = await erase(admin, victim.userId);
     expect(again[again.length - 1].status).toBe("done");
     expect(await count(server().db.knex("user_tombstones"))).toBe(1);
@@ -230,7 +243,15 @@ describe("erasures hashed before hashes were keyed", () => {
       const token = (await second.actor(oldUser)).token;
       expect((await second.call("grpc", "getActiveVoiceModel", {}, token)).errorInfo?.reason).toBe("USER_ERASED");
       const service = await second.serviceActor();
-      expect((await second.call("grpc", "createVoiceModel", { userId: oldUser, provider: "xtts-v2", modelPath: "m/q.pth" }, service.token)).code).toBe(Code.PermissionDenied);
+      expect((await second.call("grpc", "createVoiceModel", { userId: oldUser, provider: "xtts-v2", modelPath: "m/q.pth" }, service.token)).code).toBe(Code.InvalidArgument);
+      // The database's trigger, with the key, finds the converted tombstone too.
+      await expect(
+        knex.transaction(async (trx) => {
+          await trx.raw(`SELECT set_config('voice_model.erasure_key', ?, true)`, [hasher().sqlKey]);
+          await trx("model_owners").insert({ user_id: oldUser });
+          await trx("voice_models").insert({ user_id: oldUser, provider: "xtts-v2", model_path: "p" });
+        }),
+      ).rejects.toMatchObject({ code: "VM001" });
       // Another start converts nothing again.
       third = await startTestServer({ database: server().db, env: { DATA_DIR: dataDir } });
       expect(await knex("user_tombstones").where({ user_hash: keyed }).first()).toMatchObject({ keyed: true });
