@@ -1,6 +1,6 @@
 import type { Knex } from "knex";
 import type { Caller } from "../auth/caller";
-import type { Db } from "../db/transaction";
+import type { Db, Tx } from "../db/transaction";
 import { accessDenied, invalidArgument } from "../errors";
 import { TIME_MS, TIME_RANGE_MS, type PageTokens, type PositionField } from "../paging/page-token";
 import { isUserId, USER_ID_RULE } from "../auth/user-id";
@@ -278,4 +278,70 @@ function time(value: Date, field: string): Date {
   const ms = value.getTime();
   if (!(ms >= TIME_RANGE_MS.min && ms <= TIME_RANGE_MS.max)) throw invalidArgument(field, "must be a time from year 1 to 9999");
   return value;
+}
+
+/**
+ * Erasure's pass over the audit log, in its transaction: the id becomes hash in both id columns
+ * and in user_ids (which details' "{user:N}" refer to), and in the text of rows written before
+ * user ids were kept apart (user_ids NULL), as a whole id only.
+ */
+export async function eraseUserFromAudit(trx: Tx, userId: string, hash: string): Promise<void> {
+  await trx("audit_events").where("actor_id", userId).update({ actor_id: hash });
+  await trx("audit_events").where("target_user_id", userId).update({ target_user_id: hash });
+  await trx.raw(`UPDATE audit_events SET user_ids = array_replace(user_ids, ?::varchar, ?::varchar) WHERE user_ids @> ARRAY[?]::varchar[]`, [
+    userId,
+    hash,
+    userId,
+  ]);
+  // Not inside a longer id; a '.' or ':' right after ends a sentence or a clause, not the id.
+  const pattern = `(?<![A-Za-z0-9._:@|-])${userId.replace(/[^A-Za-z0-9]/g, "\\$&")}(?![A-Za-z0-9_@|-])(?![.:][A-Za-z0-9._:@|-])`;
+  await trx.raw(`UPDATE audit_events SET details = regexp_replace(details::text, ?, ?, 'g')::jsonb WHERE user_ids IS NULL AND strpos(details::text, ?) > 0`, [
+    pattern,
+    hash,
+    userId,
+  ]);
+}
+
+/** A run of user-id characters in text, and the same without a trailing '.' or ':'. */
+const ID_RUN = /[A-Za-z0-9._:@|-]+/g;
+
+/**
+ * Rows written before user ids were kept apart may name users erased back then, whose ids are
+ * gone: every id-like word of their details whose SHA-256 is one of `hashes` (old hash -> keyed
+ * hash) is replaced by the keyed hash. Batched by id; returns how many rows changed.
+ */
+export async function rehashLegacyDetails(trx: Tx, hashes: ReadonlyMap<string, string>, sha256Hex: (text: string) => string): Promise<number> {
+  if (hashes.size === 0) return 0;
+  const replaceIn = (text: string) =>
+    text.replace(ID_RUN, (run) => {
+      for (const candidate of [run, run.replace(/[.:]+$/, "")]) {
+        const keyed = candidate && hashes.get(sha256Hex(candidate));
+        if (keyed) return keyed + run.slice(candidate.length);
+      }
+      return run;
+    });
+  const walk = (v: unknown): unknown => {
+    if (typeof v === "string") return replaceIn(v);
+    if (Array.isArray(v)) return v.map(walk);
+    if (v !== null && typeof v === "object") return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, walk(x)]));
+    return v;
+  };
+  let changed = 0;
+  let after = 0;
+  for (;;) {
+    const rows = (await trx("audit_events").whereNull("user_ids").where("id", ">", after).orderBy("id").limit(1000).select("id", "details")) as Array<{
+      id: number | string;
+      details: Record<string, unknown>;
+    }>;
+    if (rows.length === 0) return changed;
+    for (const row of rows) {
+      const before = JSON.stringify(row.details);
+      const rewritten = JSON.stringify(walk(row.details));
+      if (rewritten !== before) {
+        await trx("audit_events").where({ id: row.id }).update({ details: rewritten });
+        changed++;
+      }
+    }
+    after = Number(rows[rows.length - 1].id);
+  }
 }

@@ -1,5 +1,6 @@
 import type { Knex } from "knex";
-import type { UserHasher } from "../auth/user-hash";
+import { rehashLegacyDetails } from "../audit/audit-log";
+import { sha256Hex, type UserHasher } from "../auth/user-hash";
 import type { Tx } from "../db/transaction";
 
 export class ErasureKeyMismatchError extends Error {
@@ -11,7 +12,8 @@ export class ErasureKeyMismatchError extends Error {
  * database's hashes were made with (the first start records its fingerprint), then converts
  * every erasure hashed before hashes were keyed: each unkeyed tombstone's hash h, wherever it
  * was written (tombstone, purge keys, audit and usage columns, change events), becomes
- * HMAC(key, h), which is what the keyed hash of the same id is. Tombstones flip to keyed in the
+ * HMAC(key, h), which is what the keyed hash of the same id is; an id-like word of an old audit
+ * row's text whose SHA-256 is h becomes that keyed hash too. Tombstones flip to keyed in the
  * same transaction, so a second run (or a racing instance) finds nothing left. Returns how many.
  */
 export async function keyOldErasures(knex: Knex, hasher: UserHasher): Promise<number> {
@@ -30,6 +32,8 @@ export async function keyOldErasures(knex: Knex, hasher: UserHasher): Promise<nu
       requested_by_hash: string | null;
     }>;
     for (const row of old) await rehash(trx, hasher, row.user_hash, row.requested_by_hash);
+    // Their ids may still sit in the text of audit rows written before ids were kept apart.
+    await rehashLegacyDetails(trx, new Map(old.map((row) => [row.user_hash, hasher.rehash(row.user_hash)])), sha256Hex);
     return old.length;
   });
 }

@@ -1,5 +1,6 @@
 import type { Knex } from "knex";
 import type { Logger } from "pino";
+import { eraseUserFromAudit } from "../audit/audit-log";
 import { hasRole } from "../auth/caller";
 import type { UserHasher } from "../auth/user-hash";
 import { scopes } from "../cache/cache-tables";
@@ -38,16 +39,11 @@ const USER_ROW_TABLES: Array<[table: string, column: string]> = [
   ["rate_limit_hits", "user_id"],
 ];
 
-/** Columns where the id may stay as a hash (audit trail, others' usage events, others' history). */
+/** Columns where the id may stay as a hash (others' usage events, others' history; the audit log's own pass). */
 const HASHED_COLUMNS: Array<[table: string, column: string]> = [
-  ["audit_events", "actor_id"],
-  ["audit_events", "target_user_id"],
   ["usage_events", "user_id"],
   ["activation_history", "actor_id"],
 ];
-
-/** Array columns naming users besides the row's own: the id becomes the hash in place. */
-const HASHED_ARRAYS: Array<[table: string, column: string]> = [["audit_events", "user_ids"]];
 
 /**
  * DeleteUserData: one transaction removes every row of the user and writes a tombstone (which the
@@ -164,13 +160,7 @@ export class UserErasure {
       for (const [table, column] of HASHED_COLUMNS) {
         if (await trx.schema.hasTable(table)) await trx(table).where(column, userId).update({ [column]: hash });
       }
-      for (const [table, column] of HASHED_ARRAYS) {
-        await trx.raw(`UPDATE ${table} SET ${column} = array_replace(${column}, ?::varchar, ?::varchar) WHERE ${column} @> ARRAY[?]::varchar[]`, [
-          userId,
-          hash,
-          userId,
-        ]);
-      }
+      await eraseUserFromAudit(trx, userId, hash);
       // Rows the tombstone's own transaction wrote again (its cache invalidation) or left.
       for (const [table, column] of USER_ROW_TABLES) {
         if (await trx.schema.hasTable(table)) await trx(table).where(column, userId).delete();

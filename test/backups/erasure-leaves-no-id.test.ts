@@ -132,6 +132,15 @@ describe("after DeleteUserData", () => {
     const { message } = await admin.grpc.listAuditEvents({ action: "rate.limited", limit: 10 });
     expect(JSON.stringify(message.events.map((e) => e.details))).toContain(victim.userId);
 
+    // A row written before user ids were kept apart (user_ids NULL) names the victim in its text.
+    await server().db.knex("audit_events").insert({
+      action: "access.denied",
+      actor_id: bystander.userId,
+      target_user_id: victim.userId,
+      user_ids: null,
+      details: JSON.stringify({ message: `caller may not act for user ${victim.userId}`, targetUserIds: [victim.userId, bystander.userId], note: `user ${victim.userId}: done.` }),
+    });
+
     const progress = await erase(admin, victim.userId);
     expect(progress[progress.length - 1].status).toBe("done");
   });
@@ -144,6 +153,8 @@ describe("after DeleteUserData", () => {
     expect(await server().db.knex("audit_events").whereRaw("user_ids @> ARRAY[?]::varchar[]", [hash]).first()).toBeDefined();
     expect(await server().db.knex("usage_events").where({ user_id: hash, model_id: theirs }).first()).toBeDefined();
     expect(await server().db.knex("user_tombstones").where({ user_hash: hash, keyed: true }).first()).toBeDefined();
+    const legacy = await server().db.knex("audit_events").whereNull("user_ids").where({ target_user_id: hash }).first();
+    expect(legacy.details).toEqual({ message: `caller may not act for user ${hash}`, targetUserIds: [hash, bystander.userId], note: `user ${hash}: done.` });
     // The scan finds what is there: the bystander's rows, their sealed file's plaintext, the log.
     const bystanderFound = await findNeedles(server().db, [bystander.userId], server().logs());
     expect(bystanderFound).toEqual(expect.arrayContaining([expect.stringMatching(/^object .* \(plaintext\)$/), expect.stringMatching(/^audit_events\.user_ids/)]));
@@ -216,8 +227,16 @@ describe("erasures hashed before hashes were keyed", () => {
     await knex("user_tombstones").insert({ user_hash: old, status: "done", requested_by_hash: adminHash, keyed: false, objects_deleted: 3 });
     await knex("user_purge_keys").insert({ user_hash: old, storage_key: `left/${randomBytes(4).toString("hex")}` });
     await knex("audit_events").insert([
-      { action: "model.created", actor_id: old, target_user_id: old, details: "{}" },
-      { action: "usage.recorded", actor_id: "training-service", target_user_id: old, details: "{}" },
+      { action: "model.created", actor_id: old, target_user_id: old, user_ids: null, details: "{}" },
+      { action: "usage.recorded", actor_id: "training-service", target_user_id: old, user_ids: null, details: "{}" },
+      // Written before ids were kept apart, erased back then: the id is still in the text.
+      {
+        action: "share.granted",
+        actor_id: owner.userId,
+        target_user_id: owner.userId,
+        user_ids: null,
+        details: JSON.stringify({ targetUserIds: [oldUser, "someone"], message: `rate limit for create exceeded for user ${oldUser}: 5 per 3600 s` }),
+      },
     ]);
     await knex("usage_events").insert({ model_id: model.id, user_id: old, idempotency_key: `k-${old.slice(0, 8)}`, payload_hash: "x", latency_ms: 1, cost: 0, used_at: new Date() });
     await knex("voice_model_events").insert([
@@ -238,7 +257,9 @@ describe("erasures hashed before hashes were keyed", () => {
       expect(await count(knex("usage_events").where({ user_id: keyed }))).toBe(1);
       expect(await count(knex("voice_model_events").where({ user_id: keyed }))).toBe(1);
       expect(await count(knex("voice_model_events").whereRaw("audience @> ARRAY[?]::varchar[]", [keyed]))).toBe(1);
-      expect(await findNeedles(server().db, [old], "")).toEqual([]);
+      expect(await findNeedles(server().db, [old, oldUser], "")).toEqual([]);
+      const legacy = await knex("audit_events").where({ action: "share.granted", actor_id: owner.userId }).first();
+      expect(legacy.details).toEqual({ targetUserIds: [keyed, "someone"], message: `rate limit for create exceeded for user ${keyed}: 5 per 3600 s` });
       // Lookups by the keyed hash work: the old user's token is refused, a re-create too.
       const token = (await second.actor(oldUser)).token;
       expect((await second.call("grpc", "getActiveVoiceModel", {}, token)).errorInfo?.reason).toBe("USER_ERASED");

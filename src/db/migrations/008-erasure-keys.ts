@@ -22,8 +22,10 @@ export async function up(knex: Knex): Promise<void> {
       created_at timestamptz(3) NOT NULL DEFAULT now()
     )`);
   // Users an audit row names besides its two id columns (a share's targets, the user a refusal
-  // was about); details refer to them as "{user:N}", filled in when read.
-  await knex.raw(`ALTER TABLE audit_events ADD COLUMN user_ids varchar(128)[] NOT NULL DEFAULT '{}'`);
+  // was about); details refer to them as "{user:N}", filled in when read. NULL marks the rows
+  // written before, whose details may hold ids as text (erasure rewrites those in the text).
+  await knex.raw(`ALTER TABLE audit_events ADD COLUMN user_ids varchar(128)[]`);
+  await knex.raw(`ALTER TABLE audit_events ALTER COLUMN user_ids SET DEFAULT '{}'`);
   await knex.raw(`CREATE INDEX audit_events_user_ids ON audit_events USING gin (user_ids)`);
   // HMAC-SHA-256 (RFC 2104) from the built-in sha256: no extension needed.
   await knex.raw(`
