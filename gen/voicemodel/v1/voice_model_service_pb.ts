@@ -638,6 +638,7 @@ export const WhoAmIResponseSchema: GenMessage<WhoAmIResponse> = /*@__PURE__*/
  *   VOICE_MODEL_NOT_FOUND (NOT_FOUND): no such model, or it was deleted.
  *   ACCESS_DENIED (PERMISSION_DENIED): another user's id or model, or a role that may not call.
  *   UNAUTHENTICATED (UNAUTHENTICATED): no token, or a bad, expired or ill-formed one.
+ *   USER_ERASED (UNAUTHENTICATED): a valid token of a user whose data was deleted (DeleteUserData).
  *   INVALID_ARGUMENT (INVALID_ARGUMENT): a malformed field, id or body, or a page token not issued for this caller, list and filters.
  *   MODEL_NOT_COMPLETED (FAILED_PRECONDITION): only a completed model can be activated (or rolled back to).
  *   ALREADY_ACTIVE (ALREADY_EXISTS): the model is the active one already.
