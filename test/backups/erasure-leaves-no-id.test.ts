@@ -7,11 +7,14 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { loadErasureKey, UserHasher } from "../../src/auth/user-hash";
-import type { Database } from "../../src/db/connection";
+import { openDatabase, type Database } from "../../src/db/connection";
+import { migrateToLatest } from "../../src/db/migrate";
 import { loadOrCreateMasterKeyFile, LocalKeyProvider } from "../../src/storage/key-provider";
 import { SealedStore } from "../../src/storage/sealed-store";
 import { FsBlobStore } from "../../src/storage/fs-blob-store";
 import { createModel, startTestServer, uniqueUser, useTestServer, type Actor, type TestServer } from "../helpers/harness";
+import { createPostgresDatabase } from "../helpers/database";
+import { describeOnPostgres } from "../helpers/env";
 import { grpcStreamingClient } from "../helpers/streaming-client";
 
 const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "vm-erase-scan-"));
@@ -286,5 +289,33 @@ describe("erasures hashed before hashes were keyed", () => {
   test("an instance with another erasure key refuses to start", async () => {
     const other = randomBytes(32).toString("base64");
     await expect(startTestServer({ database: server().db, env: { DATA_DIR: dataDir, ERASURE_KEY: other } })).rejects.toThrow(/erasure key/);
+  });
+});
+
+describeOnPostgres("two instances on one PostgreSQL", () => {
+  test("an erasure on one makes the other refuse the user's tokens too (told by NOTIFY)", async () => {
+    const database = await createPostgresDatabase();
+    const migrating = await openDatabase({ url: database.url });
+    await migrateToLatest(migrating.knex).finally(() => migrating.close());
+    const env = { DATABASE_URL: database.url, DATABASE_LISTEN_URL: database.url, DATA_DIR: dataDir };
+    const [a, b] = [await startTestServer({ databaseUrl: database.url, env }), await startTestServer({ databaseUrl: database.url, env })];
+    try {
+      const victim = await b.actor(uniqueUser("victim"));
+      await createModel(victim);
+      expect((await b.call("grpc", "getActiveVoiceModel", {}, victim.token)).code).toBe(0);
+      const admin = await a.adminActor();
+      for await (const _ of grpcStreamingClient(a.grpcPort, admin.token).deleteUserData({ userId: victim.userId })) void _;
+      const deadline = Date.now() + 10_000;
+      let outcome = await b.call("grpc", "getActiveVoiceModel", {}, victim.token);
+      while (outcome.code === 0 && Date.now() < deadline) {
+        await new Promise((resolve) => setImmediate(resolve));
+        outcome = await b.call("grpc", "getActiveVoiceModel", {}, victim.token);
+      }
+      expect(outcome.errorInfo?.reason).toBe("USER_ERASED");
+    } finally {
+      await a.close();
+      await b.close();
+      await database.drop();
+    }
   });
 });
