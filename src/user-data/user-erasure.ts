@@ -172,9 +172,8 @@ export class UserErasure {
     yield await this.progress(hash);
   }
 
-  /** Resumes purges a crash interrupted (at start-up and periodically); rereads the erased users. */
+  /** Resumes purges a crash interrupted (at start-up and periodically). */
   async resumeAll(): Promise<void> {
-    await this.erased.reload().catch((error) => this.log.warn({ err: error }, "could not reread the erased users"));
     const pending = (await this.knex("user_tombstones").where({ status: "purging" }).pluck("user_hash")) as string[];
     for (const hash of pending) {
       try {
