@@ -32,10 +32,21 @@ export async function applyTransactionSettings(knex: Knex, trx: Tx): Promise<voi
   if (settings) await trx.raw(settings.sql, settings.bindings);
 }
 
+export interface TransactionOptions {
+  attempts?: number;
+  /**
+   * false: skip the settings of setTransactionSetting (one round trip) in a transaction that
+   * writes no table whose triggers read them (rate-limit hits, usage events). Default true.
+   */
+  settings?: boolean;
+}
+
 /** Runs fn in one transaction, retrying contention failures so callers never see them. */
-export async function inTransaction<T>(knex: Knex, fn: (trx: Tx) => Promise<T>, attempts = 8): Promise<T> {
+export async function inTransaction<T>(knex: Knex, fn: (trx: Tx) => Promise<T>, options: TransactionOptions = {}): Promise<T> {
+  const { attempts = 8, settings = true } = options;
   for (let attempt = 1; ; attempt++) {
     try {
+      if (!settings) return await knex.transaction(fn);
       return await knex.transaction(async (trx) => {
         await applyTransactionSettings(knex, trx);
         return fn(trx);
