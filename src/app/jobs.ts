@@ -21,7 +21,7 @@ export function periodicJobs(domain: Domain, { config, db, log, instanceId }: { 
     cleanupJob({ knex: db.knex, cleanup, intervalMs: cleanupConfig.intervalMs, leaseMs: cleanupConfig.leaseMs, holder: instanceId, log }),
     mover.job(60_000),
     // A backstop for erasures whose NOTIFY this instance missed (one small read a minute).
-    { name: "erased-users", intervalMs: 60_000, mode: { kind: "every-instance" }, run: () => erasedUsers.reload() },
+    { name: "erased-users", intervalMs: 60_000, mode: { kind: "every-instance" }, run: () => erasedUsers.reload("recent") },
     { name: "event-retention", intervalMs: config.events.pruneIntervalMs, mode: fleetWide(config.events.pruneIntervalMs), run: () => events.prune() },
     { name: "usage-purge", intervalMs: config.usage.purgeIntervalMs, mode: fleetWide(config.usage.purgeIntervalMs), run: () => usage.purgeExpired() },
     {

@@ -8,16 +8,19 @@ export const ERASED_CHANNEL = "voice_model_user_erased";
 
 /** Verdicts kept per user id; the cache starts over when full or when a user is erased. */
 const MEMO_ENTRIES = 10_000;
+/** How far before the newest tombstone seen a periodic reread starts. */
+const RECENT_MARGIN_MS = 3_600_000;
 
 /**
  * The keyed hashes of every erased user, in memory, so each call can refuse an erased user's
  * still-valid token without a database round trip. Loaded at start; an erasure here adds its
  * hash at once, one elsewhere arrives by NOTIFY; after a lost LISTEN (anything may have been
- * missed) and periodically the set is read again.
+ * missed) the set is read again, and periodically its recent part.
  */
 export class ErasedUsers {
-  private hashes = new Set<string>();
+  private readonly hashes = new Set<string>();
   private readonly memo = new Map<string, boolean>();
+  private newest: Date | undefined;
 
   constructor(
     private readonly knex: Knex,
@@ -30,11 +33,23 @@ export class ErasedUsers {
     });
   }
 
-  /** Reads every tombstone's hash. */
-  async reload(): Promise<void> {
-    const hashes = (await this.knex("user_tombstones").pluck("user_hash")) as string[];
-    this.hashes = new Set(hashes);
-    this.memo.clear();
+  /**
+   * Reads the tombstones' hashes: all of them, or (recent) those made within the last hour before
+   * the newest one seen, so an erasure committed late (created_at is its transaction's start) is
+   * still found. Tombstones are never removed, so what is read is added to what is known, and an
+   * erasure added here while the read ran is not lost.
+   */
+  async reload(scope: "all" | "recent" = "all"): Promise<void> {
+    const query = this.knex("user_tombstones");
+    if (scope === "recent" && this.newest) query.where("created_at", ">", new Date(this.newest.getTime() - RECENT_MARGIN_MS));
+    const rows = (await query.select("user_hash", "created_at")) as Array<{ user_hash: string; created_at: Date }>;
+    let added = 0;
+    for (const row of rows) {
+      if (!this.hashes.has(row.user_hash)) added++;
+      this.hashes.add(row.user_hash);
+      if (!this.newest || row.created_at > this.newest) this.newest = row.created_at;
+    }
+    if (added > 0) this.memo.clear();
   }
 
   /** How many users were erased (0: no call needs a hash). */
