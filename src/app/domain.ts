@@ -92,6 +92,10 @@ export function buildDomain({ config, db, log }: { config: Readonly<Config>; db:
   });
   // Erasure's keyed hashes; the key also reaches the database's trigger in every writing transaction.
   const hasher = new UserHasher(loadErasureKey(config.erasureKey, config.dataDir));
+  if (db.kind === "postgres" && !config.erasureKey) {
+    // Instances that do not share the data folder would each make a key: all but the first refuse to start.
+    log.warn({ file: `${config.dataDir}/erasure-key` }, "ERASURE_KEY is unset: the erasure key is the data folder's file; set ERASURE_KEY on every instance");
+  }
   setTransactionSetting(db.knex, ERASURE_KEY_SETTING, hasher.sqlKey);
   const erasedUsers = new ErasedUsers(db.knex, hasher, notifications);
   const erasure = new UserErasure(db.knex, models, blobs, log, outbox, hasher, erasedUsers);
