@@ -61,14 +61,19 @@ const escapeRegExp = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&
 const PLACEHOLDER = /\{user:(\d+)\}/g;
 
 /**
- * details with every occurrence of ids[i] in its strings replaced by "{user:i}". Plain substrings
- * (ids may hold ':' and '.', so no word boundary fits): a stray match reads back the same text.
+ * A whole user id inside text: not part of a longer run of id characters, except that a '.' or
+ * ':' right after it may end a sentence or a clause ("for user bob: 5 per 3600 s"). A short id
+ * inside a model id or a method name is left alone. The same rule as the SQL of eraseUserFromAudit.
  */
+const ID_CHAR = "[A-Za-z0-9._:@|-]";
+const wholeIds = (alternatives: string) => `(?<!${ID_CHAR})(?:${alternatives})(?![A-Za-z0-9_@|-])(?![.:]${ID_CHAR})`;
+
+/** details with every whole occurrence of ids[i] in its strings replaced by "{user:i}". */
 export function withoutUserIds(value: unknown, ids: readonly string[]): unknown {
   if (ids.length === 0) return value;
   // Longest first, so an id that contains another is replaced whole.
   const order = [...ids.keys()].sort((a, b) => ids[b].length - ids[a].length);
-  const pattern = new RegExp(order.map((i) => escapeRegExp(ids[i])).join("|"), "g");
+  const pattern = new RegExp(wholeIds(order.map((i) => escapeRegExp(ids[i])).join("|")), "g");
   const index = new Map(ids.map((id, i) => [id, i]));
   const walk = (v: unknown): unknown => {
     if (typeof v === "string") return v.replace(pattern, (id) => `{user:${index.get(id)}}`);
@@ -293,8 +298,8 @@ export async function eraseUserFromAudit(trx: Tx, userId: string, hash: string):
     hash,
     userId,
   ]);
-  // Not inside a longer id; a '.' or ':' right after ends a sentence or a clause, not the id.
-  const pattern = `(?<![A-Za-z0-9._:@|-])${userId.replace(/[^A-Za-z0-9]/g, "\\$&")}(?![A-Za-z0-9_@|-])(?![.:][A-Za-z0-9._:@|-])`;
+  // The whole id only (see wholeIds); PostgreSQL's regular expressions read the same syntax.
+  const pattern = wholeIds(userId.replace(/[^A-Za-z0-9]/g, "\\$&"));
   await trx.raw(`UPDATE audit_events SET details = regexp_replace(details::text, ?, ?, 'g')::jsonb WHERE user_ids IS NULL AND strpos(details::text, ?) > 0`, [
     pattern,
     hash,

@@ -219,6 +219,23 @@ describe("after DeleteUserData", () => {
   });
 });
 
+test("a short user id inside other text (model ids, method names) is left alone, before and after erasure", async () => {
+  const admin = await server().adminActor();
+  // Two characters that occur in model ids, and an id that ends a message with a ':' after it.
+  const short = await server().actor("e5");
+  const models = await Promise.all([0, 1, 2].map(() => createModel(short)));
+  expect((await server().call("grpc", "getActiveVoiceModel", { userId: "someone-else" }, short.token)).code).toBe(Code.PermissionDenied);
+  const read = async () => (await admin.grpc.listAuditEvents({ userId: short.userId, limit: 100 })).message.events;
+  const before = await read();
+  expect(before.filter((e) => e.action === "model.created").map((e) => (e.details as any).changes[0].modelId).sort()).toEqual(models.map((m) => m.id).sort());
+  expect(before.find((e) => e.action === "access.denied")!.details).toMatchObject({ method: "voicemodel.v1.VoiceModelService/GetActiveVoiceModel" });
+  await erase(admin, short.userId);
+  const hash = hasher().hash(short.userId);
+  const after = (await admin.grpc.listAuditEvents({ userId: hash, limit: 100 })).message.events;
+  expect(after.filter((e) => e.action === "model.created").map((e) => (e.details as any).changes[0].modelId).sort()).toEqual(models.map((m) => m.id).sort());
+  expect(JSON.stringify(after.map((e) => e.details))).not.toMatch(/\be5\b/);
+});
+
 describe("erasures hashed before hashes were keyed", () => {
   test("are converted at start-up, once, wherever the old hash was written", async () => {
     const knex = server().db.knex;
