@@ -14,14 +14,19 @@ export const ERASURE_KEY_SETTING = "voice_model.erasure_key";
  * makes a row hashed the old way convertible without the id: HMAC(key, old hash).
  */
 export class UserHasher {
-  /** The key as the database's trigger takes it (hex). */
+  /**
+   * The key as the database's trigger takes it: its two HMAC pads (key XOR 0x36, key XOR 0x5c,
+   * 64 bytes each), hex. They are as secret as the key; SQL then needs no loop over its bytes.
+   */
   readonly sqlKey: string;
   /** A value that tells keys apart without revealing them (stored to catch instances that differ). */
   readonly keyCheck: string;
 
   constructor(private readonly key: Buffer) {
     if (key.length < 32) throw new Error("the erasure key must be at least 32 bytes");
-    this.sqlKey = key.toString("hex");
+    if (key.length > 64) throw new Error("the erasure key must be at most 64 bytes");
+    const block = Buffer.concat([key, Buffer.alloc(64 - key.length)]);
+    this.sqlKey = Buffer.concat([block.map((b) => b ^ 0x36), block.map((b) => b ^ 0x5c)]).toString("hex");
     this.keyCheck = createHmac("sha256", key).update("voice-model erasure key check", "utf8").digest("hex");
   }
 

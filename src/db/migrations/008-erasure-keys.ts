@@ -27,40 +27,29 @@ export async function up(knex: Knex): Promise<void> {
   await knex.raw(`ALTER TABLE audit_events ADD COLUMN user_ids varchar(128)[]`);
   await knex.raw(`ALTER TABLE audit_events ALTER COLUMN user_ids SET DEFAULT '{}'`);
   await knex.raw(`CREATE INDEX audit_events_user_ids ON audit_events USING gin (user_ids)`);
-  // HMAC-SHA-256 (RFC 2104) from the built-in sha256: no extension needed.
+  // HMAC-SHA-256 (RFC 2104) from the built-in sha256, no extension needed. It takes the key's two
+  // 64-byte pads (key XOR 0x36..., key XOR 0x5c...) as one value, worked out once by the service:
+  // a loop over the key's bytes here cost 15 us a row; with the pads it is three sha256 calls.
   await knex.raw(`
-    CREATE FUNCTION erasure_hmac(key bytea, message bytea) RETURNS text LANGUAGE plpgsql IMMUTABLE STRICT AS $$
-    DECLARE
-      k bytea := key;
-      ipad bytea;
-      opad bytea;
-    BEGIN
-      IF length(k) > 64 THEN k := sha256(k); END IF;
-      k := k || decode(repeat('00', 64 - length(k)), 'hex');
-      ipad := k;
-      opad := k;
-      FOR i IN 0..63 LOOP
-        ipad := set_byte(ipad, i, get_byte(k, i) # 54);
-        opad := set_byte(opad, i, get_byte(k, i) # 92);
-      END LOOP;
-      RETURN encode(sha256(opad || sha256(ipad || message)), 'hex');
-    END $$`);
-  // The key reaches the trigger per transaction (set_config(..., true), safe behind a transaction
-  // pooler). Without it the trigger cannot tell erased users apart: it refuses the write once any
-  // tombstone exists rather than let one through.
+    CREATE FUNCTION erasure_hmac(pads bytea, message bytea) RETURNS text LANGUAGE sql IMMUTABLE STRICT AS $$
+      SELECT encode(sha256(substring(pads FROM 65 FOR 64) || sha256(substring(pads FROM 1 FOR 64) || message)), 'hex')
+    $$`);
+  // The key (as its pads, hex) reaches the trigger per transaction (set_config(..., true), safe
+  // behind a transaction pooler). Without it the trigger cannot tell erased users apart: it
+  // refuses the write once any tombstone exists rather than let one through.
   await knex.raw(`
     CREATE OR REPLACE FUNCTION refuse_erased_user() RETURNS trigger LANGUAGE plpgsql AS $$
     DECLARE
-      key text := current_setting('voice_model.erasure_key', true);
+      pads text := current_setting('voice_model.erasure_key', true);
     BEGIN
-      IF key IS NULL OR key = '' THEN
+      IF pads IS NULL OR pads = '' THEN
         IF EXISTS (SELECT 1 FROM user_tombstones) THEN
           RAISE EXCEPTION 'the erasure key is not set in this transaction' USING ERRCODE = 'VM002';
         END IF;
         RETURN NEW;
       END IF;
       IF EXISTS (SELECT 1 FROM user_tombstones WHERE user_hash =
-          erasure_hmac(decode(key, 'hex'), convert_to(encode(sha256(convert_to(NEW.user_id, 'UTF8')), 'hex'), 'UTF8'))) THEN
+          erasure_hmac(decode(pads, 'hex'), convert_to(encode(sha256(convert_to(NEW.user_id, 'UTF8')), 'hex'), 'UTF8'))) THEN
         RAISE EXCEPTION 'user data of this user was deleted' USING ERRCODE = 'VM001';
       END IF;
       RETURN NEW;
