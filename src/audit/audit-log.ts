@@ -24,6 +24,8 @@ export interface AuditEventInput {
    */
   userIds?: readonly string[];
   details?: Record<string, unknown>;
+  /** What to store for a user id of the event (an erased user's hash in place of the id). */
+  storedId?: (userId: string) => string;
 }
 
 export interface AuditEvent {
@@ -122,16 +124,17 @@ export const byActor = (actor: Actor): Pick<AuditEventInput, "actorId" | "actorR
 /** Writes one event on db: pass the transaction of the change so both commit together. */
 export async function recordAudit(db: Db, event: AuditEventInput): Promise<void> {
   const userIds = [...new Set([event.actorId, event.targetUserId, ...(event.userIds ?? [])].filter((id): id is string => !!id))];
+  const stored = (id: string | undefined) => (id === undefined || !event.storedId ? id : event.storedId(id));
   await db("audit_events").insert({
     action: event.action,
-    actor_id: event.actorId ?? null,
+    actor_id: stored(event.actorId) ?? null,
     actor_roles: (event.actorRoles ?? []).join(","),
-    target_user_id: event.targetUserId ?? null,
+    target_user_id: stored(event.targetUserId) ?? null,
     model_id: event.modelId ?? null,
     result_code: event.resultCode ?? "OK",
     request_id: event.requestId ?? null,
     client_address: event.clientAddress ?? null,
-    user_ids: userIds,
+    user_ids: userIds.map((id) => stored(id)!),
     details: JSON.stringify(withoutUserIds(event.details ?? {}, userIds)),
   });
 }

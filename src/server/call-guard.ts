@@ -38,8 +38,11 @@ export interface CallGuardOptions {
   rateLimiter: RateLimiter;
   rateLimits: { enabled: boolean; exemptRoles: readonly string[] };
   log: Logger;
-  /** Erased users (DeleteUserData): a service or admin call naming one is refused before it writes anything. */
-  erased?: { readonly size: number; has(userId: string): boolean };
+  /**
+   * Erased users (DeleteUserData): a service or admin call naming one is refused before it writes
+   * anything; a refusal of a user's call that names one is audited with the erasure hash.
+   */
+  erased?: { readonly size: number; has(userId: string): boolean; stored(userId: string): string };
 }
 
 /**
@@ -250,6 +253,7 @@ export class CallGuard {
       modelId: error.subject.modelId,
       resultCode: error.code,
       userIds: requestUsers(request).map(([, userId]) => userId),
+      storedId: this.options.erased && this.options.erased.size > 0 ? this.options.erased.stored : undefined,
       // A batch item's refusal names its position.
       details: { method: ctx.method, message: error.message, ...(error.subject.itemIndex === undefined ? {} : { itemIndex: error.subject.itemIndex }) },
     }).catch((err) => ctx.log.warn({ err }, "could not audit a refused call"));

@@ -74,6 +74,9 @@ export class ErasedUsers {
     return erased;
   }
 
+  /** What a row may hold for a user id: the erasure hash of an erased user, else the id. */
+  readonly stored = (userId: string): string => (this.has(userId) ? this.hasher.hash(userId) : userId);
+
   /** Tells the other instances, at the commit of trx. */
   async announce(trx: Tx, hash: string): Promise<void> {
     if (this.notifications) await trx.raw(`SELECT pg_notify(?, ?)`, [ERASED_CHANNEL, hash]);

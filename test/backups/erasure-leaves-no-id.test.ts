@@ -184,7 +184,7 @@ describe("after DeleteUserData", () => {
     expect(await findNeedles(server().db, [victim.userId, sha256(victim.userId)], server().logs())).toEqual([]);
   });
 
-  test("service calls naming the erased user are refused before they write anything, and the scan stays clean", async () => {
+  test("calls naming the erased user write no id: a service's are refused, a user's refusal is audited with the hash", async () => {
     for (const [method, request, field] of [
       ["createVoiceModel", { userId: victim.userId, provider: "xtts-v2", modelPath: "m/z.pth" }, "userId"],
       ["recordUsage", { modelId: theirs, userId: victim.userId, characters: 5n, latencyMs: 1, cost: 0, idempotencyKey: "after" }, "userId"],
@@ -196,6 +196,11 @@ describe("after DeleteUserData", () => {
       expect(outcome.errorInfo?.metadata.field).toBe(field);
       expect(outcome.errorMessage).not.toContain(victim.userId);
     }
+    // A user naming them is refused as before (nothing tells them the user was erased); the
+    // access.denied row holds the erasure hash.
+    const before = await count(server().db.knex("audit_events").where({ action: "access.denied" }));
+    expect((await server().call("connect", "listVoiceModels", { userId: victim.userId }, bystander.token)).code).toBe(Code.PermissionDenied);
+    expect(await count(server().db.knex("audit_events").where({ action: "access.denied" }))).toBe(before + 1);
     expect(await findNeedles(server().db, [victim.userId, sha256(victim.userId)], server().logs())).toEqual([]);
   });
 
