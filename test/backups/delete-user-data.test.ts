@@ -1,6 +1,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { createHash, randomBytes } from "node:crypto";
-import { loadErasureKey, UserHasher } from "../../src/auth/user-hash";
+import { UserHasher } from "../../src/auth/user-hash";
+import { ERASURE_KEY } from "../helpers/env";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -51,10 +52,10 @@ test("DeleteUserData removes every row and object of the user and blocks them fo
   expect(progress[progress.length - 1].status).toBe("done");
   expect(Number(progress[progress.length - 1].objectsDeleted)).toBeGreaterThanOrEqual(4);
 
-  // Audit rows keep only a keyed hash of the id (the key file of the data folder), not its plain SHA-256.
+  // Audit rows keep only a keyed hash of the id (under ERASURE_KEY), not its plain SHA-256.
   const audit = await server().db.knex("audit_events").where("actor_id", user.userId).orWhere("target_user_id", user.userId);
   expect(audit).toHaveLength(0);
-  const keyed = new UserHasher(loadErasureKey(undefined, dataDir)).hash(user.userId);
+  const keyed = new UserHasher(Buffer.from(ERASURE_KEY, "base64")).hash(user.userId);
   expect(await server().db.knex("audit_events").where("target_user_id", keyed).first()).toBeDefined();
   expect(await server().db.knex("audit_events").where("target_user_id", createHash("sha256").update(user.userId).digest("hex")).first()).toBeUndefined();
   // Nothing of the user can be read.

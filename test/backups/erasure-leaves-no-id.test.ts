@@ -23,7 +23,8 @@ afterAll(() => fs.rmSync(dataDir, { recursive: true, force: true }));
 
 const server = useTestServer({
   // Creates are limited to 3 an hour so the victim's fourth is refused (a rate.limited row).
-  env: { DATA_DIR: dataDir, LOG_LEVEL: "debug", RATE_LIMITS_ENABLED: "true", RATE_LIMIT_CREATE: "3/3600", RATE_LIMIT_BACKUP: "100/3600" },
+  // ERASURE_KEY unset: the key is the data folder's file, as on the embedded default.
+  env: { DATA_DIR: dataDir, ERASURE_KEY: undefined, LOG_LEVEL: "debug", RATE_LIMITS_ENABLED: "true", RATE_LIMIT_CREATE: "3/3600", RATE_LIMIT_BACKUP: "100/3600" },
   captureLogs: true,
 });
 
@@ -270,7 +271,7 @@ describe("erasures hashed before hashes were keyed", () => {
     ]);
 
     // A second instance starts on the same database (and data folder, so the same key).
-    const second = await startTestServer({ database: server().db, env: { DATA_DIR: dataDir } });
+    const second = await startTestServer({ database: server().db, env: { DATA_DIR: dataDir, ERASURE_KEY: undefined } });
     let third: TestServer | undefined;
     try {
       const keyed = hasher().hash(oldUser);
@@ -299,7 +300,7 @@ describe("erasures hashed before hashes were keyed", () => {
         }),
       ).rejects.toMatchObject({ code: "VM001" });
       // Another start converts nothing again.
-      third = await startTestServer({ database: server().db, env: { DATA_DIR: dataDir } });
+      third = await startTestServer({ database: server().db, env: { DATA_DIR: dataDir, ERASURE_KEY: undefined } });
       expect(await knex("user_tombstones").where({ user_hash: keyed }).first()).toMatchObject({ keyed: true });
       expect(await count(knex("audit_events").where({ target_user_id: keyed }))).toBe(2);
     } finally {
@@ -319,7 +320,7 @@ describeOnPostgres("two instances on one PostgreSQL", () => {
     const database = await createPostgresDatabase();
     const migrating = await openDatabase({ url: database.url });
     await migrateToLatest(migrating.knex).finally(() => migrating.close());
-    const env = { DATABASE_URL: database.url, DATABASE_LISTEN_URL: database.url, DATA_DIR: dataDir };
+    const env = { DATABASE_URL: database.url, DATABASE_LISTEN_URL: database.url, DATA_DIR: dataDir, ERASURE_KEY: undefined };
     const [a, b] = [await startTestServer({ databaseUrl: database.url, env }), await startTestServer({ databaseUrl: database.url, env })];
     try {
       const victim = await b.actor(uniqueUser("victim"));

@@ -13,7 +13,7 @@ import { openDatabase, type Database } from "../../src/db/connection";
 import { createLogger } from "../../src/logger";
 import { connectJsonClient, fetchJson, type JsonResponse } from "./connect-client";
 import { createTestDatabase, type TestDatabase } from "./database";
-import { JWT_SECRET } from "./env";
+import { ERASURE_KEY, JWT_SECRET } from "./env";
 import { connectGrpc, GrpcCallError, type GrpcClient, type GrpcConnection } from "./grpc-client";
 import { adminToken, serviceToken, userToken } from "./tokens";
 
@@ -63,8 +63,8 @@ export interface TestServer {
 }
 
 export interface TestServerOptions {
-  /** Extra settings, as environment variables (e.g. CORS_ORIGINS). */
-  env?: Record<string, string>;
+  /** Extra settings, as environment variables (e.g. CORS_ORIGINS); undefined unsets a default. */
+  env?: Record<string, string | undefined>;
   /** Serve this database (the caller disposes of it). */
   database?: Database;
   /** Open this PostgreSQL URL (not migrated here) instead of a fresh test database. */
@@ -113,6 +113,7 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
     PORT: "0",
     GRPC_PORT: "0",
     JWT_SECRET,
+    ERASURE_KEY,
     LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? "silent",
     // Rate limits (5 creates per hour per user) would trip most tests; the rate-limit tests turn them on.
     RATE_LIMITS_ENABLED: "false",
