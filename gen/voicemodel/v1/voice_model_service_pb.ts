@@ -1074,7 +1074,10 @@ export const VoiceModelService: GenService<{
    * Account deletion (admin or service role): in one transaction removes every row of the user and
    * writes a tombstone that blocks any further read or write for them; then deletes their files
    * and backups (a durable job: an interrupted purge resumes). Streams progress; calling it again
-   * reports (and resumes) the same purge. Audit rows keep only a SHA-256 of the user id.
+   * reports (and resumes) the same purge. Rows that stay (audit, others' usage, change events)
+   * keep an opaque hash in place of the id (HMAC-SHA-256 under a server-held key), in every
+   * field and message text. From the tombstone on, the user's tokens are refused (USER_ERASED),
+   * and a service or admin request naming the user is INVALID_ARGUMENT (DeleteUserData aside).
    *
    * @generated from rpc voicemodel.v1.VoiceModelService.DeleteUserData
    */
