@@ -122,6 +122,8 @@ describe("after DeleteUserData", () => {
     }
     await victim.grpc.deleteVoiceModel({ modelId: m2.id });
     for await (const _ of client(victim).createBackup({})) void _;
+    // The bystander's backup stays: a sealed object the scan decrypts (its manifest names them).
+    for await (const _ of client(bystander).createBackup({})) void _;
     // Refusals that audit: access.denied naming the other user each way, rate.limited naming the victim.
     expect((await server().call("grpc", "getActiveVoiceModel", { userId: bystander.userId }, victim.token)).code).toBe(Code.PermissionDenied);
     expect((await server().call("connect", "listVoiceModels", { userId: victim.userId }, bystander.token)).code).toBe(Code.PermissionDenied);
@@ -161,7 +163,13 @@ describe("after DeleteUserData", () => {
     expect(legacy.details).toEqual({ message: `caller may not act for user ${hash}`, targetUserIds: [hash, bystander.userId], note: `user ${hash}: done.` });
     // The scan finds what is there: the bystander's rows, their sealed file's plaintext, the log.
     const bystanderFound = await findNeedles(server().db, [bystander.userId], server().logs());
-    expect(bystanderFound).toEqual(expect.arrayContaining([expect.stringMatching(/^object .* \(plaintext\)$/), expect.stringMatching(/^audit_events\.user_ids/)]));
+    expect(bystanderFound).toEqual(
+      expect.arrayContaining([
+        expect.stringMatching(/^object bystander-.* \(plaintext\)$/),
+        expect.stringMatching(/^object backups\/bystander-.* \(plaintext\)$/),
+        expect.stringMatching(/^audit_events\.user_ids/),
+      ]),
+    );
     // (The log is captured: the service logs little per call, none of it ids.)
     expect(server().logs()).toContain('"msg"');
   });
