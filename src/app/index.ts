@@ -43,7 +43,7 @@ export function createApp(deps: AppDeps) {
   const governance = config.governance;
   const instanceId = `${hostname()}:${process.pid}:${randomBytes(3).toString("hex")}`;
   const domain = buildDomain({ config, db, log });
-  const { notifications, feed, metrics, caches, storageHealth, mover, erasure, keyProvider, backups } = domain;
+  const { notifications, feed, metrics, caches, storageHealth, mover, erasure, erasedUsers, keyProvider, backups } = domain;
   registerBlobStoreMetric(metrics.registry, storageHealth);
 
   // Around every call, whichever transport: the token (gate), then metrics, rate limits and
@@ -54,9 +54,11 @@ export function createApp(deps: AppDeps) {
     rateLimiter: new PostgresRateLimiter(db.knex, governance.rateLimits),
     rateLimits: governance.rateLimits,
     log,
+    erased: erasedUsers,
   });
   const registry = new CallRegistry();
-  const gate = new CallGate(createTokenVerifier(config.jwt, config.jwt.secret ?? deps.jwtSecret), log, guard, registry);
+  // An erased user's still-valid token is refused at the gate, from memory (no round trip).
+  const gate = new CallGate(createTokenVerifier(config.jwt, config.jwt.secret ?? deps.jwtSecret), log, guard, registry, (userId) => erasedUsers.has(userId));
   const { handlers, fileRoutes: fileRouteHandlers } = buildHandlers(domain, { knex: db.knex, governance, instanceId });
   const served = guard.wrap(VoiceModelServiceDesc, handlers);
   const jobs = periodicJobs(domain, { config, db, log, instanceId });
@@ -72,6 +74,8 @@ export function createApp(deps: AppDeps) {
 
   async function listen(): Promise<RunningApp> {
     await notifications?.start();
+    // Before any call: the erasure key checked, old hashes keyed, the erased users loaded.
+    await erasure.prepare();
     jobs.start();
     storageHealth.start();
     // Account deletions a crash interrupted carry on now.

@@ -41,6 +41,8 @@ export class CallGate {
     private readonly log: Logger,
     private readonly observer?: RefusalObserver,
     private readonly registry?: CallRegistry,
+    /** Whether a verified caller's user was erased (DeleteUserData): their tokens are refused. */
+    private readonly isErased?: (userId: string) => boolean,
   ) {}
 
   /**
@@ -56,9 +58,12 @@ export class CallGate {
     } catch (error) {
       return this.refuse(call, requestId, error, startedAtMs);
     }
-    if (!(caller instanceof Promise)) return new CallContext(call, requestId, caller, this.log);
+    if (!(caller instanceof Promise)) {
+      if (this.isErased?.(caller.userId)) return this.refuse(call, requestId, userErased(), startedAtMs);
+      return new CallContext(call, requestId, caller, this.log);
+    }
     return caller.then(
-      (verified) => new CallContext(call, requestId, verified, this.log),
+      (verified) => (this.isErased?.(verified.userId) ? this.refuse(call, requestId, userErased(), startedAtMs) : new CallContext(call, requestId, verified, this.log)),
       (error) => this.refuse(call, requestId, error, startedAtMs),
     );
   }
@@ -75,6 +80,9 @@ export class CallGate {
     return this.verifier.verify(match[1]);
   }
 }
+
+/** The message names no user: the refusal is audited (per address and minute) and may be logged. */
+const userErased = () => new AppError("USER_ERASED", "the user of this token was erased (DeleteUserData); their tokens are no longer accepted");
 
 /** A class rather than an object literal with getters: one is made per call. */
 class CallContext implements RequestContext {

@@ -657,6 +657,7 @@ export const WhoAmIResponseSchema: GenMessage<WhoAmIResponse> = /*@__PURE__*/
  *   VOICE_MODEL_NOT_FOUND (NOT_FOUND): no such model, or it was deleted.
  *   ACCESS_DENIED (PERMISSION_DENIED): another user's id or model, or a role that may not call.
  *   UNAUTHENTICATED (UNAUTHENTICATED): no token, or a bad, expired or ill-formed one.
+ *   USER_ERASED (UNAUTHENTICATED): a valid token of a user whose data was deleted (DeleteUserData).
  *   INVALID_ARGUMENT (INVALID_ARGUMENT): a malformed field, id or body, or a page token not issued for this caller, list and filters.
  *   MODEL_NOT_COMPLETED (FAILED_PRECONDITION): only a completed model can be activated (or rolled back to).
  *   ALREADY_ACTIVE (ALREADY_EXISTS): the model is the active one already.
@@ -1107,7 +1108,10 @@ export const VoiceModelService: GenService<{
    * Account deletion (admin or service role): in one transaction removes every row of the user and
    * writes a tombstone that blocks any further read or write for them; then deletes their files
    * and backups (a durable job: an interrupted purge resumes). Streams progress; calling it again
-   * reports (and resumes) the same purge. Audit rows keep only a SHA-256 of the user id.
+   * reports (and resumes) the same purge. Rows that stay (audit, others' usage, change events)
+   * keep an opaque hash in place of the id (HMAC-SHA-256 under a server-held key), in every
+   * field and message text. From the tombstone on, the user's tokens are refused (USER_ERASED),
+   * and a service or admin request naming the user is INVALID_ARGUMENT (DeleteUserData aside).
    *
    * @generated from rpc voicemodel.v1.VoiceModelService.DeleteUserData
    */
