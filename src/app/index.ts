@@ -13,6 +13,7 @@ import { CallGuard } from "../server/call-guard";
 import { fileRoutes } from "../server/file-routes";
 import { bindListeners } from "../server/listeners";
 import { rewrapDataKeys } from "../storage/rewrap";
+import { ErasureKeyMismatchError } from "../user-data/erasure-keys";
 import { buildDomain } from "./domain";
 import { buildHandlers } from "./handlers";
 import { periodicJobs } from "./jobs";
@@ -58,7 +59,7 @@ export function createApp(deps: AppDeps) {
   });
   const registry = new CallRegistry();
   // An erased user's still-valid token is refused at the gate, from memory (no round trip).
-  const gate = new CallGate(createTokenVerifier(config.jwt, config.jwt.secret ?? deps.jwtSecret), log, guard, registry, (userId) => erasedUsers.has(userId));
+  const gate = new CallGate(createTokenVerifier(config.jwt, config.jwt.secret ?? deps.jwtSecret), log, guard, registry, erasure.isErased);
   const { handlers, fileRoutes: fileRouteHandlers } = buildHandlers(domain, { knex: db.knex, governance, instanceId });
   const served = guard.wrap(VoiceModelServiceDesc, handlers);
   const jobs = periodicJobs(domain, { config, db, log, instanceId });
@@ -74,8 +75,12 @@ export function createApp(deps: AppDeps) {
 
   async function listen(): Promise<RunningApp> {
     await notifications?.start();
-    // Before any call: the erasure key checked, old hashes keyed, the erased users loaded.
-    await erasure.prepare();
+    // Before any call: the erasure key checked, old hashes keyed, the erased users loaded. A
+    // wrong key stops the start; an unreachable database does not (the first call tries again).
+    await erasure.prepare().catch((error: unknown) => {
+      if (error instanceof ErasureKeyMismatchError) throw error;
+      log.warn({ err: error }, "erased users not read at start (the database is unreachable); the first call reads them");
+    });
     jobs.start();
     storageHealth.start();
     // Account deletions a crash interrupted carry on now.

@@ -21,6 +21,8 @@ export class ErasedUsers {
   private readonly hashes = new Set<string>();
   private readonly memo = new Map<string, boolean>();
   private newest: Date | undefined;
+  /** Whether the tombstones were read once (before that, no call can be checked). */
+  loaded = false;
 
   constructor(
     private readonly knex: Knex,
@@ -43,6 +45,7 @@ export class ErasedUsers {
     const query = this.knex("user_tombstones");
     if (scope === "recent" && this.newest) query.where("created_at", ">", new Date(this.newest.getTime() - RECENT_MARGIN_MS));
     const rows = (await query.select("user_hash", "created_at")) as Array<{ user_hash: string; created_at: Date }>;
+    this.loaded = true;
     let added = 0;
     for (const row of rows) {
       if (!this.hashes.has(row.user_hash)) added++;

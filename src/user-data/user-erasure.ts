@@ -4,6 +4,7 @@ import { eraseUserFromAudit } from "../audit/audit-log";
 import { hasRole } from "../auth/caller";
 import type { UserHasher } from "../auth/user-hash";
 import { scopes } from "../cache/cache-tables";
+import { databaseUnavailable } from "../db/db-errors";
 import { applyTransactionSettings, type Tx } from "../db/transaction";
 import { accessDenied, invalidArgument } from "../errors";
 import * as backups from "../backups/backup-repository";
@@ -66,15 +67,29 @@ export class UserErasure {
   /** The keyed hash erasure leaves in place of a user id. */
   readonly userHash = (userId: string): string => this.hasher.hash(userId);
 
+  private prepared: Promise<void> | undefined;
+
   /**
-   * Before the first call: checks the erasure key against the database, converts erasures
-   * hashed before hashes were keyed, and loads the erased users the calls are checked against.
+   * Before the first call is admitted: checks the erasure key against the database, converts
+   * erasures hashed before hashes were keyed, and loads the erased users the calls are checked
+   * against. Once per process; after a failure (the database unreachable at start) the next
+   * caller tries again, its call waiting for it or failing as the database does.
    */
-  async prepare(): Promise<void> {
-    const converted = await keyOldErasures(this.knex, this.hasher);
-    if (converted > 0) this.log.info({ converted }, "erasure hashes made before the erasure key converted to keyed hashes");
-    await this.erased.reload();
+  prepare(): Promise<void> {
+    this.prepared ??= (async () => {
+      const converted = await keyOldErasures(this.knex, this.hasher);
+      if (converted > 0) this.log.info({ converted }, "erasure hashes made before the erasure key converted to keyed hashes");
+      await this.erased.reload();
+    })().catch((error: unknown) => {
+      this.prepared = undefined;
+      throw databaseUnavailable(error) ?? error;
+    });
+    return this.prepared;
   }
+
+  /** Whether the user was erased, once the erased users are loaded (see prepare). */
+  readonly isErased = (userId: string): boolean | Promise<boolean> =>
+    this.erased.loaded ? this.erased.has(userId) : this.prepare().then(() => this.erased.has(userId));
 
   /** Tombstones the user (once) and runs the object purge, reporting progress. */
   async *erase(actor: Actor, userId: string | undefined): AsyncIterable<ErasureProgress> {
