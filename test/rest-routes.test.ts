@@ -71,3 +71,33 @@ test("an unknown REST path or verb is 404 ROUTE_NOT_FOUND in the flat shape", as
   expect(verb.status).toBe(404);
   expect(verb.body.error).toContain("allowed: POST");
 });
+
+test("POST /voice-models/compare: an optional userId, the caller's own or (service/admin) the user's reads", async () => {
+  const frank = await server().actor();
+  const [a, b] = [await createModel(frank, { qualityScore: 0.4 }), await createModel(frank, { qualityScore: 0.9 })];
+  const own = await server().fetch("/voice-models/compare", { token: frank.token, body: { modelIds: [a.id, b.id], userId: frank.userId } });
+  expect(own.status).toBe(200);
+  expect(own.body.models[0].model.id).toBe(b.id);
+  const other = await server().fetch("/voice-models/compare", { token: frank.token, body: { modelIds: [a.id, b.id], userId: "not-frank" } });
+  expect(other.status).toBe(403);
+  const admin = await server().adminActor();
+  const asFrank = await server().fetch("/voice-models/compare", { token: admin.token, body: { modelIds: [a.id, b.id], userId: frank.userId } });
+  expect(asFrank.status).toBe(200);
+  // Read as another user, Frank's models are not theirs to compare.
+  const asStranger = await server().fetch("/voice-models/compare", { token: admin.token, body: { modelIds: [a.id, b.id], userId: "stranger" } });
+  expect(asStranger.status).toBe(403);
+});
+
+test("POST /voice-models/{modelId}/share takes permissions as one string or a list; a body modelId must match the path", async () => {
+  const gina = await server().actor();
+  const model = await createModel(gina);
+  const one = await server().fetch(`/voice-models/${model.id}/share`, { token: gina.token, body: { targetUserIds: ["hank"], permissions: "view" } });
+  expect(one.status).toBe(200);
+  expect(one.body.shares).toEqual([expect.objectContaining({ modelId: model.id, targetUserId: "hank", permission: "view" })]);
+  const many = await server().fetch(`/voice-models/${model.id}/share`, { token: gina.token, body: { targetUserIds: ["hank"], permissions: ["use"] } });
+  expect(many.body.shares[0].permission).toBe("use");
+  const other = await createModel(gina);
+  const clash = await server().fetch(`/voice-models/${model.id}/share`, { token: gina.token, body: { modelId: other.id, targetUserIds: ["hank"], permissions: "view" } });
+  expect(clash.status).toBe(400);
+  expect(clash.body.error).toContain("modelId");
+});
