@@ -1,4 +1,17 @@
-import { create, fromJson, getOption, hasOption, ScalarType, toJson, type DescField, type DescMessage, type DescMethod, type DescService, type JsonObject, type JsonValue } from "@bufbuild/protobuf";
+import {
+  create,
+  fromJson,
+  getOption,
+  hasOption,
+  ScalarType,
+  toJson,
+  type DescField,
+  type DescMessage,
+  type DescMethod,
+  type DescService,
+  type JsonObject,
+  type JsonValue,
+} from "@bufbuild/protobuf";
 import type http from "node:http";
 import type { Logger } from "pino";
 import { http as httpRule } from "../../gen/google/api/annotations_pb";
@@ -62,7 +75,9 @@ export function restRoutes(deps: RestRoutesDeps): (req: http.IncomingMessage, re
     // decides, then the verb (so /voice-models/expiring is never a model id).
     const matching = routes.filter((r) => matches(r, parts)).sort((a, b) => specificity(b, a));
     const template = matching[0]?.template;
-    const route = matching.find((r) => r.template === template && (r.verb === req.method || (r.verb === "GET" && req.method === "HEAD" && r.method.methodKind === "server_streaming")));
+    // HEAD only where GET is a download (the export).
+    const served = (r: RestRoute) => r.verb === req.method || (r.verb === "GET" && req.method === "HEAD" && r.method.methodKind === "server_streaming");
+    const route = matching.find((r) => r.template === template && served(r));
     if (!route) {
       req.resume();
       const allowed = matching.filter((r) => r.template === template).map((r) => r.verb);
@@ -82,6 +97,7 @@ export function restRoutes(deps: RestRoutesDeps): (req: http.IncomingMessage, re
     const { method } = route;
     const name = `${deps.service.typeName}/${method.name}`;
     const end = deps.registry.begin(undefined);
+    let stream: AsyncIterator<unknown> | undefined;
     const controller = new AbortController();
     res.once("close", () => {
       if (!res.writableFinished) {
@@ -91,10 +107,15 @@ export function restRoutes(deps: RestRoutesDeps): (req: http.IncomingMessage, re
     });
     try {
       const body = route.body === "*" ? await readBody(req) : (req.resume(), undefined);
-      const ctx = await deps.gate.admit(
-        { method: name, authorization: req.headers.authorization, requestIdHeader: requestId, clientAddress: req.socket.remoteAddress ?? "unknown", signal: controller.signal, end },
-        requestId,
-      );
+      const call = {
+        method: name,
+        authorization: req.headers.authorization,
+        requestIdHeader: requestId,
+        clientAddress: req.socket.remoteAddress ?? "unknown",
+        signal: controller.signal,
+        end,
+      };
+      const ctx = await deps.gate.admit(call, requestId);
       const request = requestOf(route, parts, query, body);
       const handler = deps.served[method.localName];
       let reply: unknown;
@@ -102,7 +123,7 @@ export function restRoutes(deps: RestRoutesDeps): (req: http.IncomingMessage, re
         reply = await end.race(runWithDeadline(end.deadlineMs, async () => (handler as AnyUnary)(request, ctx)));
       } else {
         // A server stream (CreateBackup): its last message is the reply.
-        const it = runWithDeadline(end.deadlineMs, () => (handler as AnyServerStream)(request, ctx)[Symbol.asyncIterator]());
+        const it = (stream = runWithDeadline(end.deadlineMs, () => (handler as AnyServerStream)(request, ctx)[Symbol.asyncIterator]()));
         for (;;) {
           const next = await end.race(runWithDeadline(end.deadlineMs, () => it.next()));
           if (next.done) break;
@@ -115,6 +136,8 @@ export function restRoutes(deps: RestRoutesDeps): (req: http.IncomingMessage, re
     } catch (error) {
       sendRestError(res, end.reason ?? error, requestId, deps.log);
     } finally {
+      // A stream given up early (error, shutdown, client gone) stops its work.
+      stream?.return?.(undefined)?.catch(() => undefined);
       end.done();
     }
   }
@@ -167,7 +190,9 @@ function requestOf(route: RestRoute, parts: string[], query: URLSearchParams, bo
     if (!("field" in s)) return;
     const value = pathSegment(parts[i], s.field.jsonName);
     const given = json[s.field.jsonName] ?? json[s.field.name];
-    if (given !== undefined && given !== value) throw invalidArgument(s.field.jsonName, `the body says ${JSON.stringify(given)} but the path says ${JSON.stringify(value)}`);
+    if (given !== undefined && given !== value) {
+      throw invalidArgument(s.field.jsonName, `the body says ${JSON.stringify(given)} but the path says ${JSON.stringify(value)}`);
+    }
     delete json[s.field.name];
     json[s.field.jsonName] = value;
   });
@@ -176,7 +201,9 @@ function requestOf(route: RestRoute, parts: string[], query: URLSearchParams, bo
   } catch (error) {
     const text = error instanceof Error ? error.message : String(error);
     // protobuf-es names the key or field it refused: `key "foo" is unknown`, `cannot decode field pkg.M.model_ids ...`.
-    const field = /key "([^"]+)" is unknown/.exec(text)?.[1] ?? /cannot decode field [\w.]*\.(\w+) from JSON/.exec(text)?.[1]?.replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase());
+    const unknownKey = /key "([^"]+)" is unknown/.exec(text)?.[1];
+    const badField = /cannot decode field [\w.]*\.(\w+) from JSON/.exec(text)?.[1]?.replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase());
+    const field = unknownKey ?? badField;
     throw invalidArgument(field ?? "body", text);
   }
 }
