@@ -144,6 +144,12 @@ describe("every path of the design document", () => {
     const [restBytes, v1Bytes] = [Buffer.from(await rest.arrayBuffer()), Buffer.from(await v1.arrayBuffer())];
     expect(restBytes.length).toBeGreaterThan(file.length / 2);
     expect(restBytes.equals(v1Bytes)).toBe(true);
+    // The same download: ranges and HEAD as on /v1.
+    const ranged = await fetch(`${server().baseUrl}/voice-models/${second.id}/export`, { headers: { ...auth.headers, range: "bytes=0-15" } });
+    expect(ranged.status).toBe(206);
+    expect(Buffer.from(await ranged.arrayBuffer()).equals(v1Bytes.subarray(0, 16))).toBe(true);
+    const head = await fetch(`${server().baseUrl}/voice-models/${second.id}/export`, { ...auth, method: "HEAD" });
+    expect(head.headers.get("etag")).toBe(v1.headers.get("etag"));
     // Its errors are the REST shape: a model without a file.
     const none = await get(`/voice-models/${first.id}/export`, owner.token);
     expect(none.status).toBe(400);
