@@ -11,6 +11,7 @@ import { CallRegistry, shuttingDown } from "../server/call-end";
 import { CallGate } from "../server/call-gate";
 import { CallGuard } from "../server/call-guard";
 import { fileRoutes } from "../server/file-routes";
+import { restRoutes } from "../server/rest-routes";
 import { bindListeners } from "../server/listeners";
 import { rewrapDataKeys } from "../storage/rewrap";
 import { ErasureKeyMismatchError } from "../user-data/erasure-keys";
@@ -94,6 +95,9 @@ export function createApp(deps: AppDeps) {
         (error) => log.error({ err: error }, "re-wrapping data keys failed"),
       );
     }
+    const files = fileRoutes({ gate, guard, log, handlers: fileRouteHandlers(served) });
+    // The design document's REST paths, from the proto's google.api.http annotations.
+    const rest = restRoutes({ service: VoiceModelServiceDesc, served, gate, registry, files, log });
     const listeners = await bindListeners({
       config,
       log,
@@ -103,7 +107,7 @@ export function createApp(deps: AppDeps) {
       registry,
       storageHealth,
       http: {
-        plainRoutes: fileRoutes({ gate, guard, log, handlers: fileRouteHandlers(served) }),
+        plainRoutes: (req, res) => files(req, res) || rest(req, res),
         isReady,
         readinessDetails: () => ({ blobStore: storageHealth.state }),
         metrics: async () => ({ contentType: metrics.registry.contentType, body: await metrics.registry.metrics() }),
