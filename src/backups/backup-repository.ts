@@ -47,18 +47,23 @@ function toRecord(row: BackupRow): BackupRecord {
 
 export const sealedRefOfBackup = (b: BackupRecord): SealedRef => ({ key: b.storageKey, keyId: b.keyId, wrapped: b.wrappedKey });
 
+/** The columns that describe a backup's sealed object. */
+const objectColumns = (sealed: SealedObject, modelCount: number) => ({
+  storage_key: sealed.key,
+  size_bytes: sealed.size,
+  stored_bytes: sealed.storedSize,
+  sha256: sealed.sha256,
+  key_id: sealed.keyId,
+  wrapped_key: sealed.wrapped,
+  model_count: modelCount,
+});
+
 export async function insertBackup(db: Db, id: string, userId: string, sealed: SealedObject, modelCount: number, includeDeleted: boolean): Promise<BackupRecord> {
   const [row] = await db<BackupRow>("backups")
     .insert({
       id,
       user_id: userId,
-      storage_key: sealed.key,
-      size_bytes: sealed.size,
-      stored_bytes: sealed.storedSize,
-      sha256: sealed.sha256,
-      key_id: sealed.keyId,
-      wrapped_key: sealed.wrapped,
-      model_count: modelCount,
+      ...objectColumns(sealed, modelCount),
       include_deleted: includeDeleted,
     })
     .returning("*");
@@ -128,15 +133,7 @@ export async function findBackupForUpdate(trx: Tx, id: string): Promise<BackupRe
 export async function swapObject(trx: Tx, id: string, sealed: SealedObject, modelCount: number, oldKey: string, done: readonly string[]): Promise<void> {
   await trx("backups")
     .where({ id })
-    .update({
-      storage_key: sealed.key,
-      size_bytes: sealed.size,
-      stored_bytes: sealed.storedSize,
-      sha256: sealed.sha256,
-      key_id: sealed.keyId,
-      wrapped_key: sealed.wrapped,
-      model_count: modelCount,
-    });
+    .update(objectColumns(sealed, modelCount));
   await trx("backup_rewrites").where({ backup_id: id }).whereIn("model_id", done).delete();
   await trx("backup_purge_keys").insert({ storage_key: oldKey }).onConflict().ignore();
 }
