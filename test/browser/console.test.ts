@@ -152,7 +152,101 @@ describeBrowser("the web console (headless chromium)", () => {
     await page.click("#confirm-yes");
     await page.waitForSelector(`tr[data-model-id="${second.id}"] .active-mark`);
     expect(await page.locator(".active-mark").count()).toBe(1);
+    // Roll back: says which model comes back, then brings it back.
+    await page.click("#rollback");
+    await page.waitForSelector("#confirm[open]");
+    expect(await page.textContent("#confirm-text")).toContain(first.id);
+    await page.click("#confirm-yes");
+    await page.waitForSelector(`tr[data-model-id="${first.id}"] .active-mark`);
+    // Delete of the active model says which one is expected to take over.
+    await page.click(`tr[data-model-id="${first.id}"] [data-action=delete]`);
+    expect(await page.textContent("#confirm-text")).toMatch(/expected to become active next/);
+    await page.click("#confirm-no");
     await shot(page, "models-desktop");
+    await page.close();
+  });
+
+  test("a shared model whose metadata holds <script> and <img onerror> payloads shows them as text; nothing runs", async () => {
+    const bob = await server.actor();
+    const model = await createModel(service, { userId: bob.userId, metadata: { name: XSS_SCRIPT, note: XSS_IMG }, status: "completed" });
+    await bob.connect.shareVoiceModel({ modelId: model.id, targetUserIds: [alice.userId], permissions: ["view"] });
+    const page = await openConsole(alice.token);
+    await page.goto(`${server.baseUrl}/console/#/sharing`);
+    await page.waitForSelector(`#shared-with-me tr[data-model-id="${model.id}"]`);
+    await page.click(`#shared-with-me tr[data-model-id="${model.id}"] a`);
+    await page.waitForSelector("#model-metadata");
+    await ready(page);
+    const metadata = await page.textContent("#model-metadata");
+    expect(metadata).toContain(XSS_SCRIPT.replace(/"/g, '\\"'));
+    expect(metadata).toContain("onerror");
+    const dom = await page.evaluate(() => ({
+      xss: window.__xss,
+      images: document.querySelectorAll("img").length,
+      scripts: [...document.querySelectorAll("script")].map((s: any) => s.getAttribute("src")),
+    }));
+    expect(dom).toEqual({ xss: undefined, images: 0, scripts: ["app.js"] });
+    await page.close();
+  });
+
+  test("a model: details, quality chart, lineage, activation timeline, upload with progress, export download", async () => {
+    const user = await server.actor();
+    const parent = await createModel(service, { userId: user.userId, status: "completed" });
+    const child = await createModel(service, {
+      userId: user.userId,
+      status: "completed",
+      parentModelId: parent.id,
+      qualityComponents: { similarity: 0.9, naturalness: 0.8, clarity: 0.7, consistency: 0.6 },
+    });
+    await user.connect.activateVoiceModel({ modelId: child.id });
+    const page = await openConsole(user.token);
+    await page.goto(`${server.baseUrl}/console/#/model/${child.id}`);
+    await page.waitForSelector("#model-details");
+    await ready(page);
+    expect(await page.textContent("#model-details")).toContain(child.provider);
+    expect(await page.locator(".quality-chart .bar").count()).toBe(4);
+    expect(await page.textContent("#lineage")).toContain(parent.modelPath);
+    expect(await page.textContent("#timeline")).toContain("became active");
+    expect(await page.textContent("#usage")).toMatch(/0 calls/);
+    await page.setInputFiles("#upload-file", { name: "voice.pth", mimeType: "application/octet-stream", buffer: Buffer.alloc(300_000, 7) });
+    await page.click("#upload-start");
+    await page.waitForFunction(() => document.querySelector("#upload-status")?.textContent?.startsWith("Uploaded"));
+    expect(await page.getAttribute("#upload-progress", "value")).toBe("100");
+    const [download] = await Promise.all([page.waitForEvent("download"), page.click("#export")]);
+    expect(fs.statSync(await download.path()).size).toBeGreaterThan(0);
+    await shot(page, "model-desktop");
+    await page.close();
+  });
+
+  test("compare: side by side, the recommendation highlighted with its reason; select best by criteria", async () => {
+    const user = await server.actor();
+    const ids = [];
+    for (const q of [0.6, 0.9, 0.7]) ids.push((await createModel(service, { userId: user.userId, status: "completed", qualityScore: q })).id);
+    const page = await openConsole(user.token);
+    await page.goto(`${server.baseUrl}/console/#/compare?ids=${ids.join(",")}`);
+    await page.waitForSelector("#recommendation");
+    expect(await page.textContent("#recommendation")).toMatch(/Recommended: .+ — .+/);
+    expect(await page.locator("#comparison td.best").count()).toBeGreaterThan(0);
+    expect(await page.textContent("#comparison thead")).toContain("recommended");
+    await page.fill("#sb-min-quality", "0.65");
+    await page.click("#select-best button[type=submit]");
+    await page.waitForSelector("#select-best-result p");
+    expect(await page.textContent("#select-best-result")).toContain("#");
+    await shot(page, "compare-desktop");
+    await page.close();
+  });
+
+  test("live: changes made by another client show without a reload", async () => {
+    const user = await server.actor();
+    await createModel(service, { userId: user.userId, status: "completed" }); // the first completed model is active
+    const a = await createModel(service, { userId: user.userId, status: "completed" });
+    const page = await openConsole(user.token);
+    await ready(page);
+    await page.waitForSelector("#live:text('live updates on')");
+    await page.waitForSelector(`tr[data-model-id="${a.id}"]`);
+    await user.connect.activateVoiceModel({ modelId: a.id });
+    await page.waitForSelector(`tr[data-model-id="${a.id}"] .active-mark`);
+    const b = await createModel(service, { userId: user.userId, status: "completed" });
+    await page.waitForSelector(`tr[data-model-id="${b.id}"]`);
     await page.close();
   });
 });
