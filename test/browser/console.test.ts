@@ -1,5 +1,6 @@
 // The web console at /console, in headless chromium against the real server: served with its
 // security headers, signs in with a token, and works the user's models as a person would.
+import { createHash } from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -185,6 +186,24 @@ describeBrowser("the web console (headless chromium)", () => {
       scripts: [...document.querySelectorAll("script")].map((s: any) => s.getAttribute("src")),
     }));
     expect(dom).toEqual({ xss: undefined, images: 0, scripts: ["app.js"] });
+    // Bob's side: his shares list names alice; he revokes, and alice's list empties live.
+    const bobPage = await openConsole(bob.token);
+    await bobPage.goto(`${server.baseUrl}/console/#/sharing`);
+    await bobPage.waitForSelector(`#share-list tr[data-share="${model.id}:${alice.userId}"]`);
+    await page.goto(`${server.baseUrl}/console/#/sharing`);
+    await page.waitForSelector(`#shared-with-me tr[data-model-id="${model.id}"]`);
+    await bobPage.click(`#share-list tr[data-share="${model.id}:${alice.userId}"] [data-action=revoke]`);
+    await bobPage.click("#confirm-yes");
+    await bobPage.waitForSelector("#share-list:has-text('You have shared nothing')");
+    await page.waitForSelector("#shared-with-me:has-text('Nothing is shared with you')");
+    // And grants again from the form.
+    await bobPage.selectOption("#share-model", model.id);
+    await bobPage.fill("#share-target", alice.userId);
+    await bobPage.click("#share-form button[type=submit]");
+    await bobPage.waitForSelector(`#share-list tr[data-share="${model.id}:${alice.userId}"]`);
+    await page.waitForSelector(`#shared-with-me tr[data-model-id="${model.id}"]`);
+    await shot(bobPage, "sharing-desktop");
+    await bobPage.close();
     await page.close();
   });
 
@@ -211,6 +230,10 @@ describeBrowser("the web console (headless chromium)", () => {
     await page.click("#upload-start");
     await page.waitForFunction(() => document.querySelector("#upload-status")?.textContent?.startsWith("Uploaded"));
     expect(await page.getAttribute("#upload-progress", "value")).toBe("100");
+    const sha256 = createHash("sha256").update(Buffer.alloc(300_000, 7)).digest("hex");
+    await page.waitForFunction((sha) => document.querySelector('[data-field="File SHA-256"]')?.textContent === sha, sha256);
+    expect(await page.textContent('[data-field="File size"]')).toBe("293.0 KiB");
+    expect(await page.locator("#usage .chart canvas").count()).toBe(3);
     const [download] = await Promise.all([page.waitForEvent("download"), page.click("#export")]);
     expect(fs.statSync(await download.path()).size).toBeGreaterThan(0);
     await shot(page, "model-desktop");

@@ -42,15 +42,9 @@ function details(model: VoiceModel): HTMLElement {
   return el("dl", { id: "model-details", class: "grid" }, ...rows.map(([k, v]) => el("div", {}, el("dt", {}, k), el("dd", { "data-field": k }, v))));
 }
 
-// The file's size and checksum, where the model carries them.
-function fileSize(model: VoiceModel): string {
-  const file = (model as unknown as { file?: { sizeBytes: bigint } }).file;
-  return file ? fmtBytes(file.sizeBytes) : "no file stored";
-}
-function fileSha(model: VoiceModel): string {
-  const file = (model as unknown as { file?: { sha256: string } }).file;
-  return file?.sha256 || "—";
-}
+// GetVoiceModel carries the file's size and checksum; a model from an event does not.
+const fileSize = (model: VoiceModel) => (model.file ? fmtBytes(model.file.sizeBytes) : "no file stored");
+const fileSha = (model: VoiceModel) => model.file?.sha256 || "—";
 
 async function sha256Hex(bytes: ArrayBuffer): Promise<string> {
   const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
@@ -191,8 +185,10 @@ export async function modelView(main: HTMLElement, _params: URLSearchParams, id:
 
   return onChange((event) => {
     if (event.modelId !== id) return;
-    if (event.model) {
-      model = event.model;
+    if (event.type === "file_stored") {
+      void refresh().catch(showError);
+    } else if (event.model) {
+      model = { ...event.model, file: model.file };
       draw();
       notice(`This model changed elsewhere (${event.type}).`);
     } else notice(`This model was ${event.type} elsewhere.`);

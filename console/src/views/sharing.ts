@@ -39,10 +39,9 @@ async function mySharesPanel(box: HTMLElement): Promise<void> {
   const permission = el("select", { id: "share-permission" }, el("option", { value: "view" }, "view"), el("option", { value: "use" }, "use"));
   const form = el("form", { id: "share-form", class: "row" }, field("Model", model), field("User id", target), field("Permission", permission), el("button", { type: "submit" }, "Share"));
   const list = el("div", { id: "share-list" });
-  let granted: import("../../../gen/voicemodel/v1/governance_pb").VoiceModelShare[] = [];
   append(box, form, list);
   const load = async () => {
-    const reply = { shares: granted };
+    const reply = await api.listModelShares({ limit: 100 });
     clear(list);
     append(
       list,
@@ -61,7 +60,6 @@ async function mySharesPanel(box: HTMLElement): Promise<void> {
                   if (!(await confirmAction("Revoke", `${s.targetUserId} can no longer see or use this model.`))) return;
                   try {
                     await api.revokeShare({ modelId: s.modelId, targetUserIds: [s.targetUserId] });
-                    granted = granted.filter((g) => g !== s);
                     notice("Share revoked.");
                     await load();
                   } catch (error) {
@@ -77,8 +75,7 @@ async function mySharesPanel(box: HTMLElement): Promise<void> {
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     try {
-      const reply = await api.shareVoiceModel({ modelId: model.value, targetUserIds: [target.value.trim()], permissions: [permission.value] });
-      granted = [...granted.filter((g) => !reply.shares.some((s) => s.modelId === g.modelId && s.targetUserId === g.targetUserId)), ...reply.shares];
+      await api.shareVoiceModel({ modelId: model.value, targetUserIds: [target.value.trim()], permissions: [permission.value] });
       notice(`Shared with ${target.value.trim()}.`);
       await load();
     } catch (error) {
