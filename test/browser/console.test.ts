@@ -218,6 +218,13 @@ describeBrowser("the web console (headless chromium)", () => {
     });
     await user.connect.activateVoiceModel({ modelId: child.id });
     const page = await openConsole(user.token);
+    await ready(page);
+    // Create one from the form: it shows in the list (by the reload and the change stream).
+    await page.click("#create summary");
+    await page.selectOption("#new-provider", "openai-tts");
+    await page.fill("#new-path", "voices/made-in-console.pth");
+    await page.click("#create-form button[type=submit]");
+    await page.waitForSelector("#models a.model-link:has-text('voices/made-in-console.pth')");
     await page.goto(`${server.baseUrl}/console/#/model/${child.id}`);
     await page.waitForSelector("#model-details");
     await ready(page);
@@ -270,6 +277,184 @@ describeBrowser("the web console (headless chromium)", () => {
     await page.waitForSelector(`tr[data-model-id="${a.id}"] .active-mark`);
     const b = await createModel(service, { userId: user.userId, status: "completed" });
     await page.waitForSelector(`tr[data-model-id="${b.id}"]`);
+    await page.close();
+  });
+
+  test("backups: create with live progress, list, restore with its options, download", async () => {
+    const user = await server.actor();
+    const model = await createModel(service, { userId: user.userId, status: "completed" });
+    const page = await openConsole(user.token);
+    await page.goto(`${server.baseUrl}/console/#/backups`);
+    await ready(page);
+    await page.click("#backup-create");
+    await page.waitForFunction(() => document.querySelector("#backup-status")?.textContent?.startsWith("Backup done"));
+    await page.waitForSelector("#backup-list tr[data-backup-id]");
+    // Delete the model elsewhere, then restore it from the backup, activating what was active.
+    await user.connect.deleteVoiceModel({ modelId: model.id });
+    await page.check("#backup-list tr[data-backup-id] [data-option=overwrite]");
+    await page.check("#backup-list tr[data-backup-id] [data-option=activate]");
+    await page.click("#backup-list tr[data-backup-id] [data-action=restore]");
+    expect(await page.textContent("#confirm-text")).toContain("active model becomes active");
+    expect(await page.textContent("#confirm-text")).toContain("overwritten");
+    await page.click("#confirm-yes");
+    await page.waitForSelector("#restore-result:has-text('restored'), #error:not([hidden])");
+    expect(await page.locator("#error:not([hidden])").count() ? await page.textContent("#error") : "").toBe("");
+    expect((await user.connect.getVoiceModel({ modelId: model.id })).model?.deletedAt).toBeUndefined();
+    const [download] = await Promise.all([page.waitForEvent("download"), page.click("#backup-list tr[data-backup-id] [data-action=download]")]);
+    expect(fs.statSync(await download.path()).size).toBeGreaterThan(0);
+    await shot(page, "backups-desktop");
+    await page.close();
+  });
+
+  test("admin pages: a user is refused; an admin sees alerts, fleet figures, a cleanup dry run and the audit log", async () => {
+    const page = await openConsole(alice.token);
+    expect(await page.locator("#nav a[data-route=admin]").count()).toBe(0);
+    await page.goto(`${server.baseUrl}/console/#/admin/audit`);
+    await page.waitForSelector("#refused");
+    expect(await page.locator("#audit-list").count()).toBe(0);
+    await page.close();
+
+    await createModel(service, { userId: alice.userId }); // an audited change of alice's
+    const admin = await server.adminActor();
+    const adminPage = await openConsole(admin.token);
+    await adminPage.goto(`${server.baseUrl}/console/#/admin/alerts`);
+    await adminPage.waitForSelector("#admin-alerts table");
+    await adminPage.goto(`${server.baseUrl}/console/#/admin/fleet`);
+    await adminPage.waitForSelector("#fleet-figures");
+    expect(await adminPage.textContent("#fleet-figures")).toContain("Live models");
+    await adminPage.goto(`${server.baseUrl}/console/#/admin/cleanup`);
+    await adminPage.click("#cleanup-dry-run");
+    await adminPage.waitForSelector("#cleanup-result p");
+    expect(await adminPage.textContent("#cleanup-result")).toContain("Dry run");
+    expect(await adminPage.isEnabled("#cleanup-run")).toBe(true);
+    await adminPage.goto(`${server.baseUrl}/console/#/admin/audit`);
+    await adminPage.waitForSelector("#audit-list table");
+    await adminPage.fill("#audit-user", alice.userId);
+    await adminPage.click("#audit-filters button[type=submit]");
+    await adminPage.waitForFunction(
+      (id) => {
+        const rows = [...document.querySelectorAll("#audit-list tbody tr")];
+        return rows.length > 0 && rows.every((tr: any) => tr.textContent.includes(id));
+      },
+      alice.userId,
+    );
+    await shot(adminPage, "admin-audit-desktop");
+    await adminPage.close();
+  });
+
+  describe("every page: axe-core finds no serious violation; at 375x667 nothing scrolls sideways", () => {
+    const axeSource = fs.readFileSync(require.resolve("axe-core/axe.min.js"), "utf8");
+    let model: { id: string };
+    let other: { id: string };
+    let admin: Actor;
+    beforeAll(async () => {
+      model = await createModel(service, { userId: alice.userId, status: "completed", metadata: { note: "x".repeat(300) } });
+      other = await createModel(service, { userId: alice.userId, status: "completed" });
+      admin = await server.adminActor();
+    });
+    const pages: Array<[string, () => string, "user" | "admin"]> = [
+      ["sign-in", () => "", "user"],
+      ["models", () => "#/models", "user"],
+      ["model", () => `#/model/${model.id}`, "user"],
+      ["compare", () => `#/compare?ids=${model.id},${other.id}`, "user"],
+      ["backups", () => "#/backups", "user"],
+      ["sharing", () => "#/sharing", "user"],
+      ["admin-alerts", () => "#/admin/alerts", "admin"],
+      ["admin-fleet", () => "#/admin/fleet", "admin"],
+      ["admin-cleanup", () => "#/admin/cleanup", "admin"],
+      ["admin-audit", () => "#/admin/audit", "admin"],
+    ];
+    test.each(pages)("%s", async (name, hash, who) => {
+      for (const viewport of [{ width: 1280, height: 800 }, { width: 375, height: 667 }]) {
+        const page = await openConsole(name === "sign-in" ? undefined : (who === "admin" ? admin : alice).token, viewport);
+        if (hash()) {
+          await page.goto(`${server.baseUrl}/console/${hash()}`);
+          await page.waitForFunction(() => document.querySelector("main")?.getAttribute("data-ready") && !document.querySelector("main")?.hasAttribute("aria-busy"));
+        }
+        // axe runs through the DevTools protocol: the page's CSP stays on.
+        await page.evaluate(axeSource);
+        const violations = await page.evaluate(async () => {
+          const result = await window.axe.run(document, { resultTypes: ["violations"] });
+          return result.violations
+            .filter((v: any) => v.impact === "serious" || v.impact === "critical")
+            .map((v: any) => `${v.id}: ${v.nodes.map((n: any) => n.target.join(" ")).join(", ")}`);
+        });
+        expect(violations).toEqual([]);
+        const widths = await page.evaluate(() => ({ scroll: document.documentElement.scrollWidth, view: window.innerWidth }));
+        expect(widths.scroll).toBeLessThanOrEqual(widths.view);
+        await shot(page, `${name}-${viewport.width < 600 ? "phone" : "desktop"}`);
+        await page.close();
+      }
+    });
+  });
+
+  test("by keyboard alone: sign in, reach a model's Activate, confirm, and it is active", async () => {
+    const user = await server.actor();
+    await createModel(service, { userId: user.userId, status: "completed" });
+    const target = await createModel(service, { userId: user.userId, status: "completed" });
+    const page = await openConsole();
+    await page.waitForSelector("#token:focus");
+    await page.keyboard.type(user.token);
+    await page.keyboard.press("Enter");
+    await page.waitForSelector("#user-id");
+    await ready(page);
+    let reached = false;
+    for (let i = 0; i < 80 && !reached; i++) {
+      await page.keyboard.press("Tab");
+      reached = await page.evaluate((id) => document.activeElement?.matches(`tr[data-model-id="${id}"] [data-action=activate]`) ?? false, target.id);
+    }
+    expect(reached).toBe(true);
+    await page.keyboard.press("Enter");
+    await page.waitForSelector("#confirm[open]");
+    expect(await page.evaluate(() => document.activeElement?.id)).toBe("confirm-yes");
+    await page.keyboard.press("Enter");
+    await page.waitForSelector(`tr[data-model-id="${target.id}"] .active-mark`);
+    await page.close();
+  });
+
+  test("an hour of normal use within the configured limits meets no RATE_LIMITED", async () => {
+    // An hour: 20 model pages, 6 comparisons, 3 rollbacks, 2 new models, one backup, and the
+    // list, sharing and history reads in between (those take no slot). Defaults: analytics
+    // 60/h, update 20/h, create 5/h, backup 2/day.
+    const user = await server.actor();
+    const ids = [];
+    for (let i = 0; i < 4; i++) ids.push((await createModel(service, { userId: user.userId, status: "completed" })).id);
+    const page = await openConsole(user.token);
+    const limited: string[] = [];
+    page.on("response", async (response) => {
+      if (response.status() === 429 || (response.status() >= 400 && /RATE_LIMITED/.test(await response.text().catch(() => "")))) limited.push(response.url());
+    });
+    const visit = async (hash: string) => {
+      await page.goto(`${server.baseUrl}/console/${hash}`);
+      await page.waitForFunction(() => document.querySelector("main")?.getAttribute("data-ready") && !document.querySelector("main")?.hasAttribute("aria-busy"));
+      const error = await page.locator("#error:not([hidden])").count();
+      if (error) limited.push(`${hash}: ${await page.textContent("#error")}`);
+    };
+    for (let i = 0; i < 20; i++) {
+      await visit(`#/model/${ids[i % ids.length]}`);
+      if (i % 3 === 0) await visit(`#/models?r=${i}`);
+      if (i % 5 === 0) await visit(`#/sharing?r=${i}`);
+    }
+    for (let i = 0; i < 6; i++) await visit(`#/compare?ids=${ids.slice(0, 2 + (i % 3)).join(",")}`);
+    for (const id of ids.slice(1, 4)) {
+      await user.connect.activateVoiceModel({ modelId: id });
+      await visit(`#/models?a=${id}`);
+      await page.click("#rollback");
+      await page.click("#confirm-yes");
+      await page.waitForFunction(() => /Rolled back/.test(document.querySelector("#notice")?.textContent ?? ""));
+    }
+    await visit("#/models");
+    for (const name of ["hour-1.pth", "hour-2.pth"]) {
+      if ((await page.locator("#create[open]").count()) === 0) await page.click("#create summary");
+      await page.fill("#new-path", name);
+      await page.click("#create-form button[type=submit]");
+      await page.waitForSelector(`#models a.model-link:has-text('${name}'), #error:not([hidden])`);
+      expect(await page.locator("#error:not([hidden])").count() ? await page.textContent("#error") : "").toBe("");
+    }
+    await visit("#/backups");
+    await page.click("#backup-create");
+    await page.waitForFunction(() => document.querySelector("#backup-status")?.textContent?.startsWith("Backup done"));
+    expect(limited).toEqual([]);
     await page.close();
   });
 });

@@ -18,7 +18,7 @@ const SORTS: Record<string, { label: string; compare: (a: VoiceModel, b: VoiceMo
 
 function select(id: string, options: [string, string][], value = ""): HTMLSelectElement {
   const s = el("select", { id }, ...options.map(([v, label]) => el("option", { value: v }, label)));
-  s.value = value;
+  if (value) s.value = value;
   return s;
 }
 
@@ -54,7 +54,7 @@ export async function modelsView(main: HTMLElement, params: URLSearchParams): Pr
     field("Sort", filters.sort),
     el("button", { type: "submit" }, "Apply"),
   );
-  append(main, el("h2", {}, "My models"), form, el("div", { class: "row" }, compareButton, rollbackButton), list, pager);
+  append(main, el("h2", {}, "My models"), createForm(() => load()), form, el("div", { class: "row" }, compareButton, rollbackButton), list, pager);
 
   let tokens: string[] = [""]; // page tokens of the pages seen, for Previous
   let models: VoiceModel[] = [];
@@ -210,4 +210,37 @@ export async function modelsView(main: HTMLElement, params: URLSearchParams): Pr
       reloading = setTimeout(() => void load().catch(showError), 300);
     }
   });
+}
+
+/** A new model: provider, path and the quality components (the service computes the score). */
+function createForm(onCreated: () => Promise<void>): HTMLElement {
+  const provider = select("new-provider", PROVIDERS.map((p) => [p, p] as [string, string]));
+  const path = el("input", { id: "new-path", required: true, autocomplete: "off" });
+  const parts = ["similarity", "naturalness", "clarity", "consistency"].map((name) => ({
+    name,
+    input: el("input", { id: `new-${name}`, type: "number", min: 0, max: 1, step: 0.001, value: "0.8" }),
+  }));
+  const form = el(
+    "form",
+    { id: "create-form" },
+    el("h3", {}, "New model"),
+    el("div", { class: "row" }, field("Provider", provider), field("Model path", path), ...parts.map((p) => field(p.name, p.input)), el("button", { type: "submit" }, "Create")),
+  );
+  const details = el("details", { id: "create" }, el("summary", {}, "Create a model"), form);
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    try {
+      const reply = await api.createVoiceModel({
+        provider: provider.value,
+        modelPath: path.value.trim(),
+        qualityComponents: Object.fromEntries(parts.map((p) => [p.name, Number(p.input.value)])) as never,
+      });
+      notice(`Created ${reply.model ? modelName(reply.model) : "the model"}.`);
+      path.value = "";
+      await onCreated();
+    } catch (error) {
+      showError(error);
+    }
+  });
+  return details;
 }
