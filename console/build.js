@@ -26,11 +26,17 @@ function isFresh() {
   return inputs.every((input) => newestMtime(input) <= built.mtimeMs);
 }
 
+/** Each file is written beside its target and renamed over it: a server reading the folder never sees half a file. */
+function writeAtomic(file, contents) {
+  const tmp = `${file}.${process.pid}.tmp`;
+  fs.writeFileSync(tmp, contents);
+  fs.renameSync(tmp, file);
+}
+
 function build() {
   const esbuild = require("esbuild");
-  fs.rmSync(outDir, { recursive: true, force: true });
   fs.mkdirSync(outDir, { recursive: true });
-  esbuild.buildSync({
+  const result = esbuild.buildSync({
     entryPoints: { app: path.join(root, "console", "src", "main.ts"), console: path.join(root, "console", "console.css") },
     bundle: true,
     minify: true,
@@ -38,11 +44,13 @@ function build() {
     platform: "browser",
     target: "es2022",
     outdir: outDir,
+    write: false,
     logLevel: "error",
     legalComments: "linked",
   });
-  fs.copyFileSync(path.join(root, "console", "index.html"), path.join(outDir, "index.html"));
-  fs.writeFileSync(stamp, new Date().toISOString() + "\n");
+  for (const file of result.outputFiles) writeAtomic(file.path, file.contents);
+  writeAtomic(path.join(outDir, "index.html"), fs.readFileSync(path.join(root, "console", "index.html")));
+  writeAtomic(stamp, new Date().toISOString() + "\n");
 }
 
 /** Builds when dist/console is missing or older than its inputs; quiet when fresh. */
