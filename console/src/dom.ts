@@ -33,6 +33,9 @@ export function field(label: string, control: HTMLElement): HTMLLabelElement {
 }
 
 export function table(headers: string[], rows: Node[]): HTMLElement {
+  // Each cell names its column, for the stacked layout on narrow screens.
+  for (const row of rows)
+    if (row instanceof HTMLElement) [...row.children].forEach((cell, i) => headers[i] && cell.setAttribute("data-label", headers[i]));
   return el("div", { class: "table-wrap" }, el("table", {}, el("thead", {}, el("tr", {}, ...headers.map((h) => el("th", { scope: "col" }, h)))), el("tbody", {}, ...rows)));
 }
 
