@@ -19,6 +19,10 @@ declare const document: any, location: any, localStorage: any, sessionStorage: a
 /** Where the screenshots go (ignored by git; the README names it). */
 export const SCREENSHOTS = path.join(REPO_ROOT, "test-output", "console");
 
+if (!haveChromium && !inCi) {
+  process.stderr.write(`\n!!! SKIPPING the console browser tests: no chromium at ${CHROMIUM_PATH} (apt-get install -y chromium, or set CHROMIUM_PATH). CI runs them. !!!\n\n`);
+}
+
 // The console does not depend on the database: once, in the PGlite pass.
 const describeBrowser = describeIf(
   !onPostgres && (haveChromium || inCi),
@@ -94,6 +98,8 @@ describeBrowser("the web console (headless chromium)", () => {
     const script = await fetch(`${server.baseUrl}/console/app.js`);
     expect(script.headers.get("content-type")).toMatch(/^text\/javascript/);
     expect(script.headers.get("x-content-type-options")).toBe("nosniff");
+    // Data goes in as text only: nothing in the bundle (libraries included) parses HTML.
+    expect(await script.text()).not.toMatch(/innerHTML|outerHTML|insertAdjacentHTML|document\.write/);
     const bare = await fetch(`${server.baseUrl}/console`, { redirect: "manual" });
     expect([bare.status, bare.headers.get("location")]).toEqual([308, "/console/"]);
     expect((await fetch(`${server.baseUrl}/console/..%2Fpackage.json`)).status).toBe(404);
