@@ -239,6 +239,12 @@ describeBrowser("the web console (headless chromium)", () => {
     expect(await page.textContent("#lineage")).toContain(parent.modelPath);
     expect(await page.textContent("#timeline")).toContain("became active");
     expect(await page.textContent("#usage")).toMatch(/0 calls/);
+    // No file yet: the export is refused, and the page shows the reason and the request id.
+    await page.click("#export");
+    await page.waitForSelector("#error:not([hidden])");
+    expect(await page.getAttribute("#error", "data-reason")).toMatch(/^[A-Z_]+$/);
+    expect(await page.textContent("#error")).toMatch(/request id [0-9a-f-]{36}/);
+    await page.click("#error button");
     await page.setInputFiles("#upload-file", { name: "voice.pth", mimeType: "application/octet-stream", buffer: Buffer.alloc(300_000, 7) });
     await page.click("#upload-start");
     await page.waitForFunction(() => document.querySelector("#upload-status")?.textContent?.startsWith("Uploaded"));

@@ -1,6 +1,6 @@
 // One model: metadata, quality, usage, file, upload and export, lineage, activation timeline, consent.
 import type { VoiceModel } from "../../../gen/voicemodel/v1/voice_model_pb";
-import { api, getToken } from "../api";
+import { api, describe, fileRouteError, getToken } from "../api";
 import { append, clear, el, fmtBytes, fmtNum, fmtTime } from "../dom";
 import { notice, showError } from "../main";
 import { modelName, onChange, session } from "../state";
@@ -76,14 +76,10 @@ function uploadPanel(model: VoiceModel, onDone: () => void): HTMLElement {
         status.textContent = `Uploaded ${fmtBytes(bytes.byteLength)}, SHA-256 ${sha}.`;
         onDone();
       } else {
-        let reason = `HTTP ${xhr.status}`;
-        try {
-          const body = JSON.parse(xhr.responseText) as { code?: string; message?: string; details?: { debug?: { reason?: string } }[] };
-          reason = `${body.details?.[0]?.debug?.reason ?? body.code ?? reason}: ${body.message ?? ""}`;
-        } catch {
-          // not JSON: the status says enough
-        }
-        status.textContent = `Upload refused: ${reason} (request id ${xhr.getResponseHeader("x-request-id") ?? "?"})`;
+        const error = fileRouteError(xhr.status, xhr.responseText, xhr.getResponseHeader("x-request-id"));
+        const shown = describe(error);
+        status.textContent = `Upload refused: ${shown.reason ?? shown.code}: ${shown.message} (request id ${shown.requestId ?? "?"})`;
+        showError(error);
       }
     });
     xhr.addEventListener("error", () => (status.textContent = "Upload failed: the connection broke."));
@@ -96,10 +92,7 @@ function uploadPanel(model: VoiceModel, onDone: () => void): HTMLElement {
 /** Fetches a file route with the token and hands the bytes to the browser as a download. */
 export async function download(url: string, fallbackName: string): Promise<void> {
   const reply = await fetch(url, { headers: { authorization: `Bearer ${getToken()}` } });
-  if (!reply.ok) {
-    const body = (await reply.json().catch(() => ({}))) as { message?: string; code?: string };
-    throw new Error(`${body.code ?? reply.status}: ${body.message ?? "download refused"} (request id ${reply.headers.get("x-request-id")})`);
-  }
+  if (!reply.ok) throw fileRouteError(reply.status, await reply.text(), reply.headers.get("x-request-id"));
   const name = /filename="?([^";]+)"?/.exec(reply.headers.get("content-disposition") ?? "")?.[1] ?? fallbackName;
   const href = URL.createObjectURL(await reply.blob());
   const a = el("a", { href, download: name });

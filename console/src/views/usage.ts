@@ -2,7 +2,7 @@
 // call (one rate-limited slot per page load), drawn with uPlot.
 import uPlot from "uplot";
 import type { VoiceModel } from "../../../gen/voicemodel/v1/voice_model_pb";
-import { api } from "../api";
+import { api, describe } from "../api";
 import { el, fmtNum } from "../dom";
 import { showError } from "../main";
 
@@ -55,7 +55,9 @@ export async function usagePanel(model: VoiceModel): Promise<HTMLElement> {
       ),
     );
   } catch (error) {
-    showError(error);
+    // A "view" share shows the model but not its usage: say so in the panel, not as a failure.
+    if (describe(error).code === "PERMISSION_DENIED") panel.append(el("p", {}, "Usage is shown to the owner and to users the model is shared with for use."));
+    else showError(error);
   }
   return panel;
 }
