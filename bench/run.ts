@@ -52,6 +52,9 @@ import { runEventsBench } from "./events-bench";
 
 const ROOT = path.resolve(__dirname, "..");
 const OUT = path.join(ROOT, ".bench");
+// Every service the bench starts on one database must hash erased users with the same key (each
+// has its own data folder, whose key file would differ): one for the whole run.
+process.env.ERASURE_KEY ??= randomBytes(32).toString("base64");
 
 function envInt(name: string, fallback: number): number {
   const raw = process.env[name];

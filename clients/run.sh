@@ -19,10 +19,12 @@ cd "$root/proto"
 
 case "$lang" in
   python)
-    # Debian has no googleapis-common-protos: the client generates the standard google/rpc files.
+    # Debian has no googleapis-common-protos: the client generates the standard google/rpc and
+    # google/api files.
     protoc -I . -I "$wkt" --python_out="$work" --grpc_python_out="$work" \
       --plugin=protoc-gen-grpc_python="$(command -v grpc_python_plugin)" \
-      voicemodel/v1/*.proto google/rpc/status.proto google/rpc/error_details.proto
+      voicemodel/v1/*.proto google/rpc/status.proto google/rpc/error_details.proto \
+      google/api/annotations.proto google/api/http.proto
     # Debian's own python3 sees python3-grpcio; a pyenv python3 earlier on PATH does not.
     PYTHONPATH="$work" /usr/bin/python3 "$root/clients/python/voicemodel_client.py"
     ;;

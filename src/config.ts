@@ -23,6 +23,11 @@ export interface Config {
   dbAcquireTimeoutMs: number;
   /** Apply pending migrations at start-up. */
   migrateOnStart: boolean;
+  /**
+   * Key of the hashes erasure leaves in place of a user id (HMAC-SHA-256), the same on every
+   * instance. Undefined: a key file generated in dataDir (embedded mode).
+   */
+  erasureKey: Buffer | undefined;
   jwt: JwtConfig;
   /** Origins allowed to call the HTTP listener from a browser. */
   corsOrigins: string[];
@@ -286,6 +291,7 @@ export function parseConfig(env: Env = process.env): Readonly<Config> {
     dbPoolMax: integer(env, "DB_POOL_MAX", 10, 1, 1000),
     dbAcquireTimeoutMs: integer(env, "DB_ACQUIRE_TIMEOUT_MS", 5_000, 50, 600_000),
     migrateOnStart: boolean(env, "MIGRATE_ON_START", true),
+    erasureKey: erasureKey(optional(env, "ERASURE_KEY")),
     jwt: Object.freeze({
       secret,
       jwksUrl,
@@ -349,6 +355,13 @@ export interface FilesConfig {
   storageIdleTimeoutMs: number;
   /** How often the blob store's health is probed (for /readyz's body, gRPC health, a metric). */
   storageProbeIntervalMs: number;
+}
+
+function erasureKey(raw: string | undefined): Buffer | undefined {
+  if (raw === undefined) return undefined;
+  const key = Buffer.from(raw, "base64");
+  if (key.length !== 32) throw new ConfigError("ERASURE_KEY must be 32 bytes in base64 (openssl rand -base64 32)");
+  return key;
 }
 
 function masterKey(name: string, raw: string): Buffer {

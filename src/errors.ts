@@ -8,6 +8,8 @@ export const ErrorCodes = {
   VOICE_MODEL_NOT_FOUND: Code.NotFound,
   ACCESS_DENIED: Code.PermissionDenied,
   UNAUTHENTICATED: Code.Unauthenticated,
+  /** A valid token of a user whose data was deleted (DeleteUserData): no call of theirs is served. */
+  USER_ERASED: Code.Unauthenticated,
   INVALID_ARGUMENT: Code.InvalidArgument,
   MODEL_NOT_COMPLETED: Code.FailedPrecondition,
   ALREADY_ACTIVE: Code.AlreadyExists,
@@ -71,7 +73,7 @@ export type ErrorCode = keyof typeof ErrorCodes;
  * ends with one gives its slot back ("a call counts once it has passed authentication and
  * validation").
  */
-export const NOT_COUNTED_ERRORS: readonly ErrorCode[] = ["INVALID_ARGUMENT", "ACCESS_DENIED", "VOICE_MODEL_NOT_FOUND", "HISTORY_ENTRY_NOT_FOUND", "CONSENT_NOT_FOUND", "UNAUTHENTICATED", "SHARING_DISABLED"];
+export const NOT_COUNTED_ERRORS: readonly ErrorCode[] = ["INVALID_ARGUMENT", "ACCESS_DENIED", "VOICE_MODEL_NOT_FOUND", "HISTORY_ENTRY_NOT_FOUND", "CONSENT_NOT_FOUND", "UNAUTHENTICATED", "USER_ERASED", "SHARING_DISABLED"];
 
 export const ERROR_DOMAIN = "voicemodel.v1";
 

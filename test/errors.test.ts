@@ -185,6 +185,7 @@ const BY_CODE: Record<ErrorCode, ErrorCase[] | HttpCase | CoveredElsewhere | Bug
   STORAGE_FULL: { coveredBy: "storage/disk-full.test.ts" },
   DEADLINE_EXCEEDED: { coveredBy: "deadlines.test.ts" },
   SHUTTING_DOWN: { coveredBy: "shutdown.test.ts" },
+  USER_ERASED: { coveredBy: "backups/erasure-leaves-no-id.test.ts" },
   STREAM_STALLED: { coveredBy: "transport-limits.test.ts" },
   EVENTS_EXPIRED: { coveredBy: "events/resume.test.ts" },
   CONSENT_MISSING: { coveredBy: "consent.test.ts" },

@@ -25,7 +25,10 @@ import { masterKeySource, openBlobStore, openKeyProvider } from "../storage/open
 import { SealedStore } from "../storage/sealed-store";
 import { SelectionService } from "../usage/selection";
 import { UsageService } from "../usage/usage-service";
-import { UserErasure, userHash } from "../user-data/user-erasure";
+import { ERASURE_KEY_SETTING, loadErasureKey, UserHasher } from "../auth/user-hash";
+import { setTransactionSetting } from "../db/transaction";
+import { ErasedUsers } from "../user-data/erased-users";
+import { UserErasure } from "../user-data/user-erasure";
 import { NO_SHARES, SharedAccess } from "../voice-models/access";
 import { ActivationHistoryService } from "../voice-models/activation-history-service";
 import { VoiceModelService } from "../voice-models/voice-model-service";
@@ -95,13 +98,21 @@ export function buildDomain({ config, db, log }: { config: Readonly<Config>; db:
     pathPrefixes: bucket ? [`gs://${bucket}/${prefix}`, `gs://${bucket}/`] : [],
     pageTokens,
   });
-  const erasure = new UserErasure(db.knex, models, blobs, log, outbox);
+  // Erasure's keyed hashes; the key also reaches the database's trigger in every writing transaction.
+  const hasher = new UserHasher(loadErasureKey(config.erasureKey, config.dataDir));
+  if (db.kind === "postgres" && !config.erasureKey) {
+    // Instances that do not share the data folder would each make a key: all but the first refuse to start.
+    log.warn({ file: `${config.dataDir}/erasure-key` }, "ERASURE_KEY is unset: the erasure key is the data folder's file; set ERASURE_KEY on every instance");
+  }
+  setTransactionSetting(db.knex, ERASURE_KEY_SETTING, hasher.sqlKey);
+  const erasedUsers = new ErasedUsers(db.knex, hasher, notifications);
+  const erasure = new UserErasure(db.knex, models, blobs, log, outbox, hasher, erasedUsers);
   const sharing = new SharingService(db.knex, governance.sharingEnabled, pageTokens, outbox);
   const events = new EventService({
     knex: db.knex,
     feed,
     sharedModelIds: (userId) => sharedModelIds(db.knex, userId),
-    userHash,
+    userHash: erasure.userHash,
     heartbeatMs: config.events.heartbeatMs,
     retentionHours: config.events.retentionHours,
   });
@@ -115,7 +126,7 @@ export function buildDomain({ config, db, log }: { config: Readonly<Config>; db:
     maxRecordingBytes: config.files.maxFileBytes,
     withdrawal,
   });
-  return { notifications, feed, events, metrics, caches, pageTokens, models, history, cleanup, usage, blobs, storageHealth, mover, keyProvider, files, retention, backups, erasure, sharing, selection, consents };
+  return { notifications, feed, events, metrics, caches, pageTokens, models, history, cleanup, usage, blobs, storageHealth, mover, keyProvider, files, retention, backups, erasure, erasedUsers, sharing, selection, consents };
 }
 
 export type Domain = ReturnType<typeof buildDomain>;

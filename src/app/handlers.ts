@@ -18,7 +18,10 @@ export function buildHandlers(domain: Domain, options: { knex: Knex; governance:
   // Usage stats as an export header carries them.
   const usageOf: UsageLookup = async (actor, modelId) => {
     const stats = await usage.stats(actor, { modelId } as Parameters<typeof usage.stats>[1]);
-    return { ...stats, lastUsed: stats.lastUsed?.toISOString() ?? null, qualityRating: stats.qualityRating ?? null };
+    // Keys in a fixed order: the Struct encodes in insertion order, and a cached read of the
+    // stats lists them in another, so two exports of the same model would differ in bytes.
+    const { modelId: id, usageCount, totalCost, averageLatency } = stats;
+    return { modelId: id, usageCount, totalCost, averageLatency, lastUsed: stats.lastUsed?.toISOString() ?? null, qualityRating: stats.qualityRating ?? null };
   };
   const modelHandlers = voiceModelHandlers(models);
   const handlers: VoiceModelHandlers = {

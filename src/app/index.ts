@@ -11,8 +11,10 @@ import { CallRegistry, shuttingDown } from "../server/call-end";
 import { CallGate } from "../server/call-gate";
 import { CallGuard } from "../server/call-guard";
 import { fileRoutes } from "../server/file-routes";
+import { restRoutes } from "../server/rest-routes";
 import { bindListeners } from "../server/listeners";
 import { rewrapDataKeys } from "../storage/rewrap";
+import { ErasureKeyMismatchError } from "../user-data/erasure-keys";
 import { buildDomain } from "./domain";
 import { buildHandlers } from "./handlers";
 import { periodicJobs } from "./jobs";
@@ -43,7 +45,7 @@ export function createApp(deps: AppDeps) {
   const governance = config.governance;
   const instanceId = `${hostname()}:${process.pid}:${randomBytes(3).toString("hex")}`;
   const domain = buildDomain({ config, db, log });
-  const { notifications, feed, metrics, caches, storageHealth, mover, erasure, keyProvider, backups } = domain;
+  const { notifications, feed, metrics, caches, storageHealth, mover, erasure, erasedUsers, keyProvider, backups } = domain;
   registerBlobStoreMetric(metrics.registry, storageHealth);
 
   // Around every call, whichever transport: the token (gate), then metrics, rate limits and
@@ -54,9 +56,11 @@ export function createApp(deps: AppDeps) {
     rateLimiter: new PostgresRateLimiter(db.knex, governance.rateLimits),
     rateLimits: governance.rateLimits,
     log,
+    erased: erasedUsers,
   });
   const registry = new CallRegistry();
-  const gate = new CallGate(createTokenVerifier(config.jwt, config.jwt.secret ?? deps.jwtSecret), log, guard, registry);
+  // An erased user's still-valid token is refused at the gate, from memory (no round trip).
+  const gate = new CallGate(createTokenVerifier(config.jwt, config.jwt.secret ?? deps.jwtSecret), log, guard, registry, erasure.isErased);
   const { handlers, fileRoutes: fileRouteHandlers } = buildHandlers(domain, { knex: db.knex, governance, instanceId });
   const served = guard.wrap(VoiceModelServiceDesc, handlers);
   const jobs = periodicJobs(domain, { config, db, log, instanceId });
@@ -72,6 +76,12 @@ export function createApp(deps: AppDeps) {
 
   async function listen(): Promise<RunningApp> {
     await notifications?.start();
+    // Before any call: the erasure key checked, old hashes keyed, the erased users loaded. A
+    // wrong key stops the start; an unreachable database does not (the first call tries again).
+    await erasure.prepare().catch((error: unknown) => {
+      if (error instanceof ErasureKeyMismatchError) throw error;
+      log.warn({ err: error }, "erased users not read at start (the database is unreachable); the first call reads them");
+    });
     jobs.start();
     storageHealth.start();
     // Account deletions a crash interrupted carry on now.
@@ -85,6 +95,9 @@ export function createApp(deps: AppDeps) {
         (error) => log.error({ err: error }, "re-wrapping data keys failed"),
       );
     }
+    const files = fileRoutes({ gate, guard, log, handlers: fileRouteHandlers(served) });
+    // The design document's REST paths, from the proto's google.api.http annotations.
+    const rest = restRoutes({ service: VoiceModelServiceDesc, served, gate, registry, files, log });
     const listeners = await bindListeners({
       config,
       log,
@@ -94,7 +107,7 @@ export function createApp(deps: AppDeps) {
       registry,
       storageHealth,
       http: {
-        plainRoutes: fileRoutes({ gate, guard, log, handlers: fileRouteHandlers(served) }),
+        plainRoutes: (req, res) => files(req, res) || rest(req, res),
         isReady,
         readinessDetails: () => ({ blobStore: storageHealth.state }),
         metrics: async () => ({ contentType: metrics.registry.contentType, body: await metrics.registry.metrics() }),

@@ -1,6 +1,6 @@
 import type { Knex } from "knex";
 import type { Caller } from "../auth/caller";
-import type { Db } from "../db/transaction";
+import type { Db, Tx } from "../db/transaction";
 import { accessDenied, invalidArgument } from "../errors";
 import { TIME_MS, TIME_RANGE_MS, type PageTokens, type PositionField } from "../paging/page-token";
 import { isUserId, USER_ID_RULE } from "../auth/user-id";
@@ -18,7 +18,14 @@ export interface AuditEventInput {
   resultCode?: string;
   requestId?: string;
   clientAddress?: string;
+  /**
+   * Other users the event is about (a share's targets, the user a refusal names). Every user id
+   * of the event is kept out of details' text: stored here, referred to as "{user:N}".
+   */
+  userIds?: readonly string[];
   details?: Record<string, unknown>;
+  /** What to store for a user id of the event (an erased user's hash in place of the id). */
+  storedId?: (userId: string) => string;
 }
 
 export interface AuditEvent {
@@ -48,7 +55,47 @@ interface AuditRow {
   request_id: string | null;
   client_address: string | null;
   count: number;
+  user_ids: string[] | null;
   details: Record<string, unknown>;
+}
+
+const escapeRegExp = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+const PLACEHOLDER = /\{user:(\d+)\}/g;
+
+/**
+ * A whole user id inside text: not part of a longer run of id characters, except that a '.' or
+ * ':' right after it may end a sentence or a clause ("for user bob: 5 per 3600 s"). A short id
+ * inside a model id or a method name is left alone. The same rule as the SQL of eraseUserFromAudit.
+ */
+const ID_CHAR = "[A-Za-z0-9._:@|-]";
+const wholeIds = (alternatives: string) => `(?<!${ID_CHAR})(?:${alternatives})(?![A-Za-z0-9_@|-])(?![.:]${ID_CHAR})`;
+
+/** details with every whole occurrence of ids[i] in its strings replaced by "{user:i}". */
+export function withoutUserIds(value: unknown, ids: readonly string[]): unknown {
+  if (ids.length === 0) return value;
+  // Longest first, so an id that contains another is replaced whole.
+  const order = [...ids.keys()].sort((a, b) => ids[b].length - ids[a].length);
+  const pattern = new RegExp(wholeIds(order.map((i) => escapeRegExp(ids[i])).join("|")), "g");
+  const index = new Map(ids.map((id, i) => [id, i]));
+  const walk = (v: unknown): unknown => {
+    if (typeof v === "string") return v.replace(pattern, (id) => `{user:${index.get(id)}}`);
+    if (Array.isArray(v)) return v.map(walk);
+    if (v !== null && typeof v === "object") return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, walk(x)]));
+    return v;
+  };
+  return walk(value);
+}
+
+/** The inverse when read: placeholders filled from the row's ids (hashes, once a user was erased). */
+function withUserIds(value: unknown, ids: readonly string[]): unknown {
+  if (ids.length === 0) return value;
+  const walk = (v: unknown): unknown => {
+    if (typeof v === "string") return v.includes("{user:") ? v.replace(PLACEHOLDER, (text, i) => ids[Number(i)] ?? text) : v;
+    if (Array.isArray(v)) return v.map(walk);
+    if (v !== null && typeof v === "object") return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, walk(x)]));
+    return v;
+  };
+  return walk(value);
 }
 
 const toEvent = (row: AuditRow): AuditEvent => ({
@@ -63,7 +110,7 @@ const toEvent = (row: AuditRow): AuditEvent => ({
   requestId: row.request_id ?? undefined,
   clientAddress: row.client_address ?? undefined,
   count: row.count,
-  details: row.details ?? {},
+  details: (withUserIds(row.details ?? {}, row.user_ids ?? []) ?? {}) as Record<string, unknown>,
 });
 
 /** The actor fields of an event from the verified caller of a call. */
@@ -76,16 +123,19 @@ export const byActor = (actor: Actor): Pick<AuditEventInput, "actorId" | "actorR
 
 /** Writes one event on db: pass the transaction of the change so both commit together. */
 export async function recordAudit(db: Db, event: AuditEventInput): Promise<void> {
+  const userIds = [...new Set([event.actorId, event.targetUserId, ...(event.userIds ?? [])].filter((id): id is string => !!id))];
+  const stored = (id: string | undefined) => (id === undefined || !event.storedId ? id : event.storedId(id));
   await db("audit_events").insert({
     action: event.action,
-    actor_id: event.actorId ?? null,
+    actor_id: stored(event.actorId) ?? null,
     actor_roles: (event.actorRoles ?? []).join(","),
-    target_user_id: event.targetUserId ?? null,
+    target_user_id: stored(event.targetUserId) ?? null,
     model_id: event.modelId ?? null,
     result_code: event.resultCode ?? "OK",
     request_id: event.requestId ?? null,
     client_address: event.clientAddress ?? null,
-    details: JSON.stringify(event.details ?? {}),
+    user_ids: userIds.map((id) => stored(id)!),
+    details: JSON.stringify(withoutUserIds(event.details ?? {}, userIds)),
   });
 }
 
@@ -236,4 +286,70 @@ function time(value: Date, field: string): Date {
   const ms = value.getTime();
   if (!(ms >= TIME_RANGE_MS.min && ms <= TIME_RANGE_MS.max)) throw invalidArgument(field, "must be a time from year 1 to 9999");
   return value;
+}
+
+/**
+ * Erasure's pass over the audit log, in its transaction: the id becomes hash in both id columns
+ * and in user_ids (which details' "{user:N}" refer to), and in the text of rows written before
+ * user ids were kept apart (user_ids NULL), as a whole id only.
+ */
+export async function eraseUserFromAudit(trx: Tx, userId: string, hash: string): Promise<void> {
+  await trx("audit_events").where("actor_id", userId).update({ actor_id: hash });
+  await trx("audit_events").where("target_user_id", userId).update({ target_user_id: hash });
+  await trx.raw(`UPDATE audit_events SET user_ids = array_replace(user_ids, ?::varchar, ?::varchar) WHERE user_ids @> ARRAY[?]::varchar[]`, [
+    userId,
+    hash,
+    userId,
+  ]);
+  // The whole id only (see wholeIds); PostgreSQL's regular expressions read the same syntax.
+  const pattern = wholeIds(userId.replace(/[^A-Za-z0-9]/g, "\\$&"));
+  await trx.raw(`UPDATE audit_events SET details = regexp_replace(details::text, ?, ?, 'g')::jsonb WHERE user_ids IS NULL AND strpos(details::text, ?) > 0`, [
+    pattern,
+    hash,
+    userId,
+  ]);
+}
+
+/** A run of user-id characters in text, and the same without a trailing '.' or ':'. */
+const ID_RUN = /[A-Za-z0-9._:@|-]+/g;
+
+/**
+ * Rows written before user ids were kept apart may name users erased back then, whose ids are
+ * gone: every id-like word of their details whose SHA-256 is one of `hashes` (old hash -> keyed
+ * hash) is replaced by the keyed hash. Batched by id; returns how many rows changed.
+ */
+export async function rehashLegacyDetails(trx: Tx, hashes: ReadonlyMap<string, string>, sha256Hex: (text: string) => string): Promise<number> {
+  if (hashes.size === 0) return 0;
+  const replaceIn = (text: string) =>
+    text.replace(ID_RUN, (run) => {
+      for (const candidate of [run, run.replace(/[.:]+$/, "")]) {
+        const keyed = candidate && hashes.get(sha256Hex(candidate));
+        if (keyed) return keyed + run.slice(candidate.length);
+      }
+      return run;
+    });
+  const walk = (v: unknown): unknown => {
+    if (typeof v === "string") return replaceIn(v);
+    if (Array.isArray(v)) return v.map(walk);
+    if (v !== null && typeof v === "object") return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, walk(x)]));
+    return v;
+  };
+  let changed = 0;
+  let after = 0;
+  for (;;) {
+    const rows = (await trx("audit_events").whereNull("user_ids").where("id", ">", after).orderBy("id").limit(1000).select("id", "details")) as Array<{
+      id: number | string;
+      details: Record<string, unknown>;
+    }>;
+    if (rows.length === 0) return changed;
+    for (const row of rows) {
+      const before = JSON.stringify(row.details);
+      const rewritten = JSON.stringify(walk(row.details));
+      if (rewritten !== before) {
+        await trx("audit_events").where({ id: row.id }).update({ details: rewritten });
+        changed++;
+      }
+    }
+    after = Number(rows[rows.length - 1].id);
+  }
 }

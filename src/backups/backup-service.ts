@@ -170,7 +170,9 @@ export class BackupService {
       throw failure;
     }
     try {
-      const backup = await repo.insertBackup(this.deps.knex, backupId, userId, result, models.length, includeDeleted);
+      // In a transaction of ours: it hands the erasure key to the trigger that checks the user.
+      const sealed = result;
+      const backup = await inTransaction(this.deps.knex, (trx) => repo.insertBackup(trx, backupId, userId, sealed, models.length, includeDeleted));
       // A withdrawal that committed while this backup was written: the rewrite job takes it.
       const withdrawn = await modelRepo.revokedAmong(this.deps.knex, models.map((m) => m.id));
       if (withdrawn.size > 0) {

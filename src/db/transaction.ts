@@ -17,11 +17,40 @@ function isRetryable(error: unknown): boolean {
   return e?.code === "23505" && e.constraint !== undefined && RETRYABLE_CONSTRAINTS.has(e.constraint);
 }
 
+// Settings every writing transaction of a database hands to its triggers (the erasure key), set
+// transaction-locally: a pooler may give the next transaction another server connection.
+const transactionSettings = new WeakMap<Knex, { sql: string; bindings: string[] }>();
+
+/** Sets `name` to `value` (transaction-local) at the start of every transaction opened here on knex. */
+export function setTransactionSetting(knex: Knex, name: string, value: string): void {
+  transactionSettings.set(knex, { sql: "SELECT set_config(?, ?, true)", bindings: [name, value] });
+}
+
+/** Applies the settings of setTransactionSetting to a transaction opened elsewhere (knex.transaction). */
+export async function applyTransactionSettings(knex: Knex, trx: Tx): Promise<void> {
+  const settings = transactionSettings.get(knex);
+  if (settings) await trx.raw(settings.sql, settings.bindings);
+}
+
+export interface TransactionOptions {
+  attempts?: number;
+  /**
+   * false: skip the settings of setTransactionSetting (one round trip) in a transaction that
+   * writes no table whose triggers read them (rate-limit hits, usage events). Default true.
+   */
+  settings?: boolean;
+}
+
 /** Runs fn in one transaction, retrying contention failures so callers never see them. */
-export async function inTransaction<T>(knex: Knex, fn: (trx: Tx) => Promise<T>, attempts = 8): Promise<T> {
+export async function inTransaction<T>(knex: Knex, fn: (trx: Tx) => Promise<T>, options: TransactionOptions = {}): Promise<T> {
+  const { attempts = 8, settings = true } = options;
   for (let attempt = 1; ; attempt++) {
     try {
-      return await knex.transaction(fn);
+      if (!settings) return await knex.transaction(fn);
+      return await knex.transaction(async (trx) => {
+        await applyTransactionSettings(knex, trx);
+        return fn(trx);
+      });
     } catch (error) {
       if (attempt >= attempts || !isRetryable(error)) throw error;
       await sleep(Math.random() * 5 * attempt);

@@ -73,6 +73,7 @@ export class PostgresRateLimiter implements RateLimiter {
           if (given.length > 0) await this.knex("rate_limit_hits").whereIn("id", given).delete();
         },
       };
-    });
+      // Writes only rate_limit_hits: no trigger needs the erasure key.
+    }, { settings: false });
   }
 }

@@ -41,6 +41,8 @@ export class CallGate {
     private readonly log: Logger,
     private readonly observer?: RefusalObserver,
     private readonly registry?: CallRegistry,
+    /** Whether a verified caller's user was erased (DeleteUserData): their tokens are refused. */
+    private readonly isErased?: (userId: string) => boolean | Promise<boolean>,
   ) {}
 
   /**
@@ -56,11 +58,19 @@ export class CallGate {
     } catch (error) {
       return this.refuse(call, requestId, error, startedAtMs);
     }
-    if (!(caller instanceof Promise)) return new CallContext(call, requestId, caller, this.log);
+    if (!(caller instanceof Promise)) return this.admitVerified(call, requestId, caller, startedAtMs);
     return caller.then(
-      (verified) => new CallContext(call, requestId, verified, this.log),
+      (verified) => this.admitVerified(call, requestId, verified, startedAtMs),
       (error) => this.refuse(call, requestId, error, startedAtMs),
     );
+  }
+
+  /** A verified caller: refused if their user was erased (a check that may first read the erased users). */
+  private admitVerified(call: IncomingCall, requestId: string, caller: Caller, startedAtMs: number): RequestContext | Promise<RequestContext> {
+    const erased = this.isErased?.(caller.userId) ?? false;
+    const decide = (isErased: boolean) => (isErased ? this.refuse(call, requestId, userErased(), startedAtMs) : new CallContext(call, requestId, caller, this.log));
+    if (!(erased instanceof Promise)) return decide(erased);
+    return erased.then(decide, (error) => this.refuse(call, requestId, error, startedAtMs));
   }
 
   private async refuse(call: IncomingCall, requestId: string, error: unknown, startedAtMs: number): Promise<never> {
@@ -75,6 +85,9 @@ export class CallGate {
     return this.verifier.verify(match[1]);
   }
 }
+
+/** The message names no user: the refusal is audited (per address and minute) and may be logged. */
+const userErased = () => new AppError("USER_ERASED", "the user of this token was erased (DeleteUserData); their tokens are no longer accepted");
 
 /** A class rather than an object literal with getters: one is made per call. */
 class CallContext implements RequestContext {

@@ -38,6 +38,11 @@ export interface CallGuardOptions {
   rateLimiter: RateLimiter;
   rateLimits: { enabled: boolean; exemptRoles: readonly string[] };
   log: Logger;
+  /**
+   * Erased users (DeleteUserData): a service or admin call naming one is refused before it writes
+   * anything; a refusal of a user's call that names one is audited with the erasure hash.
+   */
+  erased?: { readonly size: number; has(userId: string): boolean; stored(userId: string): string };
 }
 
 /**
@@ -82,7 +87,7 @@ export class CallGuard {
   async refused(call: IncomingCall, requestId: string, error: unknown, startedAtMs: number): Promise<void> {
     const appError = toAppError(error);
     this.options.metrics.observeRpc(localName(call.method), codeLabel(appError), elapsed(startedAtMs));
-    if (appError.code !== "UNAUTHENTICATED") return;
+    if (appError.code !== "UNAUTHENTICATED" && appError.code !== "USER_ERASED") return;
     // Awaited (the refusal is answered after it is recorded); a database outage only logs.
     await recordUnauthenticated(this.options.knex, {
       clientAddress: call.clientAddress,
@@ -107,15 +112,16 @@ export class CallGuard {
     // Most calls are neither rate limited nor audited: they skip both awaits.
     const { rateLimit: operation, audit: auditAction, items } = policyOf(method);
     try {
+      this.refuseErased(method, request, ctx);
       if (operation) reservation = await this.reserve(operation, requestedUser(request), ctx, items ? items.slots(request) : 1);
       const reply = await run();
       // The transport may already have answered DEADLINE_EXCEEDED or UNAVAILABLE for it.
       this.options.metrics.observeRpc(method, ctx.endedBy ? codeLabel(ctx.endedBy) : "OK", elapsed(startedAtMs));
-      if (items) await this.itemsRefused(items.errors(reply), ctx, reservation);
+      if (items) await this.itemsRefused(items.errors(reply), ctx, reservation, request);
       if (auditAction) await this.audited(auditAction, request, ctx);
       return reply;
     } catch (error) {
-      await this.failed(method, ctx, error, startedAtMs, reservation);
+      await this.failed(method, ctx, error, startedAtMs, reservation, request);
       throw error;
     }
   }
@@ -126,6 +132,7 @@ export class CallGuard {
     const { rateLimit: operation, audit: auditAction } = policyOf(method);
     let ended = false;
     try {
+      this.refuseErased(method, request, ctx);
       if (operation) reservation = await this.reserve(operation, requestedUser(request), ctx, 1);
       checkRequestText(request);
       yield* handler(request, ctx);
@@ -134,11 +141,25 @@ export class CallGuard {
       if (auditAction) await this.audited(auditAction, request, ctx);
     } catch (error) {
       ended = true;
-      await this.failed(method, ctx, error, startedAtMs, reservation);
+      await this.failed(method, ctx, error, startedAtMs, reservation, request);
       throw error;
     } finally {
       // The transport closed the stream before its end: the client went away.
       if (!ended) this.options.metrics.observeRpc(method, ctx.endedBy ? codeLabel(ctx.endedBy) : "CANCELLED", elapsed(startedAtMs));
+    }
+  }
+
+  /**
+   * A service or admin call for an erased user would write their id again (a rate-limit row,
+   * usage, a share, an audit row): refused, the message naming the field, not the id. A user's
+   * own calls name only themselves (the gate refuses an erased user's token) or are refused as
+   * ACCESS_DENIED. DeleteUserData may name them again to report the finished purge.
+   */
+  private refuseErased(method: string, request: unknown, ctx: RequestContext): void {
+    const erased = this.options.erased;
+    if (!erased || erased.size === 0 || !ctx.caller.privileged || method === "deleteUserData") return;
+    for (const [field, userId] of requestUsers(request)) {
+      if (erased.has(userId)) throw new AppError("INVALID_ARGUMENT", `${field} names a user whose data was deleted (DeleteUserData)`, { field });
     }
   }
 
@@ -192,7 +213,7 @@ export class CallGuard {
    * The items of a batch reply that failed, as their single calls would have: one refused by
    * validation or access gives its slot back, an access refusal is audited.
    */
-  private async itemsRefused(errors: ReadonlyArray<ItemError | undefined>, ctx: RequestContext, reservation: Reservation | undefined) {
+  private async itemsRefused(errors: ReadonlyArray<ItemError | undefined>, ctx: RequestContext, reservation: Reservation | undefined, request: unknown) {
     const uncounted = errors.filter((e) => e !== undefined && NOT_COUNTED.has(e.info.reason)).length;
     if (reservation?.granted && uncounted > 0) {
       await reservation.release(uncounted).catch((err) => ctx.log.warn({ err }, "could not release rate-limit slots"));
@@ -200,11 +221,11 @@ export class CallGuard {
     for (const [index, e] of errors.entries()) {
       if (e?.info.reason !== "ACCESS_DENIED") continue;
       const { modelId, userId } = e.info.metadata;
-      await this.auditRefusal(ctx, new AppError("ACCESS_DENIED", e.message, { modelId, userId, itemIndex: index }));
+      await this.auditRefusal(ctx, new AppError("ACCESS_DENIED", e.message, { modelId, userId, itemIndex: index }), request);
     }
   }
 
-  private async failed(method: string, ctx: RequestContext, error: unknown, startedAtMs: number, reservation: Reservation | undefined) {
+  private async failed(method: string, ctx: RequestContext, error: unknown, startedAtMs: number, reservation: Reservation | undefined, request: unknown) {
     const appError = toAppError(error);
     this.options.metrics.observeRpc(method, codeLabel(ctx.endedBy ?? appError), elapsed(startedAtMs));
     if (reservation?.granted) {
@@ -217,10 +238,11 @@ export class CallGuard {
         await reservation.release(reservation.slots - kept).catch((err) => ctx.log.warn({ err }, "could not release a rate-limit slot"));
       }
     }
-    if (appError.code === "ACCESS_DENIED" || appError.code === "RATE_LIMITED") await this.auditRefusal(ctx, appError);
+    if (appError.code === "ACCESS_DENIED" || appError.code === "RATE_LIMITED") await this.auditRefusal(ctx, appError, request);
   }
 
-  private async auditRefusal(ctx: RequestContext, error: AppError): Promise<void> {
+  /** The refusal's message names users as "{user:N}" (see recordAudit), so erasure can rewrite them. */
+  private async auditRefusal(ctx: RequestContext, error: AppError, request: unknown): Promise<void> {
     await recordAudit(this.options.knex, {
       actorId: ctx.caller.userId,
       actorRoles: ctx.caller.roles,
@@ -230,6 +252,8 @@ export class CallGuard {
       targetUserId: error.subject.userId,
       modelId: error.subject.modelId,
       resultCode: error.code,
+      userIds: requestUsers(request).map(([, userId]) => userId),
+      storedId: this.options.erased && this.options.erased.size > 0 ? this.options.erased.stored : undefined,
       // A batch item's refusal names its position.
       details: { method: ctx.method, message: error.message, ...(error.subject.itemIndex === undefined ? {} : { itemIndex: error.subject.itemIndex }) },
     }).catch((err) => ctx.log.warn({ err }, "could not audit a refused call"));
@@ -242,6 +266,24 @@ function requestedUser(request: unknown): string | undefined {
   if (typeof r?.userId === "string" && r.userId) return r.userId;
   if (typeof r?.ownerId === "string" && r.ownerId) return r.ownerId;
   return undefined;
+}
+
+const USER_FIELDS = new Set(["userId", "ownerId", "targetUserIds"]);
+
+/** Every user id a request names (its own fields and those of its batch items), with the field. */
+function requestUsers(request: unknown, depth = 0): Array<[field: string, userId: string]> {
+  if (request === null || typeof request !== "object" || ArrayBuffer.isView(request) || depth > 2) return [];
+  const found: Array<[string, string]> = [];
+  for (const [key, value] of Object.entries(request)) {
+    if (USER_FIELDS.has(key)) {
+      for (const v of Array.isArray(value) ? value : [value]) if (typeof v === "string" && v) found.push([key, v]);
+    } else if (Array.isArray(value)) {
+      for (const item of value) found.push(...requestUsers(item, depth + 1));
+    } else if (typeof value === "object") {
+      found.push(...requestUsers(value, depth + 1));
+    }
+  }
+  return found;
 }
 
 /** "voicemodel.v1.VoiceModelService/GetVoiceModel" -> "getVoiceModel"; other names stay as they are. */

@@ -20,6 +20,16 @@ export interface FileRoutesDeps {
   log: Logger;
 }
 
+/** Renders a failed route's error reply (Connect's error JSON here; the REST paths' flat shape). */
+export type ErrorRenderer = (res: http.ServerResponse, error: unknown, requestId: string, log: Logger) => void;
+
+export interface FileRoutes {
+  /** Takes the request when it is one of the /v1 file routes. */
+  (req: http.IncomingMessage, res: http.ServerResponse): boolean;
+  /** The export download for another path (the REST export path), errors rendered its way. */
+  exportFile(req: http.IncomingMessage, res: http.ServerResponse, modelIdSegment: string, renderError: ErrorRenderer): void;
+}
+
 type Route = (req: http.IncomingMessage, res: http.ServerResponse, ctx: RequestContext, params: string[]) => Promise<void>;
 
 /**
@@ -35,7 +45,7 @@ const viaRpcHandler: Guarded = undefined;
  * rpc/file-route-handlers.ts. Same token, access rules and error codes as the RPCs; errors are
  * Connect's error JSON ({code, message, details: [ErrorInfo]}).
  */
-export function fileRoutes(deps: FileRoutesDeps): (req: http.IncomingMessage, res: http.ServerResponse) => boolean {
+export function fileRoutes(deps: FileRoutesDeps): FileRoutes {
   const { handlers } = deps;
   const model = (params: string[]) => ({ modelId: params[0] });
   const download =
@@ -61,7 +71,7 @@ export function fileRoutes(deps: FileRoutesDeps): (req: http.IncomingMessage, re
     ["GET", /^\/v1\/backups\/([^/]+)$/, ["backupId"], "DownloadBackup", download(handlers.downloadBackup), { as: "downloadBackup", request: () => ({}) }],
   ];
 
-  return (req, res) => {
+  const router = (req: http.IncomingMessage, res: http.ServerResponse) => {
     const path = (req.url ?? "").split("?")[0];
     for (const [method, pattern, paramNames, name, route, guarded] of routes) {
       const match = pattern.exec(path);
@@ -70,13 +80,29 @@ export function fileRoutes(deps: FileRoutesDeps): (req: http.IncomingMessage, re
       const guardedRoute: Route = guarded
         ? (rq, rs, ctx, params) => deps.guard.guardCall(guarded.as, guarded.request(params), ctx, () => route(rq, rs, ctx, params))
         : route;
-      void serve(req, res, `HTTP ${name}`, guardedRoute, match.slice(1), paramNames);
+      void serve(req, res, `HTTP ${name}`, guardedRoute, match.slice(1), paramNames, sendHttpError);
       return true;
     }
     return false;
   };
+  const exportRoute = routes.find(([, , , name]) => name === "ExportVoiceModel");
+  const [, , exportParams, exportName, exportServe, exportGuard] = exportRoute ?? [];
+  if (!exportParams || !exportName || !exportServe || !exportGuard) throw new Error("the export route is missing");
+  const exportFile: FileRoutes["exportFile"] = (req, res, modelIdSegment, renderError) => {
+    const guarded: Route = (rq, rs, ctx, params) => deps.guard.guardCall(exportGuard.as, exportGuard.request(params), ctx, () => exportServe(rq, rs, ctx, params));
+    void serve(req, res, `HTTP ${exportName}`, guarded, [modelIdSegment], exportParams, renderError);
+  };
+  return Object.assign(router, { exportFile });
 
-  async function serve(req: http.IncomingMessage, res: http.ServerResponse, method: string, route: Route, rawParams: string[], paramNames: string[]) {
+  async function serve(
+    req: http.IncomingMessage,
+    res: http.ServerResponse,
+    method: string,
+    route: Route,
+    rawParams: string[],
+    paramNames: string[],
+    renderError: ErrorRenderer,
+  ) {
     const header = req.headers["x-request-id"];
     const requestId = requestIdFor(typeof header === "string" ? header : undefined);
     res.setHeader("x-request-id", requestId);
@@ -96,7 +122,7 @@ export function fileRoutes(deps: FileRoutesDeps): (req: http.IncomingMessage, re
       await route(req, res, ctx, rawParams.map((segment, i) => pathParam(segment, paramNames[i])));
     } catch (error) {
       if (!res.headersSent) req.resume();
-      sendHttpError(res, error, requestId, deps.log);
+      renderError(res, error, requestId, deps.log);
     }
   }
 }

@@ -64,8 +64,9 @@ const EXPOSED_HEADERS = [
   "Content-Disposition",
   "Content-Length",
 ].join(", ");
-// PUT: the large-file upload route (PUT /v1/voice-models/{id}/file).
-const ALLOWED_METHODS = [...connectCors.allowedMethods, "PUT"].join(", ");
+// PUT: the large-file upload route (PUT /v1/voice-models/{id}/file) and the REST update;
+// DELETE: the REST delete (DELETE /voice-models/{modelId}).
+const ALLOWED_METHODS = [...connectCors.allowedMethods, "PUT", "DELETE"].join(", ");
 
 /**
  * Sets the CORS headers with setHeader, before any route runs, so every reply to an allowed

@@ -79,6 +79,7 @@ export class SharingService {
         action: "share.granted",
         targetUserId: ownerId,
         modelId,
+        userIds: targets,
         details: { targetUserIds: targets, permission },
       });
       await this.events.append(trx, [{ type: "shared", userId: ownerId, model, audience: targets }]);
@@ -99,6 +100,7 @@ export class SharingService {
         action: "share.revoked",
         targetUserId: model.userId,
         modelId,
+        userIds: [...(targets ?? []), ...revoked],
         details: { targetUserIds: targets ?? "all", revoked: revoked.length },
       });
       if (revoked.length > 0) await this.events.append(trx, [{ type: "share_revoked", userId: model.userId, modelId, audience: revoked }]);

@@ -1,6 +1,6 @@
 import type { Knex } from "knex";
 import type { CompareVoiceModelsRequest, SelectBestVoiceModelRequest } from "../../gen/voicemodel/v1/usage_pb";
-import { resolveTargetUser } from "../auth/caller";
+import { makeCaller, resolveTargetUser } from "../auth/caller";
 import type { Db } from "../db/transaction";
 import { invalidArgument } from "../errors";
 import * as activation from "../voice-models/activation";
@@ -48,6 +48,7 @@ export class SelectionService {
   ) {}
 
   async compare(actor: Actor, req: CompareVoiceModelsRequest): Promise<Comparison> {
+    const reader = compareReader(actor, req.userId);
     const ids = req.modelIds;
     if (ids.length < COMPARE_MIN || ids.length > COMPARE_MAX) {
       throw invalidArgument("modelIds", `must hold ${COMPARE_MIN} to ${COMPARE_MAX} model ids`);
@@ -59,9 +60,9 @@ export class SelectionService {
       seen.add(id);
     });
     // Each id must exist and be readable by the caller (own, shared, or privileged): the first
-    // that is not fails the call with its id.
+    // that is not fails the call with its id. A privileged caller naming a user reads as that user.
     const models: VoiceModelRecord[] = [];
-    for (const [i, id] of normalized.entries()) models.push(await usableModel(this.knex, this.reads, this.models.access, actor, id, `modelIds[${i}]`));
+    for (const [i, id] of normalized.entries()) models.push(await usableModel(this.knex, this.reads, this.models.access, reader, id, `modelIds[${i}]`));
 
     const candidates = await withLatency(this.knex, models);
     const sums = await lifetimeSums(this.knex, normalized);
@@ -130,4 +131,12 @@ function explainSelection(candidates: Candidate[], criteria: RankingCriteria, ac
     return { model: undefined, reason, others, activated: false };
   }
   return { model: best.model, reason: explainBest(best, ranked[1], criteria).reason, others, activated };
+}
+
+/** Whose read access a comparison checks: the caller, or the user a privileged caller names. */
+function compareReader(actor: Actor, userId: string | undefined): Actor {
+  if (userId === undefined || userId === "") return actor;
+  const target = resolveTargetUser(actor.caller, userId);
+  if (!actor.caller.privileged) return actor;
+  return { caller: makeCaller(target, ["user"]), requestId: actor.requestId, clientAddress: actor.clientAddress };
 }

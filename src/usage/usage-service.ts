@@ -175,7 +175,8 @@ export class UsageService {
         details: { records: events.length, duplicates: batchDuplicates },
       });
       return { recorded: fresh.length, duplicates: batchDuplicates };
-    });
+      // The TTS write path writes no model, file or backup row: it skips the erasure key's round trip.
+    }, { settings: false });
   }
 
   /** Stats of a model the caller can read, lifetime (usage_totals) or by UTC days (usage_daily). */

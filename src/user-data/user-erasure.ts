@@ -1,8 +1,11 @@
 import type { Knex } from "knex";
-import { createHash } from "node:crypto";
 import type { Logger } from "pino";
+import { eraseUserFromAudit } from "../audit/audit-log";
 import { hasRole } from "../auth/caller";
-import type { Tx } from "../db/transaction";
+import type { UserHasher } from "../auth/user-hash";
+import { scopes } from "../cache/cache-tables";
+import { databaseUnavailable } from "../db/db-errors";
+import { applyTransactionSettings, type Tx } from "../db/transaction";
 import { accessDenied, invalidArgument } from "../errors";
 import * as backups from "../backups/backup-repository";
 import * as files from "../model-files/model-file-repository";
@@ -15,8 +18,8 @@ import { isUserId } from "../auth/user-id";
 import * as history from "../voice-models/activation-history";
 import * as modelRepo from "../voice-models/repository";
 import type { VoiceModelService } from "../voice-models/voice-model-service";
-
-export const userHash = (userId: string) => createHash("sha256").update(userId, "utf8").digest("hex");
+import type { ErasedUsers } from "./erased-users";
+import { keyOldErasures } from "./erasure-keys";
 
 /** Top-level folders of the storage layout: a user with one of these ids gets no prefix sweep. */
 const RESERVED_FOLDERS = new Set(["incoming", "deleted", "backups"]);
@@ -38,11 +41,10 @@ const USER_ROW_TABLES: Array<[table: string, column: string]> = [
   ["voice_model_consents", "user_id"],
 ];
 
-/** Columns where the id may stay as a hash (audit trail, others' usage events). */
+/** Columns where the id may stay as a hash (others' usage events, others' history; the audit log's own pass). */
 const HASHED_COLUMNS: Array<[table: string, column: string]> = [
-  ["audit_events", "actor_id"],
-  ["audit_events", "target_user_id"],
   ["usage_events", "user_id"],
+  ["activation_history", "actor_id"],
 ];
 
 /**
@@ -58,15 +60,48 @@ export class UserErasure {
     private readonly blobs: BlobStore,
     private readonly log: Logger,
     private readonly events: EventOutbox,
+    private readonly hasher: UserHasher,
+    private readonly erased: ErasedUsers,
   ) {}
+
+  /** The keyed hash erasure leaves in place of a user id. */
+  readonly userHash = (userId: string): string => this.hasher.hash(userId);
+
+  private prepared: Promise<void> | undefined;
+
+  /**
+   * Before the first call is admitted: checks the erasure key against the database, converts
+   * erasures hashed before hashes were keyed, and loads the erased users the calls are checked
+   * against. Once per process; after a failure (the database unreachable at start) the next
+   * caller tries again, its call waiting for it or failing as the database does.
+   */
+  prepare(): Promise<void> {
+    this.prepared ??= (async () => {
+      const converted = await keyOldErasures(this.knex, this.hasher);
+      if (converted > 0) this.log.info({ converted }, "erasure hashes made before the erasure key converted to keyed hashes");
+      await this.erased.reload();
+    })().catch((error: unknown) => {
+      this.prepared = undefined;
+      throw databaseUnavailable(error) ?? error;
+    });
+    return this.prepared;
+  }
+
+  /** Whether the user was erased, once the erased users are loaded (see prepare). */
+  readonly isErased = (userId: string): boolean | Promise<boolean> =>
+    this.erased.loaded ? this.erased.has(userId) : this.prepare().then(() => this.erased.has(userId));
 
   /** Tombstones the user (once) and runs the object purge, reporting progress. */
   async *erase(actor: Actor, userId: string | undefined): AsyncIterable<ErasureProgress> {
     if (!hasRole(actor.caller, "admin") && !hasRole(actor.caller, "service")) throw accessDenied("DeleteUserData needs the admin or service role");
     if (!userId || !isUserId(userId)) throw invalidArgument("userId", "is required: the user whose data to delete");
-    const hash = userHash(userId);
+    const hash = this.userHash(userId);
     const existing = await this.knex("user_tombstones").where({ user_hash: hash }).first();
-    if (!existing) await this.tombstone(actor, userId, hash);
+    if (!existing) {
+      await this.tombstone(actor, userId, hash);
+      // From the commit on, the user's tokens are refused here (others hear it by NOTIFY).
+      this.erased.add(hash);
+    }
     yield await this.progress(hash);
     for await (const p of this.purgeObjects(hash)) yield p;
   }
@@ -81,7 +116,8 @@ export class UserErasure {
         await modelRepo.patchModel(trx, log, model.id, { isActive: false, deletedAt: new Date() }, "deleted");
         if (model.isActive) log.activationChanged({ userId, fromModelId: model.id, toModelId: undefined, reason: "account_deleted" });
       }
-      await trx("user_tombstones").insert({ user_hash: hash, user_id: userId, status: "purging", requested_by_hash: userHash(actor.caller.userId) });
+      await trx("user_tombstones").insert({ user_hash: hash, user_id: userId, status: "purging", requested_by_hash: this.userHash(actor.caller.userId) });
+      await this.erased.announce(trx, hash);
       await this.recordKeys(trx, userId, hash);
       const all = await modelRepo.userModels(trx, userId, { includeDeleted: true });
       // Before the rows go (and their shares with them): the sharees are told.
@@ -136,9 +172,16 @@ export class UserErasure {
       await count(batch % 100);
     }
     await this.knex.transaction(async (trx) => {
+      await applyTransactionSettings(this.knex, trx);
       for (const [table, column] of HASHED_COLUMNS) {
         if (await trx.schema.hasTable(table)) await trx(table).where(column, userId).update({ [column]: hash });
       }
+      await eraseUserFromAudit(trx, userId, hash);
+      // Rows the tombstone's own transaction wrote again (its cache invalidation) or left.
+      for (const [table, column] of USER_ROW_TABLES) {
+        if (await trx.schema.hasTable(table)) await trx(table).where(column, userId).delete();
+      }
+      await trx("cache_generations").where("scope", scopes.user(userId)).delete();
       await modelRepo.forgetOwner(trx, userId);
       await trx("user_tombstones").where({ user_hash: hash }).update({ status: "done", user_id: null, finished_at: trx.raw("now()") });
     });

@@ -1,5 +1,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { createHash, randomBytes } from "node:crypto";
+import { UserHasher } from "../../src/auth/user-hash";
+import { ERASURE_KEY } from "../helpers/env";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -50,22 +52,35 @@ test("DeleteUserData removes every row and object of the user and blocks them fo
   expect(progress[progress.length - 1].status).toBe("done");
   expect(Number(progress[progress.length - 1].objectsDeleted)).toBeGreaterThanOrEqual(4);
 
-  // Audit rows keep only a hash of the id.
+  // Audit rows keep only a keyed hash of the id (under ERASURE_KEY), not its plain SHA-256.
   const audit = await server().db.knex("audit_events").where("actor_id", user.userId).orWhere("target_user_id", user.userId);
   expect(audit).toHaveLength(0);
-  expect(await server().db.knex("audit_events").where("target_user_id", createHash("sha256").update(user.userId).digest("hex")).first()).toBeDefined();
+  const keyed = new UserHasher(Buffer.from(ERASURE_KEY, "base64")).hash(user.userId);
+  expect(await server().db.knex("audit_events").where("target_user_id", keyed).first()).toBeDefined();
+  expect(await server().db.knex("audit_events").where("target_user_id", createHash("sha256").update(user.userId).digest("hex")).first()).toBeUndefined();
   // Nothing of the user can be read.
   expect((await server().call("grpc", "getVoiceModel", { modelId: m1.id }, admin.token)).code).toBe(Code.NotFound);
-  expect((await user.grpc.listVoiceModels({ showDeleted: true, limit: 100 })).message.models).toHaveLength(0);
-  expect((await client(user).listBackups({})).backups).toHaveLength(0);
+  expect(await server().db.knex("voice_models").where({ user_id: user.userId }).first()).toBeUndefined();
+  expect(await server().db.knex("backups").where({ user_id: user.userId }).first()).toBeUndefined();
+  // An admin naming them is told the user's data was deleted (the field, not the id).
+  const listed = await server().call("grpc", "listVoiceModels", { userId: user.userId, showDeleted: true }, admin.token);
+  expect([listed.code, listed.errorInfo?.metadata.field]).toEqual([Code.InvalidArgument, "userId"]);
   for (const folder of [user.userId, `deleted/${user.userId}`, `backups/${user.userId}`, `incoming/${user.userId}`]) {
     const dir = path.join(blobRoot, folder);
     expect(fs.existsSync(dir) ? fs.readdirSync(dir, { recursive: true }).filter((e) => fs.statSync(path.join(dir, String(e))).isFile()) : []).toEqual([]);
   }
-  // ... nor written or restored again.
-  expect((await server().call("grpc", "createVoiceModel", { provider: "xtts-v2", modelPath: "x" }, user.token)).code).toBe(Code.PermissionDenied);
+  // The user's own token is refused outright ...
+  for (const transport of ["grpc", "connect"] as const) {
+    const refused = await server().call(transport, "listVoiceModels", {}, user.token);
+    expect(refused.code).toBe(Code.Unauthenticated);
+    expect(refused.errorInfo?.reason).toBe("USER_ERASED");
+  }
   const restore = await client(user).restoreBackup({ backupPath }).catch((e: ConnectError) => e);
-  expect((restore as ConnectError).code).toBe(Code.NotFound);
+  expect((restore as ConnectError).code).toBe(Code.Unauthenticated);
+  // ... and a service naming them is refused before anything is written (the database's trigger
+  // refuses model, file and backup rows for them too: erasure-leaves-no-id.test.ts).
+  const service = await server().serviceActor();
+  expect((await server().call("grpc", "createVoiceModel", { userId: user.userId, provider: "xtts-v2", modelPath: "x" }, service.token)).code).toBe(Code.InvalidArgument);
   // Other users are untouched.
   expect((await bystander.grpc.getVoiceModel({ modelId: keep.id })).message.model!.id).toBe(keep.id);
   // Calling again reports the finished purge.

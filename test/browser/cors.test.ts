@@ -61,6 +61,8 @@ describe("preflight", () => {
     ["POST", `/${VoiceModelService.typeName}/GetVoiceModel`],
     ["PUT", "/v1/voice-models/some-id/file"],
     ["GET", "/v1/voice-models/some-id/file"],
+    ["DELETE", "/voice-models/some-id"],
+    ["PUT", "/voice-models/some-id"],
   ])("%s %s: every header a client sends is allowed", async (method, url) => {
     const response = await server().fetch(url, {
       method: "OPTIONS",

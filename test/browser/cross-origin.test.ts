@@ -110,6 +110,13 @@ describeBrowser("a page on another origin (headless chromium)", () => {
       expect(result.missing.requestId).toMatch(/^[0-9a-f-]{36}$/);
     });
 
+    test("a REST DELETE passes the preflight; its flat error body is readable", async () => {
+      const doomed = (await createModel(alice)).id;
+      const result = await run(page, "restDelete", target, doomed);
+      expect(result.deleted).toMatchObject({ status: 200, requestId: "browser-rest-1", body: { model: { id: doomed } } });
+      expect(result.again).toMatchObject({ status: 404, body: { code: "VOICE_MODEL_NOT_FOUND", requestId: "browser-rest-1" } });
+    });
+
     test("a page of an origin CORS_ORIGINS does not list is stopped by the browser: nothing it sends takes effect", async () => {
       const other = await browser.open(unlisted.origin);
       try {

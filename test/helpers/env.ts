@@ -12,6 +12,13 @@ export const TEST_DATABASE_URL = process.env.TEST_DATABASE_URL || "postgres://po
 /** The HS256 secret every in-process test server is configured with. */
 export const JWT_SECRET = "test-only-jwt-secret-0123456789abcdefghijklmnop";
 
+/**
+ * The erasure key of every in-process test server (base64 of 32 bytes), so servers a test starts
+ * on one database with data folders of their own agree, as a fleet must. A test that wants the
+ * data folder's key file passes ERASURE_KEY: undefined.
+ */
+export const ERASURE_KEY = Buffer.from("test-only-erasure-key-0123456789").toString("base64");
+
 /** The repository root (where package.json and src/ live). */
 export const REPO_ROOT = path.resolve(__dirname, "../..");
 

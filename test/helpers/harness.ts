@@ -13,7 +13,7 @@ import { openDatabase, type Database } from "../../src/db/connection";
 import { createLogger } from "../../src/logger";
 import { connectJsonClient, fetchJson, type JsonResponse } from "./connect-client";
 import { createTestDatabase, type TestDatabase } from "./database";
-import { JWT_SECRET } from "./env";
+import { ERASURE_KEY, JWT_SECRET } from "./env";
 import { connectGrpc, GrpcCallError, type GrpcClient, type GrpcConnection } from "./grpc-client";
 import { adminToken, serviceToken, userToken } from "./tokens";
 
@@ -56,17 +56,21 @@ export interface TestServer {
   /** POSTs a Connect JSON body to an RPC with fetch. */
   rpcJson(method: string, body: unknown, token?: string, headers?: Record<string, string>): Promise<JsonResponse>;
   fetch(path: string, init?: Parameters<typeof fetchJson>[1]): Promise<JsonResponse>;
+  /** Everything the server logged (JSON lines), when started with captureLogs. */
+  logs(): string;
   /** Stops the server; calls in flight get graceMs (default 1 s) to finish. */
   close(graceMs?: number): Promise<void>;
 }
 
 export interface TestServerOptions {
-  /** Extra settings, as environment variables (e.g. CORS_ORIGINS). */
-  env?: Record<string, string>;
+  /** Extra settings, as environment variables (e.g. CORS_ORIGINS); undefined unsets a default. */
+  env?: Record<string, string | undefined>;
   /** Serve this database (the caller disposes of it). */
   database?: Database;
   /** Open this PostgreSQL URL (not migrated here) instead of a fresh test database. */
   databaseUrl?: string;
+  /** Keep the server's log lines in memory (logs()) instead of writing them out; LOG_LEVEL still applies. */
+  captureLogs?: boolean;
 }
 
 export const uniqueUser = (prefix = "user") => `${prefix}-${randomBytes(5).toString("hex")}`;
@@ -109,14 +113,17 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
     PORT: "0",
     GRPC_PORT: "0",
     JWT_SECRET,
+    ERASURE_KEY,
     LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? "silent",
     // Rate limits (5 creates per hour per user) would trip most tests; the rate-limit tests turn them on.
     RATE_LIMITS_ENABLED: "false",
     ...options.env,
   });
   let running: RunningApp;
+  const logLines: string[] = [];
+  const log = createLogger(config.logLevel, options.captureLogs ? { write: (line: string) => void logLines.push(line) } : undefined);
   try {
-    running = await createApp({ config, db, log: createLogger(config.logLevel), jwtSecret: undefined }).listen();
+    running = await createApp({ config, db, log, jwtSecret: undefined }).listen();
   } catch (error) {
     await owned?.dispose();
     throw error;
@@ -191,6 +198,7 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
     rpcJson: (method, body, token, headers) =>
       fetchJson(`${baseUrl}/${VoiceModelService.typeName}/${method}`, { body, token, headers }),
     fetch: (path, init) => fetchJson(`${baseUrl}${path}`, init),
+    logs: () => logLines.join(""),
     async close(graceMs = 1_000) {
       channel.close();
       try {

@@ -600,7 +600,9 @@ export type AuditEvent = Message<"voicemodel.v1.AuditEvent"> & {
   count: number;
 
   /**
-   * Details of the action (e.g. the RPC method, changed models, counts).
+   * Details of the action (e.g. the RPC method, changed models, counts). After a user's data
+   * was deleted (DeleteUserData), their id reads as its opaque hash here and in actor_id and
+   * target_user_id.
    *
    * @generated from field: google.protobuf.Struct details = 12;
    */

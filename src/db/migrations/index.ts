@@ -6,6 +6,7 @@ import * as governance from "./004-governance";
 import * as activationHistory from "./005-activation-history";
 import * as lineage from "./006-lineage";
 import * as changeEvents from "./007-change-events";
+import * as erasureKeys from "./008-erasure-keys";
 import * as consents from "./009-consents";
 
 interface Migration {
@@ -22,6 +23,7 @@ const MIGRATIONS: ReadonlyArray<[name: string, migration: Migration]> = [
   ["005-activation-history", activationHistory],
   ["006-lineage", lineage],
   ["007-change-events", changeEvents],
+  ["008-erasure-keys", erasureKeys],
   ["009-consents", consents],
 ];
 

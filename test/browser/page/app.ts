@@ -166,6 +166,17 @@ const scenarios = {
     };
   },
 
+  /** The REST paths: a DELETE (a preflighted method) and a flat error whose body and retry fields a script reads. */
+  async restDelete(target: Target, modelId: string) {
+    const auth = { authorization: `Bearer ${target.token}`, "x-request-id": "browser-rest-1" };
+    const deleted = await fetch(`${target.baseUrl}/voice-models/${modelId}`, { method: "DELETE", headers: auth });
+    const again = await fetch(`${target.baseUrl}/voice-models/${modelId}`, { method: "DELETE", headers: auth });
+    return {
+      deleted: { status: deleted.status, body: (await deleted.json()) as JsonValue, requestId: deleted.headers.get("x-request-id") },
+      again: { status: again.status, body: (await again.json()) as JsonValue },
+    };
+  },
+
   /** Everything a page of an origin the service does not list tries: each must fail in the browser. */
   async refused(target: Target, modelId: string) {
     const outcome = async (call: () => Promise<unknown>) => {
