@@ -4,7 +4,7 @@
 # and bump it deliberately (e.g. with Dependabot or Renovate) to pick up security fixes.
 # .ci/image-check.mjs reproduces the runtime stage without Docker; keep it in step.
 
-# Build: compile TypeScript to dist/.
+# Build: compile TypeScript to dist/, bundle the web console into dist/console.
 FROM node:20-bookworm-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
@@ -12,7 +12,8 @@ RUN npm ci --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
 COPY gen ./gen
 COPY src ./src
-RUN npm run build
+COPY console ./console
+RUN npm run build && npm run build:console
 
 # Run: production dependencies and compiled code only, as the unprivileged node user.
 # Operators mint tokens and migrate with `docker exec <container> npm run -s token -- alice` and

@@ -177,6 +177,14 @@ try {
   const body = await who.json();
   if (who.status !== 200 || body.userId !== "alice") fail(`WhoAmI with the minted token: ${who.status} ${JSON.stringify(body)}`);
 
+  step("GET /console/ and its script: served from dist/console with the console's headers");
+  for (const file of ["", "app.js", "console.css"]) {
+    const reply = await fetch(`http://127.0.0.1:${env.PORT}/console/${file}`);
+    const csp = reply.headers.get("content-security-policy") ?? "";
+    if (reply.status !== 200 || !csp.includes("script-src 'self'") || reply.headers.get("x-content-type-options") !== "nosniff")
+      fail(`GET /console/${file}: ${reply.status}, CSP "${csp}"`);
+  }
+
   step("SIGTERM (the STOPSIGNAL): the server stops, then the HEALTHCHECK fails");
   server.kill("SIGTERM");
   const code = await Promise.race([serverExit, new Promise((r) => setTimeout(() => r("timeout"), 30_000))]);

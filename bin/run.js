@@ -22,6 +22,8 @@ try {
   tsx = undefined;
 }
 if (tsx) {
+  // A development checkout serves the web console from dist/console: build it when missing or stale.
+  if (entry === "main") require(path.join(root, "console", "build.js")).ensureFresh();
   require(tsx).register();
   require(path.join(root, "src", `${entry}.ts`));
 } else {

@@ -19,7 +19,7 @@ describe("GET / answers an index of the HTTP routes", () => {
     expect(index.status).toBe(200);
     expect(index.headers.get("content-type")).toBe("application/json");
     const body = JSON.parse(index.text) as { links: Array<{ href: string }> };
-    expect(body.links.map((l) => l.href)).toEqual(["/healthz", "/readyz", "/metrics"]);
+    expect(body.links.map((l) => l.href)).toEqual(["/healthz", "/readyz", "/metrics", "/console/"]);
     for (const link of body.links) expect([link.href, (await server().fetch(link.href)).status]).toEqual([link.href, 200]);
   });
 

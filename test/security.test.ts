@@ -325,6 +325,11 @@ const SPECS: Record<MethodName, SecuritySpec> = {
     crossUser: async ({ other }) => [{ request: { userId: other.userId }, field: "userId" }],
     withoutUserId: {},
   },
+  listModelShares: {
+    own: async () => ({}),
+    crossUser: async ({ other }) => [{ request: { userId: other.userId }, field: "userId" }],
+    withoutUserId: {},
+  },
   listExpiringModels: {
     own: async () => ({}),
     crossUser: async ({ other }) => [{ request: { userId: other.userId }, field: "userId" }],
@@ -347,6 +352,11 @@ const SPECS: Record<MethodName, SecuritySpec> = {
     own: async ({ myModel }) => byId((await myModel()).id),
     crossUser: async ({ otherModel }) => [{ request: byId(otherModel.id), modelId: otherModel.id }],
   },
+  getVoiceModelUsageSeries: {
+    own: async ({ myModel }) => byId((await myModel()).id),
+    crossUser: async ({ otherModel }) => [{ request: byId(otherModel.id), modelId: otherModel.id }],
+  },
+  getFleetAnalytics: { privilegedOnly: true, own: async () => ({}), crossUser: async () => [] },
   getVoiceModelAnalytics: {
     own: async () => ({}),
     crossUser: async ({ other }) => [{ request: { userId: other.userId }, field: "userId" }],

@@ -1,6 +1,6 @@
 import { create, toBinary, type JsonObject } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { VoiceModelSchema } from "../gen/voicemodel/v1/voice_model_pb";
+import { VoiceModelFileSchema, VoiceModelSchema } from "../gen/voicemodel/v1/voice_model_pb";
 import { encodeVoiceModel } from "../src/rpc/voice-model-wire";
 import { toProto } from "../src/rpc/voice-model-mapper";
 
@@ -85,10 +85,12 @@ describe("VoiceModel wire encoding", () => {
     });
     expect(message).toMatchObject({ modelNumber: 12, parentModelId: "7f0c3c8e-6c8f-4a43-9f5a-2f4a3b1d9e01" });
     expect(Buffer.from(encodeVoiceModel(message))).toEqual(Buffer.from(toBinary(VoiceModelSchema, message)));
+    const withFile = { ...message, file: create(VoiceModelFileSchema, { sizeBytes: 3_000_000_000n, sha256: "ab".repeat(32) }) };
+    expect(Buffer.from(encodeVoiceModel(withFile))).toEqual(Buffer.from(toBinary(VoiceModelSchema, withFile)));
   });
 
   test("every field of VoiceModel is encoded (a new field needs the encoder too)", () => {
     const numbers = VoiceModelSchema.fields.map((f) => f.number).sort((a, b) => a - b);
-    expect(numbers).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17]);
+    expect(numbers).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18]);
   });
 });

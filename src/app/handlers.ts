@@ -7,7 +7,7 @@ import { consentHandlers } from "../rpc/consent-handlers";
 import { eventHandlers } from "../rpc/event-handlers";
 import { fileRouteHandlers, type FileRouteHandlers } from "../rpc/file-route-handlers";
 import { governanceHandlers } from "../rpc/governance-handlers";
-import { modelFileHandlers, type UsageLookup } from "../rpc/model-file-handlers";
+import { modelFileHandlers, withFileInfo, type UsageLookup } from "../rpc/model-file-handlers";
 import { usageHandlers } from "../rpc/usage-handlers";
 import { voiceModelHandlers, type VoiceModelHandlers } from "../rpc/voice-model-handlers";
 import type { Domain } from "./domain";
@@ -23,8 +23,10 @@ export function buildHandlers(domain: Domain, options: { knex: Knex; governance:
     const { modelId: id, usageCount, totalCost, averageLatency } = stats;
     return { modelId: id, usageCount, totalCost, averageLatency, lastUsed: stats.lastUsed?.toISOString() ?? null, qualityRating: stats.qualityRating ?? null };
   };
+  const modelHandlers = voiceModelHandlers(models);
   const handlers: VoiceModelHandlers = {
-    ...voiceModelHandlers(models),
+    ...modelHandlers,
+    getVoiceModel: withFileInfo(modelHandlers.getVoiceModel, files),
     ...activationHistoryHandlers(history),
     ...batchHandlers(models),
     ...modelFileHandlers(files, retention, usageOf),

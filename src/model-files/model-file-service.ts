@@ -73,6 +73,15 @@ export class ModelFileService {
     return this.deps.sealed;
   }
 
+  /**
+   * The size and SHA-256 of a model's stored file, for a caller who may read the model (checked
+   * by the caller). Not a read of the file: nothing is audited.
+   */
+  async fileInfo(modelId: string): Promise<{ sizeBytes: number; sha256: string } | undefined> {
+    const file = await files.findFileOfModel(this.deps.knex, modelId);
+    return file ? { sizeBytes: file.sizeBytes, sha256: file.sha256 } : undefined;
+  }
+
   /** Asks the file mover to bring objects where their rows want them (after a commit). */
   kickMover(): void {
     this.deps.kickMover?.();

@@ -11,7 +11,7 @@ import { invalidArgument } from "../errors";
  */
 
 /** The lists that page with tokens; a token opens only on the list it was minted for. */
-export type PagedList = "ListVoiceModels" | "ListAuditEvents" | "ListSharedVoiceModels" | "ListBackups" | "ListActivationHistory" | "ListConsents" | "ListModelsMissingConsent";
+export type PagedList = "ListVoiceModels" | "ListAuditEvents" | "ListSharedVoiceModels" | "ListBackups" | "ListActivationHistory" | "ListConsents" | "ListModelsMissingConsent" | "ListModelShares";
 
 /** One field of a position as it travels in a token. Every field is range-checked on opening. */
 export type PositionField =

@@ -6,6 +6,7 @@ import type { GovernanceConfig } from "../config";
 import type { PageTokens } from "../paging/page-token";
 import type { CleanupService, ExpiringModel } from "../cleanup/cleanup-service";
 import { alertsFor } from "../metrics/alerts";
+import type { ShareRecord } from "../sharing/share-repository";
 import type { SharingService } from "../sharing/sharing-service";
 import type { VoiceModelHandlers } from "./voice-model-handlers";
 import { toProto } from "./voice-model-mapper";
@@ -14,6 +15,7 @@ type GovernanceRpc =
   | "shareVoiceModel"
   | "revokeShare"
   | "listSharedVoiceModels"
+  | "listModelShares"
   | "cleanupExpiredModels"
   | "listExpiringModels"
   | "listAuditEvents"
@@ -30,6 +32,14 @@ export interface GovernanceDeps {
   instanceId: string;
 }
 
+const shareToProto = (s: ShareRecord) => ({
+  modelId: s.modelId,
+  ownerId: s.ownerId,
+  targetUserId: s.targetUserId,
+  permission: s.permission,
+  sharedAt: timestampFromDate(s.sharedAt),
+});
+
 const expiring = (e: ExpiringModel) => ({ model: toProto(e.model), eligibleAt: timestampFromDate(e.eligibleAt), reasons: e.reasons });
 
 /** Sharing, cleanup, audit and alerts: one domain call each. */
@@ -37,16 +47,11 @@ export function governanceHandlers(deps: GovernanceDeps): Pick<VoiceModelHandler
   const { sharing, cleanup } = deps;
   return {
     async shareVoiceModel(req, ctx) {
-      const shares = await sharing.share(ctx, req);
-      return {
-        shares: shares.map((s) => ({
-          modelId: s.modelId,
-          ownerId: s.ownerId,
-          targetUserId: s.targetUserId,
-          permission: s.permission,
-          sharedAt: timestampFromDate(s.sharedAt),
-        })),
-      };
+      return { shares: (await sharing.share(ctx, req)).map(shareToProto) };
+    },
+    async listModelShares(req, ctx) {
+      const page = await sharing.listShares(ctx, req);
+      return { shares: page.shares.map(shareToProto), nextPageToken: page.nextPageToken };
     },
     async revokeShare(req, ctx) {
       return { revokedCount: await sharing.revoke(ctx, req) };

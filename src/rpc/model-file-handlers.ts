@@ -5,6 +5,7 @@ import {
   type ImportVoiceModelRequest,
   type UploadModelFileRequest,
 } from "../../gen/voicemodel/v1/model_files_pb";
+import { VoiceModelFileSchema, type VoiceModel } from "../../gen/voicemodel/v1/voice_model_pb";
 import { CreateVoiceModelRequestSchema, type CreateVoiceModelRequest } from "../../gen/voicemodel/v1/voice_model_service_pb";
 import { AppError, invalidArgument } from "../errors";
 import type { ModelFileService, StoredFile } from "../model-files/model-file-service";
@@ -182,5 +183,16 @@ export function modelFileHandlers(files: ModelFileService, retention: Retention,
       const { model, file } = await files.createFromBytes(ctx, createReq, bytes, (sealed) => verifyExport(header, trailer)(sealed));
       return { model: toProto(model), file: fileInfo(file) };
     },
+  };
+}
+
+/** GetVoiceModel with the model's file size and SHA-256 (its access already checked by the handler). */
+export function withFileInfo(getVoiceModel: VoiceModelHandlers["getVoiceModel"], files: ModelFileService): VoiceModelHandlers["getVoiceModel"] {
+  return async (req, ctx) => {
+    const reply = await getVoiceModel(req, ctx);
+    const model = reply.model as VoiceModel | undefined;
+    const info = model ? await files.fileInfo(model.id) : undefined;
+    // A copy: toProto's messages are shared and never mutated.
+    return info && model ? { model: { ...model, file: create(VoiceModelFileSchema, { sizeBytes: BigInt(info.sizeBytes), sha256: info.sha256 }) } } : reply;
   };
 }

@@ -8,6 +8,8 @@ type UsageRpc =
   | "recordUsage"
   | "recordUsageBatch"
   | "getVoiceModelUsageStats"
+  | "getVoiceModelUsageSeries"
+  | "getFleetAnalytics"
   | "getVoiceModelAnalytics"
   | "compareVoiceModels"
   | "selectBestVoiceModel";
@@ -32,6 +34,24 @@ export function usageHandlers(usage: UsageService, selection: SelectionService):
     },
     async getVoiceModelUsageStats(req, ctx) {
       return statsToProto(await usage.stats(ctx, req));
+    },
+    async getVoiceModelUsageSeries(req, ctx) {
+      return usage.series(ctx, req);
+    },
+    async getFleetAnalytics(_req, ctx) {
+      const f = await usage.fleet(ctx);
+      return {
+        totalUsers: f.totalUsers,
+        totalModels: f.totalModels,
+        activeModels: f.activeModels,
+        deletedModels: f.deletedModels,
+        modelsByProvider: f.byProvider,
+        modelsByStatus: f.byStatus,
+        averageQualityScore: f.averageQualityScore,
+        totalUsageCount: BigInt(f.usageCount),
+        totalCost: f.costSum,
+        storedBytes: BigInt(f.storedBytes),
+      };
     },
     async getVoiceModelAnalytics(req, ctx) {
       const a = await usage.analytics(ctx, req.userId);

@@ -33,6 +33,12 @@ export function encodeVoiceModel(m: VoiceModel): Uint8Array {
   w.text(15, m.etag);
   if (m.modelNumber !== 0) w.tag(16, VARINT).int32(m.modelNumber);
   if (m.parentModelId !== undefined) w.string(17, m.parentModelId);
+  if (m.file !== undefined) {
+    const at = w.fork(18);
+    if (m.file.sizeBytes !== 0n) w.tag(1, VARINT).int64(m.file.sizeBytes);
+    w.text(2, m.file.sha256);
+    w.join(at);
+  }
   return w.finish();
 }
 

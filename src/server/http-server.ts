@@ -10,6 +10,7 @@ import { createConnectAdapter } from "./connect-adapter";
 import { requestIdFor } from "./call-gate";
 import { clientAddressKey, connectError } from "./connect-transport";
 import { sendHttpError } from "./http-error";
+import { serveConsole } from "./console-route";
 import { serveIndex } from "./index-page";
 import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb";
 
@@ -117,6 +118,7 @@ export function createHttpHandler(options: HttpServerOptions): http.RequestListe
     }
     if (req.url === "/healthz") return sendJson(res, 200, { status: "ok" });
     if (serveIndex(req, res)) return;
+    if (serveConsole(req, res)) return;
     if (req.url === "/metrics" && req.method === "GET" && options.metrics) {
       options.metrics().then(
         ({ contentType, body }) => res.writeHead(200, { "content-type": contentType }).end(body),

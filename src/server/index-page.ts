@@ -5,6 +5,7 @@ const LINKS = [
   { href: "/healthz", title: "liveness probe" },
   { href: "/readyz", title: "readiness probe (503 while the database is unreachable)" },
   { href: "/metrics", title: "Prometheus metrics" },
+  { href: "/console/", title: "web console (sign in with a token)" },
 ];
 
 /** Answers GET / (and HEAD /) with a small index: HTML for browsers, JSON otherwise. */

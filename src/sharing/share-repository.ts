@@ -90,3 +90,20 @@ export async function listSharedWith(
   const rows = (await query) as ShareRow[];
   return rows.map((row) => ({ share: toShare(row), modelId: row.model_id }));
 }
+
+/** An owner's shares of live models (one model's when modelId is set), newest first, from an offset. */
+export async function listSharesBy(db: Db, ownerId: string, modelId: string | undefined, limit: number, offset: number): Promise<ShareRecord[]> {
+  const query = db<ShareRow>("model_shares as s")
+    .where("s.owner_id", ownerId)
+    .whereIn("s.model_id", modelRepo.liveModelIds(db, ownerId))
+    .select("s.*")
+    .orderBy([
+      { column: "s.created_at", order: "desc" },
+      { column: "s.model_id", order: "desc" },
+      { column: "s.target_user_id", order: "desc" },
+    ])
+    .limit(limit)
+    .offset(offset);
+  if (modelId) query.where("s.model_id", modelId);
+  return ((await query) as ShareRow[]).map(toShare);
+}

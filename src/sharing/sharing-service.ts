@@ -46,6 +46,7 @@ function permissionOf(values: string[]): shares.SharePermission {
 
 /** Position after a share in the list order (shared at, model id; both descending). */
 const CURSOR: readonly PositionField[] = [TIME_MS, { kind: "uuid" }];
+const SHARES_CURSOR: readonly PositionField[] = [{ kind: "int", min: 0, max: 1_000_000_000 }];
 
 /** Sharing a model with other users; only its owner (or service/admin for them) decides. */
 export class SharingService {
@@ -105,6 +106,19 @@ export class SharingService {
       if (revoked.length > 0) await this.events.append(trx, [{ type: "share_revoked", userId: model.userId, modelId, audience: revoked }]);
       return revoked.length;
     });
+  }
+
+  /** What an owner has shared (owner; service and admin name the owner), newest first. */
+  async listShares(actor: Actor, req: { userId?: string; modelId?: string; limit?: number; pageToken?: string }): Promise<{ shares: shares.ShareRecord[]; nextPageToken: string }> {
+    const ownerId = resolveTargetUser(actor.caller, req.userId);
+    const modelId = req.modelId === undefined ? undefined : valid.modelId(req.modelId);
+    const limit = valid.pageLimit(req.limit);
+    // Offset positions: a share's key holds a user id, which a position field cannot carry.
+    const scope = { callerId: actor.caller.userId, filters: { ownerId, modelId: modelId ?? "" } };
+    const offset = req.pageToken ? (this.pageTokens.open("ListModelShares", scope, SHARES_CURSOR, req.pageToken)[0] as number) : 0;
+    const page = await shares.listSharesBy(this.knex, ownerId, modelId, limit, offset);
+    const nextPageToken = page.length === limit ? this.pageTokens.mint("ListModelShares", scope, SHARES_CURSOR, [offset + limit]) : "";
+    return { shares: page, nextPageToken };
   }
 
   async listShared(actor: Actor, req: ListSharedVoiceModelsRequest): Promise<{ items: SharedModel[]; nextPageToken: string }> {

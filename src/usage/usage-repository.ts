@@ -240,3 +240,64 @@ export async function purgeEventsBefore(db: Db, before: Date, batchSize: number)
     if (rows.length < batchSize) return purged;
   }
 }
+
+export interface DayRow {
+  day: string;
+  usageCount: number;
+  costSum: number;
+  latencySum: number;
+}
+
+/** The daily roll-ups of one model over the UTC days [fromDay, toDay), oldest first; days without use absent. */
+export async function dailyRows(db: Db, modelId: string, fromDay: string, toDay: string): Promise<DayRow[]> {
+  const rows = (await db("usage_daily")
+    .where("model_id", modelId)
+    .where("day", ">=", fromDay)
+    .where("day", "<", toDay)
+    .orderBy("day")
+    .select(db.raw("to_char(day, 'YYYY-MM-DD') as day"), "usage_count", "cost_sum", "latency_sum")) as Array<{ day: string; usage_count: number; cost_sum: number; latency_sum: number }>;
+  return rows.map((r) => ({ day: r.day, usageCount: Number(r.usage_count), costSum: Number(r.cost_sum), latencySum: Number(r.latency_sum) }));
+}
+
+export interface FleetFigures {
+  totalUsers: number;
+  totalModels: number;
+  activeModels: number;
+  deletedModels: number;
+  byProvider: Record<string, number>;
+  byStatus: Record<string, number>;
+  averageQualityScore: number;
+  usageCount: number;
+  costSum: number;
+  storedBytes: number;
+}
+
+/** Fleet-wide figures: a few aggregate queries over models, lifetime totals and files. */
+export async function fleetFigures(db: Db): Promise<FleetFigures> {
+  const [models, byProvider, byStatus, usage, files] = await Promise.all([
+    db("voice_models").first(
+      db.raw("count(distinct user_id) filter (where deleted_at is null) as users"),
+      db.raw("count(*) filter (where deleted_at is null) as live"),
+      db.raw("count(*) filter (where deleted_at is null and is_active) as active"),
+      db.raw("count(*) filter (where deleted_at is not null) as deleted"),
+      db.raw("coalesce(avg(quality_score) filter (where deleted_at is null), 0) as quality"),
+    ),
+    db("voice_models").whereNull("deleted_at").groupBy("provider").select("provider as key", db.raw("count(*) as n")),
+    db("voice_models").whereNull("deleted_at").groupBy("status").select("status as key", db.raw("count(*) as n")),
+    db("usage_totals").first(db.raw("coalesce(sum(usage_count), 0) as usage_count"), db.raw("coalesce(sum(cost_sum), 0) as cost_sum")),
+    db("model_files").first(db.raw("coalesce(sum(size_bytes), 0) as bytes")),
+  ]);
+  const counts = (rows: Array<{ key: string; n: number | string }>) => Object.fromEntries(rows.map((r) => [r.key, Number(r.n)]));
+  return {
+    totalUsers: Number(models.users),
+    totalModels: Number(models.live),
+    activeModels: Number(models.active),
+    deletedModels: Number(models.deleted),
+    byProvider: counts(byProvider as never),
+    byStatus: counts(byStatus as never),
+    averageQualityScore: Number(models.quality),
+    usageCount: Number(usage.usage_count),
+    costSum: Number(usage.cost_sum),
+    storedBytes: Number(files.bytes),
+  };
+}

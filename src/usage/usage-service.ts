@@ -61,6 +61,21 @@ export function statsFromSums(modelId: string, s: usageRepo.UsageSums): UsageSta
 }
 
 const DAY_MS = 86_400_000;
+const SERIES_MAX_DAYS = 366;
+
+export interface SeriesDay {
+  day: string;
+  usageCount: number;
+  totalCost: number;
+  averageLatency: number;
+}
+
+/** A "YYYY-MM-DD" UTC day as its midnight in ms; INVALID_ARGUMENT naming the field otherwise. */
+function parseDay(value: string, field: string): number {
+  const ms = /^\d{4}-\d{2}-\d{2}$/.test(value) ? Date.parse(`${value}T00:00:00Z`) : NaN;
+  if (!Number.isFinite(ms) || utcDay(ms) !== value) throw invalidArgument(field, `"${value}" is not a day (YYYY-MM-DD)`);
+  return ms;
+}
 const utcDay = (ms: number) => new Date(ms).toISOString().slice(0, 10);
 
 /** Usage events, per-model stats and per-user analytics. */
@@ -197,6 +212,34 @@ export class UsageService {
     };
     const entry = { table: "cache_voice_analytics" as const, key: `voice_analytics:${userId}`, scope: scopes.user(userId), userId, ttlSeconds: this.config.analyticsTtlSeconds };
     return (await this.caches.tables.getOrLoad(entry, load, analyticsCodec))!;
+  }
+
+  /** Daily usage of a model the caller can read, every day of the range (at most 366), zeros filled in. */
+  async series(actor: Actor, req: { modelId: string; startDay?: string; endDay?: string }): Promise<{ modelId: string; days: SeriesDay[] }> {
+    const end = req.endDay === undefined ? Math.floor(Date.now() / DAY_MS) * DAY_MS : parseDay(req.endDay, "endDay");
+    const start = req.startDay === undefined ? end - 29 * DAY_MS : parseDay(req.startDay, "startDay");
+    if (start > end) throw invalidArgument("startDay", "must not be after endDay");
+    if ((end - start) / DAY_MS + 1 > SERIES_MAX_DAYS) throw invalidArgument("startDay", `the range holds at most ${SERIES_MAX_DAYS} days`);
+    const model = await usableModel(this.knex, this.caches.modelReads, this.access, actor, req.modelId);
+    const rows = new Map((await usageRepo.dailyRows(this.knex, model.id, utcDay(start), utcDay(end + DAY_MS))).map((r) => [r.day, r]));
+    const days: SeriesDay[] = [];
+    for (let t = start; t <= end; t += DAY_MS) {
+      const row = rows.get(utcDay(t));
+      days.push({
+        day: utcDay(t),
+        usageCount: row?.usageCount ?? 0,
+        totalCost: round6(row?.costSum ?? 0),
+        averageLatency: row && row.usageCount > 0 ? row.latencySum / row.usageCount : 0,
+      });
+    }
+    return { modelId: model.id, days };
+  }
+
+  /** Fleet-wide figures, for admins only. */
+  async fleet(actor: Actor): Promise<usageRepo.FleetFigures> {
+    if (!hasRole(actor.caller, "admin")) throw accessDenied("GetFleetAnalytics needs the admin role");
+    const f = await usageRepo.fleetFigures(this.knex);
+    return { ...f, costSum: round6(f.costSum) };
   }
 
   /** Deletes raw events older than the retention period (their keys may then be reused). */

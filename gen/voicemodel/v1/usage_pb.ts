@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file voicemodel/v1/usage.proto.
  */
 export const file_voicemodel_v1_usage: GenFile = /*@__PURE__*/
-  fileDesc("Chl2b2ljZW1vZGVsL3YxL3VzYWdlLnByb3RvEg12b2ljZW1vZGVsLnYxIqUCChJSZWNvcmRVc2FnZVJlcXVlc3QSEAoIbW9kZWxfaWQYASABKAkSDwoHdXNlcl9pZBgCIAEoCRIXCgpjaGFyYWN0ZXJzGAMgASgDSACIAQESGgoNYXVkaW9fc2Vjb25kcxgEIAEoAUgBiAEBEhIKCmxhdGVuY3lfbXMYBSABKAUSDAoEY29zdBgGIAEoARIbCg5xdWFsaXR5X3JhdGluZxgHIAEoBUgCiAEBEisKB3VzZWRfYXQYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhcKD2lkZW1wb3RlbmN5X2tleRgJIAEoCUINCgtfY2hhcmFjdGVyc0IQCg5fYXVkaW9fc2Vjb25kc0IRCg9fcXVhbGl0eV9yYXRpbmciKAoTUmVjb3JkVXNhZ2VSZXNwb25zZRIRCglkdXBsaWNhdGUYASABKAgiTAoXUmVjb3JkVXNhZ2VCYXRjaFJlcXVlc3QSMQoGZXZlbnRzGAEgAygLMiEudm9pY2Vtb2RlbC52MS5SZWNvcmRVc2FnZVJlcXVlc3QiQAoYUmVjb3JkVXNhZ2VCYXRjaFJlc3BvbnNlEhAKCHJlY29yZGVkGAEgASgFEhIKCmR1cGxpY2F0ZXMYAiABKAUivwEKClVzYWdlU3RhdHMSEAoIbW9kZWxfaWQYASABKAkSEwoLdXNhZ2VfY291bnQYAiABKAUSEgoKdG90YWxfY29zdBgDIAEoARIXCg9hdmVyYWdlX2xhdGVuY3kYBCABKAESLQoJbGFzdF91c2VkGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIbCg5xdWFsaXR5X3JhdGluZxgGIAEoAUgAiAEBQhEKD19xdWFsaXR5X3JhdGluZyKQAQoeR2V0Vm9pY2VNb2RlbFVzYWdlU3RhdHNSZXF1ZXN0EhAKCG1vZGVsX2lkGAEgASgJEi4KCnN0YXJ0X3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCLUAQofR2V0Vm9pY2VNb2RlbFVzYWdlU3RhdHNSZXNwb25zZRIQCghtb2RlbF9pZBgBIAEoCRITCgt1c2FnZV9jb3VudBgCIAEoBRISCgp0b3RhbF9jb3N0GAMgASgBEhcKD2F2ZXJhZ2VfbGF0ZW5jeRgEIAEoARItCglsYXN0X3VzZWQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhsKDnF1YWxpdHlfcmF0aW5nGAYgASgBSACIAQFCEQoPX3F1YWxpdHlfcmF0aW5nIkEKHUdldFZvaWNlTW9kZWxBbmFseXRpY3NSZXF1ZXN0EhQKB3VzZXJfaWQYASABKAlIAIgBAUIKCghfdXNlcl9pZCL9AgoeR2V0Vm9pY2VNb2RlbEFuYWx5dGljc1Jlc3BvbnNlEhQKDHRvdGFsX21vZGVscxgBIAEoBRIVCg1hY3RpdmVfbW9kZWxzGAIgASgFEl8KEm1vZGVsc19ieV9wcm92aWRlchgDIAMoCzJDLnZvaWNlbW9kZWwudjEuR2V0Vm9pY2VNb2RlbEFuYWx5dGljc1Jlc3BvbnNlLk1vZGVsc0J5UHJvdmlkZXJFbnRyeRIdChVhdmVyYWdlX3F1YWxpdHlfc2NvcmUYBCABKAESGQoRdG90YWxfdXNhZ2VfY291bnQYBSABKAUSEgoKdG90YWxfY29zdBgGIAEoARIXCg9zdG9yYWdlX3VzZWRfbWIYByABKAESLQoJbGFzdF91c2VkGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBo3ChVNb2RlbHNCeVByb3ZpZGVyRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgFOgI4ASJQChlDb21wYXJlVm9pY2VNb2RlbHNSZXF1ZXN0EhEKCW1vZGVsX2lkcxgBIAMoCRIUCgd1c2VyX2lkGAIgASgJSACIAQFCCgoIX3VzZXJfaWQifwoNQ29tcGFyZWRNb2RlbBIoCgVtb2RlbBgBIAEoCzIZLnZvaWNlbW9kZWwudjEuVm9pY2VNb2RlbBIoCgV1c2FnZRgCIAEoCzIZLnZvaWNlbW9kZWwudjEuVXNhZ2VTdGF0cxIMCgRyYW5rGAMgASgFEgwKBG5vdGUYBCABKAkiRgoOUmVjb21tZW5kYXRpb24SEAoIbW9kZWxfaWQYASABKAkSEgoKZGVjaWRlZF9ieRgCIAEoCRIOCgZyZWFzb24YAyABKAkigQEKGkNvbXBhcmVWb2ljZU1vZGVsc1Jlc3BvbnNlEiwKBm1vZGVscxgBIAMoCzIcLnZvaWNlbW9kZWwudjEuQ29tcGFyZWRNb2RlbBI1Cg5yZWNvbW1lbmRhdGlvbhgCIAEoCzIdLnZvaWNlbW9kZWwudjEuUmVjb21tZW5kYXRpb24iqwEKEVNlbGVjdGlvbkNyaXRlcmlhEh4KEW1pbl9xdWFsaXR5X3Njb3JlGAEgASgBSACIAQESHwoScHJlZmVycmVkX3Byb3ZpZGVyGAIgASgJSAGIAQESGAoLbWF4X2xhdGVuY3kYAyABKAFIAogBAUIUChJfbWluX3F1YWxpdHlfc2NvcmVCFQoTX3ByZWZlcnJlZF9wcm92aWRlckIOCgxfbWF4X2xhdGVuY3kiSAoSU2VsZWN0aW9uQ2FuZGlkYXRlEhAKCG1vZGVsX2lkGAEgASgJEhAKCGV4Y2x1ZGVkGAIgASgIEg4KBnJlYXNvbhgDIAEoCSKFAQobU2VsZWN0QmVzdFZvaWNlTW9kZWxSZXF1ZXN0EhQKB3VzZXJfaWQYASABKAlIAIgBARIyCghjcml0ZXJpYRgCIAEoCzIgLnZvaWNlbW9kZWwudjEuU2VsZWN0aW9uQ3JpdGVyaWESEAoIYWN0aXZhdGUYAyABKAhCCgoIX3VzZXJfaWQingEKHFNlbGVjdEJlc3RWb2ljZU1vZGVsUmVzcG9uc2USKAoFbW9kZWwYASABKAsyGS52b2ljZW1vZGVsLnYxLlZvaWNlTW9kZWwSDgoGcmVhc29uGAIgASgJEjEKBm90aGVycxgDIAMoCzIhLnZvaWNlbW9kZWwudjEuU2VsZWN0aW9uQ2FuZGlkYXRlEhEKCWFjdGl2YXRlZBgEIAEoCEKbAQoRY29tLnZvaWNlbW9kZWwudjFCClVzYWdlUHJvdG9QAVpBZXhhbXBsZS5jb20vdm9pY2UtbW9kZWwtc2VydmljZS9nZW4vZ28vdm9pY2Vtb2RlbC92MTt2b2ljZW1vZGVsdjGiAgNWWFiqAg1Wb2ljZW1vZGVsLlYxygINVm9pY2Vtb2RlbFxWMeoCDlZvaWNlbW9kZWw6OlYxYgZwcm90bzM", [file_google_protobuf_timestamp, file_voicemodel_v1_voice_model]);
+  fileDesc("Chl2b2ljZW1vZGVsL3YxL3VzYWdlLnByb3RvEg12b2ljZW1vZGVsLnYxIqUCChJSZWNvcmRVc2FnZVJlcXVlc3QSEAoIbW9kZWxfaWQYASABKAkSDwoHdXNlcl9pZBgCIAEoCRIXCgpjaGFyYWN0ZXJzGAMgASgDSACIAQESGgoNYXVkaW9fc2Vjb25kcxgEIAEoAUgBiAEBEhIKCmxhdGVuY3lfbXMYBSABKAUSDAoEY29zdBgGIAEoARIbCg5xdWFsaXR5X3JhdGluZxgHIAEoBUgCiAEBEisKB3VzZWRfYXQYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhcKD2lkZW1wb3RlbmN5X2tleRgJIAEoCUINCgtfY2hhcmFjdGVyc0IQCg5fYXVkaW9fc2Vjb25kc0IRCg9fcXVhbGl0eV9yYXRpbmciKAoTUmVjb3JkVXNhZ2VSZXNwb25zZRIRCglkdXBsaWNhdGUYASABKAgiTAoXUmVjb3JkVXNhZ2VCYXRjaFJlcXVlc3QSMQoGZXZlbnRzGAEgAygLMiEudm9pY2Vtb2RlbC52MS5SZWNvcmRVc2FnZVJlcXVlc3QiQAoYUmVjb3JkVXNhZ2VCYXRjaFJlc3BvbnNlEhAKCHJlY29yZGVkGAEgASgFEhIKCmR1cGxpY2F0ZXMYAiABKAUivwEKClVzYWdlU3RhdHMSEAoIbW9kZWxfaWQYASABKAkSEwoLdXNhZ2VfY291bnQYAiABKAUSEgoKdG90YWxfY29zdBgDIAEoARIXCg9hdmVyYWdlX2xhdGVuY3kYBCABKAESLQoJbGFzdF91c2VkGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIbCg5xdWFsaXR5X3JhdGluZxgGIAEoAUgAiAEBQhEKD19xdWFsaXR5X3JhdGluZyKQAQoeR2V0Vm9pY2VNb2RlbFVzYWdlU3RhdHNSZXF1ZXN0EhAKCG1vZGVsX2lkGAEgASgJEi4KCnN0YXJ0X3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCLUAQofR2V0Vm9pY2VNb2RlbFVzYWdlU3RhdHNSZXNwb25zZRIQCghtb2RlbF9pZBgBIAEoCRITCgt1c2FnZV9jb3VudBgCIAEoBRISCgp0b3RhbF9jb3N0GAMgASgBEhcKD2F2ZXJhZ2VfbGF0ZW5jeRgEIAEoARItCglsYXN0X3VzZWQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhsKDnF1YWxpdHlfcmF0aW5nGAYgASgBSACIAQFCEQoPX3F1YWxpdHlfcmF0aW5nIkEKHUdldFZvaWNlTW9kZWxBbmFseXRpY3NSZXF1ZXN0EhQKB3VzZXJfaWQYASABKAlIAIgBAUIKCghfdXNlcl9pZCL9AgoeR2V0Vm9pY2VNb2RlbEFuYWx5dGljc1Jlc3BvbnNlEhQKDHRvdGFsX21vZGVscxgBIAEoBRIVCg1hY3RpdmVfbW9kZWxzGAIgASgFEl8KEm1vZGVsc19ieV9wcm92aWRlchgDIAMoCzJDLnZvaWNlbW9kZWwudjEuR2V0Vm9pY2VNb2RlbEFuYWx5dGljc1Jlc3BvbnNlLk1vZGVsc0J5UHJvdmlkZXJFbnRyeRIdChVhdmVyYWdlX3F1YWxpdHlfc2NvcmUYBCABKAESGQoRdG90YWxfdXNhZ2VfY291bnQYBSABKAUSEgoKdG90YWxfY29zdBgGIAEoARIXCg9zdG9yYWdlX3VzZWRfbWIYByABKAESLQoJbGFzdF91c2VkGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBo3ChVNb2RlbHNCeVByb3ZpZGVyRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgFOgI4ASJQChlDb21wYXJlVm9pY2VNb2RlbHNSZXF1ZXN0EhEKCW1vZGVsX2lkcxgBIAMoCRIUCgd1c2VyX2lkGAIgASgJSACIAQFCCgoIX3VzZXJfaWQifwoNQ29tcGFyZWRNb2RlbBIoCgVtb2RlbBgBIAEoCzIZLnZvaWNlbW9kZWwudjEuVm9pY2VNb2RlbBIoCgV1c2FnZRgCIAEoCzIZLnZvaWNlbW9kZWwudjEuVXNhZ2VTdGF0cxIMCgRyYW5rGAMgASgFEgwKBG5vdGUYBCABKAkiRgoOUmVjb21tZW5kYXRpb24SEAoIbW9kZWxfaWQYASABKAkSEgoKZGVjaWRlZF9ieRgCIAEoCRIOCgZyZWFzb24YAyABKAkigQEKGkNvbXBhcmVWb2ljZU1vZGVsc1Jlc3BvbnNlEiwKBm1vZGVscxgBIAMoCzIcLnZvaWNlbW9kZWwudjEuQ29tcGFyZWRNb2RlbBI1Cg5yZWNvbW1lbmRhdGlvbhgCIAEoCzIdLnZvaWNlbW9kZWwudjEuUmVjb21tZW5kYXRpb24iqwEKEVNlbGVjdGlvbkNyaXRlcmlhEh4KEW1pbl9xdWFsaXR5X3Njb3JlGAEgASgBSACIAQESHwoScHJlZmVycmVkX3Byb3ZpZGVyGAIgASgJSAGIAQESGAoLbWF4X2xhdGVuY3kYAyABKAFIAogBAUIUChJfbWluX3F1YWxpdHlfc2NvcmVCFQoTX3ByZWZlcnJlZF9wcm92aWRlckIOCgxfbWF4X2xhdGVuY3kiSAoSU2VsZWN0aW9uQ2FuZGlkYXRlEhAKCG1vZGVsX2lkGAEgASgJEhAKCGV4Y2x1ZGVkGAIgASgIEg4KBnJlYXNvbhgDIAEoCSKFAQobU2VsZWN0QmVzdFZvaWNlTW9kZWxSZXF1ZXN0EhQKB3VzZXJfaWQYASABKAlIAIgBARIyCghjcml0ZXJpYRgCIAEoCzIgLnZvaWNlbW9kZWwudjEuU2VsZWN0aW9uQ3JpdGVyaWESEAoIYWN0aXZhdGUYAyABKAhCCgoIX3VzZXJfaWQingEKHFNlbGVjdEJlc3RWb2ljZU1vZGVsUmVzcG9uc2USKAoFbW9kZWwYASABKAsyGS52b2ljZW1vZGVsLnYxLlZvaWNlTW9kZWwSDgoGcmVhc29uGAIgASgJEjEKBm90aGVycxgDIAMoCzIhLnZvaWNlbW9kZWwudjEuU2VsZWN0aW9uQ2FuZGlkYXRlEhEKCWFjdGl2YXRlZBgEIAEoCCJ7Ch9HZXRWb2ljZU1vZGVsVXNhZ2VTZXJpZXNSZXF1ZXN0EhAKCG1vZGVsX2lkGAEgASgJEhYKCXN0YXJ0X2RheRgCIAEoCUgAiAEBEhQKB2VuZF9kYXkYAyABKAlIAYgBAUIMCgpfc3RhcnRfZGF5QgoKCF9lbmRfZGF5IlkKCFVzYWdlRGF5EgsKA2RheRgBIAEoCRITCgt1c2FnZV9jb3VudBgCIAEoBRISCgp0b3RhbF9jb3N0GAMgASgBEhcKD2F2ZXJhZ2VfbGF0ZW5jeRgEIAEoASJbCiBHZXRWb2ljZU1vZGVsVXNhZ2VTZXJpZXNSZXNwb25zZRIQCghtb2RlbF9pZBgBIAEoCRIlCgRkYXlzGAIgAygLMhcudm9pY2Vtb2RlbC52MS5Vc2FnZURheSIaChhHZXRGbGVldEFuYWx5dGljc1JlcXVlc3Qi/QMKGUdldEZsZWV0QW5hbHl0aWNzUmVzcG9uc2USEwoLdG90YWxfdXNlcnMYASABKAUSFAoMdG90YWxfbW9kZWxzGAIgASgFEhUKDWFjdGl2ZV9tb2RlbHMYAyABKAUSFgoOZGVsZXRlZF9tb2RlbHMYBCABKAUSWgoSbW9kZWxzX2J5X3Byb3ZpZGVyGAUgAygLMj4udm9pY2Vtb2RlbC52MS5HZXRGbGVldEFuYWx5dGljc1Jlc3BvbnNlLk1vZGVsc0J5UHJvdmlkZXJFbnRyeRJWChBtb2RlbHNfYnlfc3RhdHVzGAYgAygLMjwudm9pY2Vtb2RlbC52MS5HZXRGbGVldEFuYWx5dGljc1Jlc3BvbnNlLk1vZGVsc0J5U3RhdHVzRW50cnkSHQoVYXZlcmFnZV9xdWFsaXR5X3Njb3JlGAcgASgBEhkKEXRvdGFsX3VzYWdlX2NvdW50GAggASgDEhIKCnRvdGFsX2Nvc3QYCSABKAESFAoMc3RvcmVkX2J5dGVzGAogASgDGjcKFU1vZGVsc0J5UHJvdmlkZXJFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAU6AjgBGjUKE01vZGVsc0J5U3RhdHVzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgFOgI4AUKbAQoRY29tLnZvaWNlbW9kZWwudjFCClVzYWdlUHJvdG9QAVpBZXhhbXBsZS5jb20vdm9pY2UtbW9kZWwtc2VydmljZS9nZW4vZ28vdm9pY2Vtb2RlbC92MTt2b2ljZW1vZGVsdjGiAgNWWFiqAg1Wb2ljZW1vZGVsLlYxygINVm9pY2Vtb2RlbFxWMeoCDlZvaWNlbW9kZWw6OlYxYgZwcm90bzM", [file_google_protobuf_timestamp, file_voicemodel_v1_voice_model]);
 
 /**
  * @generated from message voicemodel.v1.RecordUsageRequest
@@ -670,4 +670,200 @@ export type SelectBestVoiceModelResponse = Message<"voicemodel.v1.SelectBestVoic
  */
 export const SelectBestVoiceModelResponseSchema: GenMessage<SelectBestVoiceModelResponse> = /*@__PURE__*/
   messageDesc(file_voicemodel_v1_usage, 16);
+
+/**
+ * @generated from message voicemodel.v1.GetVoiceModelUsageSeriesRequest
+ */
+export type GetVoiceModelUsageSeriesRequest = Message<"voicemodel.v1.GetVoiceModelUsageSeriesRequest"> & {
+  /**
+   * Model UUID; the caller must be able to read its usage (owner, a "use" share, service, admin).
+   *
+   * @generated from field: string model_id = 1;
+   */
+  modelId: string;
+
+  /**
+   * First UTC day of the series, "YYYY-MM-DD". Absent: 29 days before end_day.
+   *
+   * @generated from field: optional string start_day = 2;
+   */
+  startDay?: string | undefined;
+
+  /**
+   * Last UTC day of the series (included), "YYYY-MM-DD". Absent: today. At most 366 days in all.
+   *
+   * @generated from field: optional string end_day = 3;
+   */
+  endDay?: string | undefined;
+};
+
+/**
+ * Describes the message voicemodel.v1.GetVoiceModelUsageSeriesRequest.
+ * Use `create(GetVoiceModelUsageSeriesRequestSchema)` to create a new message.
+ */
+export const GetVoiceModelUsageSeriesRequestSchema: GenMessage<GetVoiceModelUsageSeriesRequest> = /*@__PURE__*/
+  messageDesc(file_voicemodel_v1_usage, 17);
+
+/**
+ * One UTC day of a model's usage, from the daily roll-ups.
+ *
+ * @generated from message voicemodel.v1.UsageDay
+ */
+export type UsageDay = Message<"voicemodel.v1.UsageDay"> & {
+  /**
+   * "YYYY-MM-DD".
+   *
+   * @generated from field: string day = 1;
+   */
+  day: string;
+
+  /**
+   * Calls recorded that day.
+   *
+   * @generated from field: int32 usage_count = 2;
+   */
+  usageCount: number;
+
+  /**
+   * Their total cost.
+   *
+   * @generated from field: double total_cost = 3;
+   */
+  totalCost: number;
+
+  /**
+   * Their mean latency in milliseconds (0 with no calls).
+   *
+   * @generated from field: double average_latency = 4;
+   */
+  averageLatency: number;
+};
+
+/**
+ * Describes the message voicemodel.v1.UsageDay.
+ * Use `create(UsageDaySchema)` to create a new message.
+ */
+export const UsageDaySchema: GenMessage<UsageDay> = /*@__PURE__*/
+  messageDesc(file_voicemodel_v1_usage, 18);
+
+/**
+ * @generated from message voicemodel.v1.GetVoiceModelUsageSeriesResponse
+ */
+export type GetVoiceModelUsageSeriesResponse = Message<"voicemodel.v1.GetVoiceModelUsageSeriesResponse"> & {
+  /**
+   * The model UUID.
+   *
+   * @generated from field: string model_id = 1;
+   */
+  modelId: string;
+
+  /**
+   * Every day of the range, oldest first; days without calls have zeros.
+   *
+   * @generated from field: repeated voicemodel.v1.UsageDay days = 2;
+   */
+  days: UsageDay[];
+};
+
+/**
+ * Describes the message voicemodel.v1.GetVoiceModelUsageSeriesResponse.
+ * Use `create(GetVoiceModelUsageSeriesResponseSchema)` to create a new message.
+ */
+export const GetVoiceModelUsageSeriesResponseSchema: GenMessage<GetVoiceModelUsageSeriesResponse> = /*@__PURE__*/
+  messageDesc(file_voicemodel_v1_usage, 19);
+
+/**
+ * @generated from message voicemodel.v1.GetFleetAnalyticsRequest
+ */
+export type GetFleetAnalyticsRequest = Message<"voicemodel.v1.GetFleetAnalyticsRequest"> & {
+};
+
+/**
+ * Describes the message voicemodel.v1.GetFleetAnalyticsRequest.
+ * Use `create(GetFleetAnalyticsRequestSchema)` to create a new message.
+ */
+export const GetFleetAnalyticsRequestSchema: GenMessage<GetFleetAnalyticsRequest> = /*@__PURE__*/
+  messageDesc(file_voicemodel_v1_usage, 20);
+
+/**
+ * @generated from message voicemodel.v1.GetFleetAnalyticsResponse
+ */
+export type GetFleetAnalyticsResponse = Message<"voicemodel.v1.GetFleetAnalyticsResponse"> & {
+  /**
+   * Users with at least one live model.
+   *
+   * @generated from field: int32 total_users = 1;
+   */
+  totalUsers: number;
+
+  /**
+   * Live (not deleted) models.
+   *
+   * @generated from field: int32 total_models = 2;
+   */
+  totalModels: number;
+
+  /**
+   * Active models (at most one per user).
+   *
+   * @generated from field: int32 active_models = 3;
+   */
+  activeModels: number;
+
+  /**
+   * Soft-deleted models not yet purged.
+   *
+   * @generated from field: int32 deleted_models = 4;
+   */
+  deletedModels: number;
+
+  /**
+   * Live models per provider.
+   *
+   * @generated from field: map<string, int32> models_by_provider = 5;
+   */
+  modelsByProvider: { [key: string]: number };
+
+  /**
+   * Live models per status.
+   *
+   * @generated from field: map<string, int32> models_by_status = 6;
+   */
+  modelsByStatus: { [key: string]: number };
+
+  /**
+   * Mean quality_score of live models (0 with none).
+   *
+   * @generated from field: double average_quality_score = 7;
+   */
+  averageQualityScore: number;
+
+  /**
+   * Lifetime usage of every model, from the totals.
+   *
+   * @generated from field: int64 total_usage_count = 8;
+   */
+  totalUsageCount: bigint;
+
+  /**
+   * Lifetime cost of every model.
+   *
+   * @generated from field: double total_cost = 9;
+   */
+  totalCost: number;
+
+  /**
+   * Bytes of stored model files.
+   *
+   * @generated from field: int64 stored_bytes = 10;
+   */
+  storedBytes: bigint;
+};
+
+/**
+ * Describes the message voicemodel.v1.GetFleetAnalyticsResponse.
+ * Use `create(GetFleetAnalyticsResponseSchema)` to create a new message.
+ */
+export const GetFleetAnalyticsResponseSchema: GenMessage<GetFleetAnalyticsResponse> = /*@__PURE__*/
+  messageDesc(file_voicemodel_v1_usage, 21);
 

@@ -12,7 +12,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file voicemodel/v1/voice_model.proto.
  */
 export const file_voicemodel_v1_voice_model: GenFile = /*@__PURE__*/
-  fileDesc("Ch92b2ljZW1vZGVsL3YxL3ZvaWNlX21vZGVsLnByb3RvEg12b2ljZW1vZGVsLnYxIp8ECgpWb2ljZU1vZGVsEgoKAmlkGAEgASgJEg8KB3VzZXJfaWQYAiABKAkSEAoIcHJvdmlkZXIYAyABKAkSEgoKbW9kZWxfcGF0aBgEIAEoCRITCgtzYW1wbGVfcmF0ZRgFIAEoBRIVCg1xdWFsaXR5X3Njb3JlGAYgASgBEikKCG1ldGFkYXRhGAcgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIRCglpc19hY3RpdmUYCCABKAgSDgoGc3RhdHVzGAkgASgJEi4KCmNyZWF0ZWRfYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnVwZGF0ZWRfYXQYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCmRlbGV0ZWRfYXQYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjwKEnF1YWxpdHlfY29tcG9uZW50cxgNIAEoCzIgLnZvaWNlbW9kZWwudjEuUXVhbGl0eUNvbXBvbmVudHMSHAoPdHJhaW5pbmdfam9iX2lkGA4gASgJSACIAQESDAoEZXRhZxgPIAEoCRIUCgxtb2RlbF9udW1iZXIYECABKAUSHAoPcGFyZW50X21vZGVsX2lkGBEgASgJSAGIAQFCEgoQX3RyYWluaW5nX2pvYl9pZEISChBfcGFyZW50X21vZGVsX2lkImIKEVF1YWxpdHlDb21wb25lbnRzEhIKCnNpbWlsYXJpdHkYASABKAESEwoLbmF0dXJhbG5lc3MYAiABKAESDwoHY2xhcml0eRgDIAEoARITCgtjb25zaXN0ZW5jeRgEIAEoAUKgAQoRY29tLnZvaWNlbW9kZWwudjFCD1ZvaWNlTW9kZWxQcm90b1ABWkFleGFtcGxlLmNvbS92b2ljZS1tb2RlbC1zZXJ2aWNlL2dlbi9nby92b2ljZW1vZGVsL3YxO3ZvaWNlbW9kZWx2MaICA1ZYWKoCDVZvaWNlbW9kZWwuVjHKAg1Wb2ljZW1vZGVsXFYx6gIOVm9pY2Vtb2RlbDo6VjFiBnByb3RvMw", [file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("Ch92b2ljZW1vZGVsL3YxL3ZvaWNlX21vZGVsLnByb3RvEg12b2ljZW1vZGVsLnYxIswECgpWb2ljZU1vZGVsEgoKAmlkGAEgASgJEg8KB3VzZXJfaWQYAiABKAkSEAoIcHJvdmlkZXIYAyABKAkSEgoKbW9kZWxfcGF0aBgEIAEoCRITCgtzYW1wbGVfcmF0ZRgFIAEoBRIVCg1xdWFsaXR5X3Njb3JlGAYgASgBEikKCG1ldGFkYXRhGAcgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIRCglpc19hY3RpdmUYCCABKAgSDgoGc3RhdHVzGAkgASgJEi4KCmNyZWF0ZWRfYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnVwZGF0ZWRfYXQYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCmRlbGV0ZWRfYXQYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjwKEnF1YWxpdHlfY29tcG9uZW50cxgNIAEoCzIgLnZvaWNlbW9kZWwudjEuUXVhbGl0eUNvbXBvbmVudHMSHAoPdHJhaW5pbmdfam9iX2lkGA4gASgJSACIAQESDAoEZXRhZxgPIAEoCRIUCgxtb2RlbF9udW1iZXIYECABKAUSHAoPcGFyZW50X21vZGVsX2lkGBEgASgJSAGIAQESKwoEZmlsZRgSIAEoCzIdLnZvaWNlbW9kZWwudjEuVm9pY2VNb2RlbEZpbGVCEgoQX3RyYWluaW5nX2pvYl9pZEISChBfcGFyZW50X21vZGVsX2lkIjQKDlZvaWNlTW9kZWxGaWxlEhIKCnNpemVfYnl0ZXMYASABKAMSDgoGc2hhMjU2GAIgASgJImIKEVF1YWxpdHlDb21wb25lbnRzEhIKCnNpbWlsYXJpdHkYASABKAESEwoLbmF0dXJhbG5lc3MYAiABKAESDwoHY2xhcml0eRgDIAEoARITCgtjb25zaXN0ZW5jeRgEIAEoAUKgAQoRY29tLnZvaWNlbW9kZWwudjFCD1ZvaWNlTW9kZWxQcm90b1ABWkFleGFtcGxlLmNvbS92b2ljZS1tb2RlbC1zZXJ2aWNlL2dlbi9nby92b2ljZW1vZGVsL3YxO3ZvaWNlbW9kZWx2MaICA1ZYWKoCDVZvaWNlbW9kZWwuVjHKAg1Wb2ljZW1vZGVsXFYx6gIOVm9pY2Vtb2RlbDo6VjFiBnByb3RvMw", [file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * A cloned TTS voice owned by one user.
@@ -152,6 +152,14 @@ export type VoiceModel = Message<"voicemodel.v1.VoiceModel"> & {
    * @generated from field: optional string parent_model_id = 17;
    */
   parentModelId?: string | undefined;
+
+  /**
+   * The stored file's size and SHA-256, set by GetVoiceModel when the model has a file (other
+   * calls leave it unset). Reading it is not a file read: nothing is audited.
+   *
+   * @generated from field: voicemodel.v1.VoiceModelFile file = 18;
+   */
+  file?: VoiceModelFile | undefined;
 };
 
 /**
@@ -160,6 +168,34 @@ export type VoiceModel = Message<"voicemodel.v1.VoiceModel"> & {
  */
 export const VoiceModelSchema: GenMessage<VoiceModel> = /*@__PURE__*/
   messageDesc(file_voicemodel_v1_voice_model, 0);
+
+/**
+ * A model's stored file as GetVoiceModel describes it.
+ *
+ * @generated from message voicemodel.v1.VoiceModelFile
+ */
+export type VoiceModelFile = Message<"voicemodel.v1.VoiceModelFile"> & {
+  /**
+   * Size of the plaintext file in bytes.
+   *
+   * @generated from field: int64 size_bytes = 1;
+   */
+  sizeBytes: bigint;
+
+  /**
+   * SHA-256 of the plaintext file, 64 lowercase hex digits.
+   *
+   * @generated from field: string sha256 = 2;
+   */
+  sha256: string;
+};
+
+/**
+ * Describes the message voicemodel.v1.VoiceModelFile.
+ * Use `create(VoiceModelFileSchema)` to create a new message.
+ */
+export const VoiceModelFileSchema: GenMessage<VoiceModelFile> = /*@__PURE__*/
+  messageDesc(file_voicemodel_v1_voice_model, 1);
 
 /**
  * Component scores, each 0..1 with 3 decimals. quality_score =
@@ -202,5 +238,5 @@ export type QualityComponents = Message<"voicemodel.v1.QualityComponents"> & {
  * Use `create(QualityComponentsSchema)` to create a new message.
  */
 export const QualityComponentsSchema: GenMessage<QualityComponents> = /*@__PURE__*/
-  messageDesc(file_voicemodel_v1_voice_model, 1);
+  messageDesc(file_voicemodel_v1_voice_model, 2);
 
