@@ -47,7 +47,7 @@ const CONCURRENCY = 20;
 const SUBJECT = "bench-footprint";
 
 /** The node options of package.json's start script, so the baselines run like the server. */
-const NODE_OPTIONS_OF_START = ["--v8-pool-size=2"];
+const NODE_OPTIONS_OF_START = ["--v8-pool-size=2", "--max-semi-space-size=8"];
 
 const rpc = (name: string) => `/${VoiceModelService.typeName}/${name}`;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
