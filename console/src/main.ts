@@ -1,6 +1,7 @@
 // The web console: a hash-routed page of views over the service's RPCs, signed in with a token.
-import { api, describe, getToken, setToken } from "./api";
+import { api, getToken, setToken } from "./api";
 import { append, byId, clear, el, field } from "./dom";
+import { clearError, showError } from "./messages";
 import { session, isAdmin, stopWatching, watch } from "./state";
 import { modelsView } from "./views/models";
 import { modelView } from "./views/model";
@@ -20,29 +21,6 @@ const ROUTES: Record<string, { title: string; view: View; admin?: boolean; nav?:
   sharing: { title: "Sharing", view: sharingView, nav: true },
   admin: { title: "Admin", view: adminView, admin: true, nav: true },
 };
-
-export function showError(error: unknown): void {
-  const box = byId("error");
-  const shown = describe(error);
-  clear(box);
-  append(
-    box,
-    el("strong", {}, shown.reason ?? shown.code),
-    ": ",
-    shown.message,
-    shown.requestId ? el("span", { class: "request-id" }, ` (request id ${shown.requestId})`) : null,
-    " ",
-    el("button", { type: "button", onclick: () => (box.hidden = true) }, "Dismiss"),
-  );
-  box.dataset.reason = shown.reason ?? shown.code;
-  box.hidden = false;
-}
-export function notice(text: string): void {
-  byId("notice").textContent = text;
-}
-export function clearError(): void {
-  byId("error").hidden = true;
-}
 
 let stopView: (() => void) | void;
 let rendering = 0;

@@ -3,7 +3,7 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { ExpiringModel } from "../../../gen/voicemodel/v1/governance_pb";
 import { api } from "../api";
 import { append, clear, confirmAction, el, field, fmtBytes, fmtNum, fmtTime, table } from "../dom";
-import { notice, showError } from "../main";
+import { notice, showError } from "../messages";
 import { modelName } from "../state";
 
 const SECTIONS = ["alerts", "fleet", "cleanup", "audit"] as const;

@@ -1,7 +1,7 @@
 // Backups: create with live progress, list, download, restore with its options.
 import { api } from "../api";
 import { append, clear, confirmAction, el, field, fmtBytes, fmtTime, table } from "../dom";
-import { notice, showError } from "../main";
+import { notice, showError } from "../messages";
 import { download } from "./model";
 
 export async function backupsView(main: HTMLElement): Promise<void> {

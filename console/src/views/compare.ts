@@ -1,7 +1,7 @@
 // Compare 2 to 10 models side by side, the recommendation highlighted; "select best" by criteria.
 import { api } from "../api";
 import { append, clear, confirmAction, el, field, fmtNum, table } from "../dom";
-import { notice, showError } from "../main";
+import { notice, showError } from "../messages";
 import { modelName } from "../state";
 import { PROVIDERS } from "./models";
 import { QUALITY_PARTS } from "./model";

@@ -2,7 +2,7 @@
 import type { VoiceModel } from "../../../gen/voicemodel/v1/voice_model_pb";
 import { api, describe, fileRouteError, getToken } from "../api";
 import { append, clear, el, fmtBytes, fmtNum, fmtTime } from "../dom";
-import { notice, showError } from "../main";
+import { notice, showError } from "../messages";
 import { modelName, onChange, session } from "../state";
 import { usagePanel } from "./usage";
 

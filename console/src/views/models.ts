@@ -2,7 +2,7 @@
 import type { VoiceModel } from "../../../gen/voicemodel/v1/voice_model_pb";
 import { api } from "../api";
 import { append, clear, confirmAction, el, field, fmtNum, fmtTime, table } from "../dom";
-import { notice, showError } from "../main";
+import { notice, showError } from "../messages";
 import { modelName, onChange } from "../state";
 
 export const PROVIDERS = ["xtts-v2", "google-cloud-tts", "openai-tts"];

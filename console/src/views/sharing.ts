@@ -1,7 +1,7 @@
 // Sharing: models shared with me; my shares with grant and revoke.
 import { api } from "../api";
 import { append, clear, confirmAction, el, field, fmtTime, table } from "../dom";
-import { notice, showError } from "../main";
+import { notice, showError } from "../messages";
 import { modelName, onChange } from "../state";
 
 export async function sharingView(main: HTMLElement): Promise<() => void> {

@@ -4,7 +4,7 @@ import uPlot from "uplot";
 import type { VoiceModel } from "../../../gen/voicemodel/v1/voice_model_pb";
 import { api, describe } from "../api";
 import { el, fmtNum } from "../dom";
-import { showError } from "../main";
+import { showError } from "../messages";
 
 function plot(title: string, days: number[], values: number[], color: string, width: number): HTMLElement {
   const box = el("figure", { class: "chart", "data-chart": title }, el("figcaption", {}, title));
