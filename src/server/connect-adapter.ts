@@ -10,6 +10,7 @@ import { AppError } from "../errors";
 import { requestIdFor } from "./call-gate";
 import { connectError } from "./connect-transport";
 import { sendHttpError } from "./http-error";
+import { MAX_MESSAGE_BYTES, readBody } from "./request-body";
 import { refuseProtoKey } from "./text-check";
 
 export interface ConnectAdapterOptions extends ConnectRouterOptions {
@@ -35,8 +36,7 @@ export interface ConnectAdapterOptions extends ConnectRouterOptions {
  * - a reply whose single chunk is the whole body goes out in one writeHead + end.
  */
 export function createConnectAdapter(options: ConnectAdapterOptions): http.RequestListener {
-  // 4 MiB per message, as grpc-js's default on the gRPC port (connect's own is 4 GiB).
-  const readMaxBytes = options.readMaxBytes ?? 4 * 1024 * 1024;
+  const readMaxBytes = options.readMaxBytes ?? MAX_MESSAGE_BYTES;
   const stallMs = options.streamStallTimeoutMs ?? 20_000;
   const router = createConnectRouter({ acceptCompression: [compressionGzip, compressionBrotli], ...options, readMaxBytes });
   options.routes(router);
@@ -77,7 +77,7 @@ export function createConnectAdapter(options: ConnectAdapterOptions): http.Reque
           else sendHttpError(res, error, requestId, options.log);
         });
     if (handler.method.methodKind !== "unary") return serve(req);
-    collect(req, readMaxBytes).then(
+    readBody(req, readMaxBytes).then(
       (bytes) => {
         const type = req.headers["content-type"] ?? "";
         try {
@@ -95,28 +95,6 @@ export function createConnectAdapter(options: ConnectAdapterOptions): http.Reque
   };
 }
 
-/**
- * The request body, or its first bytes past `limit`: connect then refuses the call as too large
- * (RESOURCE_EXHAUSTED) and node:http discards the rest once the reply is sent.
- */
-function collect(req: http.IncomingMessage, limit: number): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const pieces: Buffer[] = [];
-    let length = 0;
-    const done = () => {
-      req.off("data", onData).off("end", done);
-      resolve(pieces.length === 1 ? pieces[0] : Buffer.concat(pieces));
-    };
-    const onData = (piece: Buffer) => {
-      pieces.push(piece);
-      length += piece.length;
-      if (length > limit) done();
-    };
-    req.on("data", onData);
-    req.once("end", done);
-    req.once("error", reject);
-  });
-}
 
 /**
  * Connect answers a body it cannot decode (bad JSON, an unknown field, too large) itself, before

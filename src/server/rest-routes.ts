@@ -22,10 +22,9 @@ import type { CallGate } from "./call-gate";
 import type { FileRoutes } from "./file-routes";
 import type { AnyServerStream, AnyUnary } from "./handlers";
 import { sendRestError } from "./http-error";
+import { MAX_MESSAGE_BYTES, readBody } from "./request-body";
 import { refuseProtoKey } from "./text-check";
 
-/** The same limit as a Connect message (connect-adapter.ts) and grpc-js's default. */
-const MAX_BODY_BYTES = 4 * 1024 * 1024;
 
 /** Repeated fields a REST body may also give as one value (the design document sends a string). */
 const ONE_OR_MANY = new Set(["voicemodel.v1.ShareVoiceModelRequest.permissions"]);
@@ -106,7 +105,7 @@ export function restRoutes(deps: RestRoutesDeps): (req: http.IncomingMessage, re
       }
     });
     try {
-      const body = route.body === "*" ? await readBody(req) : (req.resume(), undefined);
+      const body = route.body === "*" ? await readBody(req, MAX_MESSAGE_BYTES) : (req.resume(), undefined);
       const call = {
         method: name,
         authorization: req.headers.authorization,
@@ -209,7 +208,7 @@ function requestOf(route: RestRoute, parts: string[], query: URLSearchParams, bo
 }
 
 function parseBody(input: DescMessage, body: Buffer): JsonObject {
-  if (body.length > MAX_BODY_BYTES) throw new AppError("REQUEST_TOO_LARGE", `request body over ${MAX_BODY_BYTES} bytes`, { field: "body" });
+  if (body.length > MAX_MESSAGE_BYTES) throw new AppError("REQUEST_TOO_LARGE", `request body over ${MAX_MESSAGE_BYTES} bytes`, { field: "body" });
   if (body.length === 0) return {};
   let parsed: JsonValue;
   try {
@@ -246,25 +245,4 @@ function pathSegment(segment: string, field: string): string {
   } catch {
     throw invalidArgument(field, `path segment ${JSON.stringify(segment.slice(0, 64))} is not valid percent-encoded UTF-8`);
   }
-}
-
-/** The body, or its first bytes past the limit (then refused as too large, the rest discarded). */
-function readBody(req: http.IncomingMessage): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const pieces: Buffer[] = [];
-    let length = 0;
-    const done = () => {
-      req.off("data", onData).off("end", done);
-      if (length > MAX_BODY_BYTES) req.resume();
-      resolve(Buffer.concat(pieces));
-    };
-    const onData = (piece: Buffer) => {
-      pieces.push(piece);
-      length += piece.length;
-      if (length > MAX_BODY_BYTES) done();
-    };
-    req.on("data", onData);
-    req.once("end", done);
-    req.once("error", reject);
-  });
 }
