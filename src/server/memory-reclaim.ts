@@ -44,13 +44,14 @@ export function startMemoryReclaim(options: MemoryReclaimOptions): { stop(): voi
   if (!collect || options.thresholdBytes <= 0) return { stop() {} };
   const { thresholdBytes } = options;
   const heapThreshold = thresholdBytes / 4;
-  let heapFloor = process.memoryUsage().heapTotal;
-  let endedAtTick = options.endedCalls();
-  let after = process.memoryUsage().arrayBuffers;
+  const start = process.memoryUsage();
+  let heapFloor = start.heapTotal;
+  let after = start.arrayBuffers;
   let floor = after;
   let before: number | undefined;
   let collectedIdle = false;
   let endedAtLast = options.endedCalls();
+  let endedAtTick = endedAtLast;
   let spacingMs = MIN_SPACING_MS;
   let nextAllowed = 0;
   const timer = setInterval(() => {
