@@ -20,7 +20,7 @@ import {
   VoiceModelService,
 } from "../gen/voicemodel/v1/voice_model_service_pb";
 import { grpcCall } from "./client";
-import { median } from "./load";
+import { median, percentileOf } from "./load";
 import { freePort, serviceArgs, waitUntilReady, type Child, type Processes } from "./processes";
 import { createBenchDatabase, dropBenchDatabase, migrateAndSeed } from "./seed";
 
@@ -43,11 +43,6 @@ export interface EventsBenchOptions {
 const USERS = 100;
 const rpc = (name: string) => `/${VoiceModelService.typeName}/${name}`;
 const raw = (b: Buffer) => b;
-
-const pct = (values: number[], p: number) => {
-  const s = [...values].sort((a, b) => a - b);
-  return s.length ? s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)] : NaN;
-};
 
 /** A service-role watch of every user's events: arrival time per (model id, etag), and the id order. */
 class Watcher {
@@ -194,12 +189,12 @@ export async function runEventsBench(o: EventsBenchOptions): Promise<Record<stri
       const run = {
         round,
         writesPerSecond: acked.length / ((Math.max(...acked.map((w) => w.acked!)) - start) / 1000),
-        ackP50: pct(ackMs, 50),
-        ackP99: pct(ackMs, 99),
-        sameP50: pct(sameMs, 50),
-        sameP99: pct(sameMs, 99),
-        crossP50: pct(crossMs, 50),
-        crossP99: pct(crossMs, 99),
+        ackP50: percentileOf(ackMs, 50),
+        ackP99: percentileOf(ackMs, 99),
+        sameP50: percentileOf(sameMs, 50),
+        sameP99: percentileOf(sameMs, 99),
+        crossP50: percentileOf(crossMs, 50),
+        crossP99: percentileOf(crossMs, 99),
       };
       runs.push(run);
       const f = (n: number) => n.toFixed(1);
@@ -211,11 +206,11 @@ export async function runEventsBench(o: EventsBenchOptions): Promise<Record<stri
     }
     const summary = {
       writesPerSecond: median(runs.map((r) => r.writesPerSecond)),
-      sendToSame: { p50: pct(all.same, 50), p99: pct(all.same, 99), max: Math.max(...all.same) },
-      sendToOther: { p50: pct(all.cross, 50), p99: pct(all.cross, 99), max: Math.max(...all.cross) },
-      replyToSame: { p50: pct(all.sameAfterAck, 50), p99: pct(all.sameAfterAck, 99) },
-      replyToOther: { p50: pct(all.crossAfterAck, 50), p99: pct(all.crossAfterAck, 99) },
-      reply: { p50: pct(all.ack, 50), p99: pct(all.ack, 99) },
+      sendToSame: { p50: percentileOf(all.same, 50), p99: percentileOf(all.same, 99), max: Math.max(...all.same) },
+      sendToOther: { p50: percentileOf(all.cross, 50), p99: percentileOf(all.cross, 99), max: Math.max(...all.cross) },
+      replyToSame: { p50: percentileOf(all.sameAfterAck, 50), p99: percentileOf(all.sameAfterAck, 99) },
+      replyToOther: { p50: percentileOf(all.crossAfterAck, 50), p99: percentileOf(all.crossAfterAck, 99) },
+      reply: { p50: percentileOf(all.ack, 50), p99: percentileOf(all.ack, 99) },
       lost,
       duplicates,
       outOfOrder,

@@ -154,6 +154,12 @@ export async function autocannon(procs: Processes, o: AutocannonOptions): Promis
   };
 }
 
+/** The p-th percentile (nearest rank) of unsorted values; NaN for none. */
+export function percentileOf(values: number[], p: number): number {
+  const s = [...values].sort((a, b) => a - b);
+  return s.length ? s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)] : NaN;
+}
+
 export function median(values: number[]): number {
   const s = [...values].sort((a, b) => a - b);
   if (s.length === 0) return NaN;

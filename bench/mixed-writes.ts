@@ -18,7 +18,7 @@ import {
   GetActiveVoiceModelResponseSchema,
   VoiceModelService,
 } from "../gen/voicemodel/v1/voice_model_service_pb";
-import { median } from "./load";
+import { median, percentileOf } from "./load";
 import { usersLoadArgs, type Processes } from "./processes";
 import { userName } from "./seed";
 import type { UsersLoadOptions, UsersLoadResult } from "./users-load";
@@ -78,11 +78,6 @@ async function writeIds(dbUrl: string, file: string): Promise<Map<number, [strin
     await client.end();
   }
 }
-
-const pctOf = (values: number[], p: number) => {
-  const s = [...values].sort((a, b) => a - b);
-  return s.length ? s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)] : NaN;
-};
 
 export async function runMixedWrites(o: MixedWritesOptions): Promise<Record<string, unknown>> {
   const idsFile = path.join(o.workDir, "mixed-ids.csv");
@@ -173,7 +168,7 @@ export async function runMixedWrites(o: MixedWritesOptions): Promise<Record<stri
         probes: probed.staleness.length + probed.timedOut,
         writerStale: probed.writerStale,
         timedOut: probed.timedOut,
-        staleness: { p50: pctOf(probed.staleness, 50), p90: pctOf(probed.staleness, 90), p99: pctOf(probed.staleness, 99), max: Math.max(...probed.staleness) },
+        staleness: { p50: percentileOf(probed.staleness, 50), p90: percentileOf(probed.staleness, 90), p99: percentileOf(probed.staleness, 99), max: Math.max(...probed.staleness) },
       };
       runs.push(run);
       console.log(
@@ -192,7 +187,7 @@ export async function runMixedWrites(o: MixedWritesOptions): Promise<Record<stri
   const buckets = [1, 5, 10, 50, 100, 1000];
   const histogram = buckets.map((b, i) => `<=${b} ms: ${allStaleness.filter((s) => s <= b && (i === 0 || s > buckets[i - 1])).length}`);
   histogram.push(`>1000 ms: ${allStaleness.filter((s) => s > 1000).length + timedOut}`);
-  const p99 = pctOf(allStaleness, 99);
+  const p99 = percentileOf(allStaleness, 99);
   const max = allStaleness.length ? Math.max(...allStaleness) : NaN;
   console.log(
     `\nmixed writes (95% GetActive / 5% activate or create, Zipf(1.1) over ${GENERATOR_USERS} users, two instances, users-load): ` +
@@ -202,9 +197,9 @@ export async function runMixedWrites(o: MixedWritesOptions): Promise<Record<stri
     `  writer reads after an acknowledged write: ${writerStale} stale of ${allStaleness.length + timedOut} (target 0: ${writerStale === 0 ? "PASS" : "MISS"})`,
   );
   console.log(
-    `  cross-instance staleness over ${allStaleness.length + timedOut} probed writes: p50 ${f(pctOf(allStaleness, 50))} ms, p90 ${f(pctOf(allStaleness, 90))} ms, ` +
+    `  cross-instance staleness over ${allStaleness.length + timedOut} probed writes: p50 ${f(percentileOf(allStaleness, 50))} ms, p90 ${f(percentileOf(allStaleness, 90))} ms, ` +
       `p99 ${f(p99)} ms (<= 100: ${p99 <= 100 ? "PASS" : "MISS"}), max ${f(max)} ms (<= 1000: ${max <= 1000 && timedOut === 0 ? "PASS" : "MISS"})`,
   );
   console.log(`  distribution: ${histogram.join(", ")}`);
-  return { runs, writerStale, timedOut, staleness: { p50: pctOf(allStaleness, 50), p90: pctOf(allStaleness, 90), p99, max, histogram } };
+  return { runs, writerStale, timedOut, staleness: { p50: percentileOf(allStaleness, 50), p90: percentileOf(allStaleness, 90), p99, max, histogram } };
 }
