@@ -1,6 +1,7 @@
 import type { Knex } from "knex";
 import type { Logger } from "pino";
 import { byActor, recordAudit } from "../audit/audit-log";
+import { CACHE_TABLES } from "../cache/cache-tables";
 import * as backupRows from "../backups/backup-repository";
 import type { BackupService } from "../backups/backup-service";
 import type { Tx } from "../db/transaction";
@@ -33,8 +34,6 @@ export interface WithdrawalDeps {
   backups: BackupService;
   log: Logger;
 }
-
-const CACHE_TABLES = ["cache_voice_models", "cache_voice_stats", "cache_voice_analytics"];
 
 /**
  * RevokeConsent: the record, and the model it covers deleted for good, in one transaction (the
