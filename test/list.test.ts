@@ -114,6 +114,59 @@ describe("ListVoiceModels", () => {
     expect(pages.flat().map((m) => m.id)).toEqual(expectedOrder(models.filter((m) => m.provider === "xtts-v2")));
   });
 
+  describe("orderBy", () => {
+    const created = (m: VoiceModel) => timestampDate(m.createdAt!).getTime();
+    const byCreated = (a: VoiceModel, b: VoiceModel) => created(a) - created(b) || (a.id < b.id ? -1 : 1);
+    const byQuality = (a: VoiceModel, b: VoiceModel) => a.qualityScore - b.qualityScore || byCreated(a, b);
+    const orders: Array<[string, (a: VoiceModel, b: VoiceModel) => number]> = [
+      ["created_at", byCreated],
+      ["created_at asc", byCreated],
+      ["created_at desc", (a, b) => byCreated(b, a)],
+      ["createdAt desc", (a, b) => byCreated(b, a)],
+      ["quality_score", byQuality],
+      ["  quality_score   DESC ", (a, b) => byQuality(b, a)],
+      ["qualityScore desc", (a, b) => byQuality(b, a)],
+    ];
+
+    test.each(orders)("%j sorts the whole list and its keyset pages alike", async (orderBy, compare) => {
+      const expected = [...models].sort(compare).map((m) => m.id);
+      const { message } = await alice.grpc.listVoiceModels({ orderBy });
+      expect(message.models.map((m) => m.id)).toEqual(expected);
+      const pages = await allPages(alice, { limit: 3, orderBy });
+      expect(pages.flat().map((m) => m.id)).toEqual(expected);
+      const offsetPage = await alice.grpc.listVoiceModels({ orderBy, limit: 3, offset: 3 });
+      expect(offsetPage.message.models.map((m) => m.id)).toEqual(expected.slice(3, 6));
+    });
+
+    test("an empty orderBy is the default order, and its tokens open without one", async () => {
+      const { message } = await alice.grpc.listVoiceModels({ orderBy: "", limit: 3 });
+      expect(message.models.map((m) => m.id)).toEqual(expectedOrder(models).slice(0, 3));
+      const next = await alice.grpc.listVoiceModels({ limit: 3, pageToken: message.nextPageToken });
+      expect(next.message.models.map((m) => m.id)).toEqual(expectedOrder(models).slice(3, 6));
+    });
+
+    test.each([
+      ["created_at desc", "quality_score desc"],
+      ["created_at desc", "created_at asc"],
+      ["created_at desc", ""],
+      ["", "quality_score desc"],
+    ])("a token minted with %j does not open with %j", async (mintedWith, usedWith) => {
+      const { message } = await alice.grpc.listVoiceModels({ limit: 2, orderBy: mintedWith });
+      await expectGrpcError(alice.grpc.listVoiceModels({ limit: 2, orderBy: usedWith, pageToken: message.nextPageToken }), {
+        code: Code.InvalidArgument,
+        reason: "INVALID_ARGUMENT",
+        field: "pageToken",
+      });
+    });
+
+    test.each(["name", "created_at sideways", "quality_score desc, created_at", "id", "is_active desc", "created_at desc extra"])(
+      "%j is INVALID_ARGUMENT naming orderBy",
+      async (orderBy) => {
+        await expectGrpcError(alice.grpc.listVoiceModels({ orderBy }), { code: Code.InvalidArgument, reason: "INVALID_ARGUMENT", field: "orderBy" });
+      },
+    );
+  });
+
   test("a page exactly filled ends with an empty page, never a repeat", async () => {
     const pages = await allPages(alice, { limit: 4 });
     const ids = pages.flat().map((m) => m.id);

@@ -29,6 +29,10 @@ test("GET /voice-models/user/{userId} maps limit and offset onto the list's own 
   expect(page.body.models.map((m: any) => m.qualityScore)).toEqual([0.2, 0.1]);
   const filtered = await server().fetch(`/voice-models/user/${bob.userId}?minQualityScore=0.25&is_active=false`, { token: bob.token });
   expect(filtered.body.models.map((m: any) => m.qualityScore)).toEqual([0.3]);
+  const sorted = await server().fetch(`/voice-models/user/${bob.userId}?order_by=${encodeURIComponent("quality_score asc")}&limit=2`, { token: bob.token });
+  expect(sorted.body.models.map((m: any) => m.qualityScore)).toEqual([0.1, 0.2]);
+  const next = await server().fetch(`/voice-models/user/${bob.userId}?orderBy=${encodeURIComponent("quality_score asc")}&pageToken=${sorted.body.nextPageToken}`, { token: bob.token });
+  expect(next.body.models.map((m: any) => m.qualityScore)).toEqual([0.3]);
 });
 
 test("DELETE /voice-models/{modelId} soft-deletes; the model is then 404 in the flat error shape", async () => {

@@ -1,7 +1,15 @@
 import { TIME_MS, type PageScope, type PageTokens, type PositionField } from "../paging/page-token";
 import type { VoiceModelRecord } from "./voice-model";
 
-/** Position after a row in the list order (active, quality, created, id; all descending). */
+/**
+ * The orders ListVoiceModels offers. "default" is active first, then quality, created, id; the
+ * others sort by their key, then created and id. Every key of one order runs in one direction,
+ * so a keyset position is a plain row comparison.
+ */
+export const LIST_ORDERS = ["default", "created_at asc", "created_at desc", "quality_score asc", "quality_score desc"] as const;
+export type ListOrder = (typeof LIST_ORDERS)[number];
+
+/** Position after a row: its sort keys (each order compares the ones it sorts by). */
 export interface ListCursor {
   isActive: boolean;
   qualityMillis: number;

@@ -2,7 +2,7 @@ import { VoiceModelRow } from "../db/models/voice-model-row";
 import type { Db, Tx } from "../db/transaction";
 import { LIMITS, type Provider, type Status } from "./constants";
 import type { ChangeLog, ModelChangeKind } from "./model-events";
-import type { ListCursor } from "./paging";
+import type { ListCursor, ListOrder } from "./paging";
 import type { QualityComponents, VoiceModelRecord } from "./voice-model";
 
 /**
@@ -424,21 +424,39 @@ function listWhere(f: ListFilters): { sql: string; bindings: Array<string | numb
   return { sql, bindings };
 }
 
+/** How a cursor's value for each sort key is bound. */
+const SORT_KEYS = {
+  is_active: { cast: "?", value: (a: ListCursor) => a.isActive },
+  quality_score: { cast: "?::numeric", value: (a: ListCursor) => (a.qualityMillis / 1000).toFixed(3) },
+  created_at: { cast: "?::timestamptz", value: (a: ListCursor) => new Date(a.createdAtMs).toISOString() },
+  id: { cast: "?::uuid", value: (a: ListCursor) => a.id },
+} as const;
+type SortKey = keyof typeof SORT_KEYS;
+
+/** Each order's keys, all in one direction (so "after a row" is one row comparison). */
+const ORDER_KEYS: Record<ListOrder, { keys: SortKey[]; desc: boolean }> = {
+  default: { keys: ["is_active", "quality_score", "created_at", "id"], desc: true },
+  "created_at asc": { keys: ["created_at", "id"], desc: false },
+  "created_at desc": { keys: ["created_at", "id"], desc: true },
+  "quality_score asc": { keys: ["quality_score", "created_at", "id"], desc: false },
+  "quality_score desc": { keys: ["quality_score", "created_at", "id"], desc: true },
+};
+
 export async function listModels(
   db: Db,
   filters: ListFilters,
-  page: { limit: number; offset: number; after?: ListCursor },
+  page: { limit: number; offset: number; after?: ListCursor; order: ListOrder },
 ): Promise<{ models: VoiceModelRecord[]; total: number }> {
   const where = listWhere(filters);
+  const { keys, desc } = ORDER_KEYS[page.order];
   let rowsSql = `SELECT * FROM voice_models WHERE ${where.sql}`;
   const rowsBindings = [...where.bindings];
   if (page.after) {
-    const a = page.after;
-    // Every sort key is descending, so "after" is a plain row comparison.
-    rowsSql += " AND (is_active, quality_score, created_at, id) < (?, ?::numeric, ?::timestamptz, ?::uuid)";
-    rowsBindings.push(a.isActive, (a.qualityMillis / 1000).toFixed(3), new Date(a.createdAtMs).toISOString(), a.id);
+    const after = page.after;
+    rowsSql += ` AND (${keys.join(", ")}) ${desc ? "<" : ">"} (${keys.map((k) => SORT_KEYS[k].cast).join(", ")})`;
+    rowsBindings.push(...keys.map((k) => SORT_KEYS[k].value(after)));
   }
-  rowsSql += " ORDER BY is_active DESC, quality_score DESC, created_at DESC, id DESC LIMIT ?";
+  rowsSql += ` ORDER BY ${keys.map((k) => (desc ? `${k} DESC` : k)).join(", ")} LIMIT ?`;
   rowsBindings.push(page.limit);
   if (page.offset > 0) {
     rowsSql += " OFFSET ?";

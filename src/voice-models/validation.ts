@@ -1,6 +1,7 @@
 import { isUserId, USER_ID_RULE } from "../auth/user-id";
 import { invalidArgument } from "../errors";
 import { LIMITS, PROVIDERS, SAMPLE_RATES, STATUSES, type Provider, type Status } from "./constants";
+import { LIST_ORDERS, type ListOrder } from "./paging";
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
@@ -68,6 +69,21 @@ export function pageLimit(value: number | undefined, field = "limit"): number {
     throw invalidArgument(field, `must be from 1 to ${LIMITS.listMax}`);
   }
   return value;
+}
+
+const ORDER_KEYS: Record<string, string> = { created_at: "created_at", createdAt: "created_at", quality_score: "quality_score", qualityScore: "quality_score" };
+
+/** A list's order_by (AIP-132): a key, optionally " asc" or " desc"; empty is the default order. */
+export function listOrder(value: string | undefined, field = "orderBy"): ListOrder {
+  const words = (value ?? "").trim().split(/\s+/).filter(Boolean);
+  if (words.length === 0) return "default";
+  const key = ORDER_KEYS[words[0]];
+  const direction = words.length === 1 ? "asc" : words.length === 2 ? words[1].toLowerCase() : undefined;
+  const order = `${key} ${direction}` as ListOrder;
+  if (!key || !LIST_ORDERS.includes(order)) {
+    throw invalidArgument(field, `must be empty or one of created_at, quality_score, optionally followed by " asc" or " desc"`);
+  }
+  return order;
 }
 
 export function offset(value: number | undefined, field = "offset"): number {

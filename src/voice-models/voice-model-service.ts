@@ -159,18 +159,19 @@ export class VoiceModelService {
     };
     const limit = valid.pageLimit(req.limit);
     const offset = valid.offset(req.offset);
+    const order = valid.listOrder(req.orderBy);
     if (filters.lineageOf !== undefined) {
       const root = await this.findAnyModel(filters.lineageOf);
       if (root?.userId !== userId) throw notUsersModel("lineageOf", filters.lineageOf, userId);
     }
-    // A token opens only for the caller and filters it was minted for.
-    const scope = { callerId: actor.caller.userId, filters };
+    // A token opens only for the caller, filters and order it was minted for.
+    const scope = { callerId: actor.caller.userId, filters: order === "default" ? filters : { ...filters, order } };
     let after;
     if (req.pageToken) {
       if (offset !== 0) throw invalidArgument("offset", "must be 0 when pageToken is given");
       after = decodePageToken(this.pageTokens, scope, req.pageToken);
     }
-    const page = { limit, offset, after };
+    const page = { limit, offset, after, order };
     const { models, total } = await this.reads.list(userId, JSON.stringify({ filters, page }), () => repo.listModels(this.knex, filters, page));
     const nextPageToken = models.length === limit ? encodePageToken(this.pageTokens, scope, models[models.length - 1]) : "";
     return { models, total, nextPageToken };

@@ -5,6 +5,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import type { Page } from "playwright-core";
+import { CALL_POLICY } from "../../src/rpc/call-policy";
 import { createModel, startTestServer, type Actor, type TestServer } from "../helpers/harness";
 import { describeIf, onPostgres, REPO_ROOT } from "../helpers/env";
 import { CHROMIUM_PATH, haveChromium, inCi, launchBrowser, type Browser } from "./browser";
@@ -43,7 +44,8 @@ describeBrowser("the web console (headless chromium)", () => {
   beforeAll(async () => {
     consoleBuild.ensureFresh();
     fs.mkdirSync(SCREENSHOTS, { recursive: true });
-    server = await startTestServer({ env: { DATA_DIR: dataDir } });
+    // The document's default rate limits, on: the console must live within them.
+    server = await startTestServer({ env: { DATA_DIR: dataDir, RATE_LIMITS_ENABLED: "true" } });
     browser = await launchBrowser();
     alice = await server.actor();
     service = await server.serviceActor();
@@ -142,12 +144,22 @@ describeBrowser("the web console (headless chromium)", () => {
     await page.waitForFunction(() => document.querySelectorAll("#models tbody tr").length === 2);
     await page.click("#prev-page");
     await page.waitForFunction(() => document.querySelectorAll("#models tbody tr").length === 10);
+    // Waits until the table shows exactly these rows, in this order.
+    const shows = (ids: string[]) =>
+      page.waitForFunction(
+        (want) => JSON.stringify([...document.querySelectorAll("#models tbody tr")].map((r: any) => r.getAttribute("data-model-id"))) === want,
+        JSON.stringify(ids),
+      );
+    // The service sorts (orderBy), so the order runs across pages: the ten worst, then the two best.
+    await page.selectOption("#f-sort", "quality-low");
+    await shows(made.slice(0, 10).map((m) => m.id));
+    await page.click("#next-page");
+    await shows([made[10].id, made[11].id]);
     await page.selectOption("#f-provider", "openai-tts");
+    await page.selectOption("#f-sort", "quality");
     await page.click("#filters button[type=submit]");
     await page.waitForFunction(() => document.querySelector("#page-info")?.textContent?.includes("4 models"));
-    await page.selectOption("#f-sort", "quality");
-    const qualities = await page.locator("#models tbody tr td:nth-child(5)").allTextContents();
-    expect(qualities).toEqual([...qualities].sort((a, b) => Number(b) - Number(a)));
+    await shows([made[9].id, made[6].id, made[3].id, made[0].id]);
 
     const [first, second] = [made[9], made[6]];
     await page.click(`tr[data-model-id="${first.id}"] [data-action=activate]`);
@@ -422,6 +434,52 @@ describeBrowser("the web console (headless chromium)", () => {
     await page.keyboard.press("Enter");
     await page.waitForSelector(`tr[data-model-id="${target.id}"] .active-mark`);
     await page.close();
+  });
+
+  test("a page load spends at most one rate-limited slot per panel", async () => {
+    // The panels that show rate-limited data: a model's usage plots and the comparison. Every
+    // other page reads only calls without a limit. Slots are counted where the limiter keeps them.
+    const user = await server.actor();
+    const admin = await server.adminActor();
+    const ids = [];
+    for (let i = 0; i < 3; i++) ids.push((await createModel(service, { userId: user.userId, status: "completed" })).id);
+    const limited = new Set(
+      Object.entries(CALL_POLICY)
+        .filter(([, policy]) => "rateLimit" in policy)
+        .map(([name]) => name[0].toUpperCase() + name.slice(1)),
+    );
+    const slotsOf = async (userId: string) =>
+      Number(((await server.db.knex("rate_limit_hits").where({ user_id: userId }).count({ n: "*" })) as Array<{ n: string | number }>)[0].n);
+    const pages: Array<[Actor, string, string[]]> = [
+      [user, "#/models", []],
+      [user, `#/model/${ids[0]}`, ["GetVoiceModelUsageSeries"]],
+      [user, `#/compare?ids=${ids.join(",")}`, ["CompareVoiceModels"]],
+      [user, "#/backups", []],
+      [user, "#/sharing", []],
+      [admin, "#/admin/alerts", []],
+      [admin, "#/admin/fleet", []],
+      [admin, "#/admin/cleanup", []],
+      [admin, "#/admin/audit", []],
+    ];
+    for (const [actor, hash, panels] of pages) {
+      const page = await openConsole(actor.token);
+      await ready(page);
+      // Go there in the app, then count one load of that page alone (a reload keeps the token).
+      const shown = await page.evaluate(() => document.querySelector("main").dataset.ready);
+      await page.evaluate((h) => (location.hash = h), hash);
+      await page.waitForFunction((prev) => document.querySelector("main").dataset.ready !== prev && !document.querySelector("main").hasAttribute("aria-busy"), shown);
+      const before = await slotsOf(actor.userId);
+      const called: string[] = [];
+      page.on("request", (request) => {
+        const method = /\/voicemodel\.v1\.VoiceModelService\/(\w+)$/.exec(new URL(request.url()).pathname)?.[1];
+        if (method && limited.has(method)) called.push(method);
+      });
+      await page.reload();
+      await ready(page);
+      expect({ hash, called: called.sort() }).toEqual({ hash, called: panels });
+      expect({ hash, spent: (await slotsOf(actor.userId)) - before }).toEqual({ hash, spent: panels.length });
+      await page.close();
+    }
   });
 
   test("an hour of normal use within the configured limits meets no RATE_LIMITED", async () => {

@@ -9,11 +9,13 @@ export const PROVIDERS = ["xtts-v2", "google-cloud-tts", "openai-tts"];
 export const STATUSES = ["pending", "training", "completed", "failed"];
 const PAGE = 10;
 
-const SORTS: Record<string, { label: string; compare: (a: VoiceModel, b: VoiceModel) => number }> = {
-  newest: { label: "Newest first", compare: (a, b) => Number((b.createdAt?.seconds ?? 0n) - (a.createdAt?.seconds ?? 0n)) || b.modelNumber - a.modelNumber },
-  oldest: { label: "Oldest first", compare: (a, b) => Number((a.createdAt?.seconds ?? 0n) - (b.createdAt?.seconds ?? 0n)) || a.modelNumber - b.modelNumber },
-  quality: { label: "Quality, best first", compare: (a, b) => b.qualityScore - a.qualityScore },
-  name: { label: "Path, A to Z", compare: (a, b) => a.modelPath.localeCompare(b.modelPath) },
+// The orders ListVoiceModels offers (orderBy): the service sorts, so paging follows the order.
+const SORTS: Record<string, { label: string; orderBy: string }> = {
+  default: { label: "Active first, then quality", orderBy: "" },
+  newest: { label: "Newest first", orderBy: "created_at desc" },
+  oldest: { label: "Oldest first", orderBy: "created_at asc" },
+  quality: { label: "Quality, best first", orderBy: "quality_score desc" },
+  "quality-low": { label: "Quality, lowest first", orderBy: "quality_score asc" },
 };
 
 function select(id: string, options: [string, string][], value = ""): HTMLSelectElement {
@@ -36,7 +38,7 @@ export async function modelsView(main: HTMLElement, params: URLSearchParams): Pr
     active: select("f-active", [["", "Any"], ["true", "Active only"], ["false", "Inactive only"]], params.get("active") ?? ""),
     minQuality: el("input", { id: "f-min-quality", type: "number", min: 0, max: 1, step: 0.01, value: params.get("minQuality") ?? "" }),
     deleted: el("input", { id: "f-deleted", type: "checkbox" }),
-    sort: select("f-sort", Object.entries(SORTS).map(([k, s]) => [k, s.label]), params.get("sort") ?? "newest"),
+    sort: select("f-sort", Object.entries(SORTS).map(([k, s]) => [k, s.label]), params.get("sort") ?? "default"),
   };
   filters.deleted.checked = params.get("deleted") === "true";
   const list = el("div", { id: "models" });
@@ -70,6 +72,7 @@ export async function modelsView(main: HTMLElement, params: URLSearchParams): Pr
       isActive: filters.active.value === "" ? undefined : filters.active.value === "true",
       minQualityScore: minQuality,
       showDeleted: filters.deleted.checked || undefined,
+      orderBy: SORTS[filters.sort.value]?.orderBy || undefined,
       limit: PAGE,
       pageToken: tokens.at(-1) || undefined,
     });
@@ -136,8 +139,7 @@ export async function modelsView(main: HTMLElement, params: URLSearchParams): Pr
   const draw = () => {
     clear(list);
     clear(pager);
-    const sorted = [...models].sort(SORTS[filters.sort.value]?.compare ?? SORTS.newest.compare);
-    const rows = sorted.map((m) => {
+    const rows = models.map((m) => {
       const box = el("input", { type: "checkbox", "aria-label": `Select ${modelName(m)} to compare`, checked: selected.has(m.id) });
       box.addEventListener("change", () => {
         if (box.checked) selected.add(m.id);
@@ -167,12 +169,15 @@ export async function modelsView(main: HTMLElement, params: URLSearchParams): Pr
     );
   };
 
-  form.addEventListener("submit", (event) => {
-    event.preventDefault();
+  const reload = () => {
     tokens = [""];
     void load().catch(showError);
+  };
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    reload();
   });
-  filters.sort.addEventListener("change", draw);
+  filters.sort.addEventListener("change", reload);
   compareButton.addEventListener("click", () => {
     location.hash = `#/compare?ids=${[...selected].join(",")}`;
   });
