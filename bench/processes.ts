@@ -122,7 +122,8 @@ function build(root: string): void {
     ["npm", "run", "--silent", "build"],
     ["npx", "tsc", "bench/baseline-server.ts", "--outDir", ".bench/build", "--module", "commonjs", "--target", "es2022", "--esModuleInterop", "--skipLibCheck"],
     // The many-users load generator: compiled too, so its own CPU per call stays small.
-    ["npx", "tsc", "bench/users-load.ts", "--outDir", ".bench/build-load", "--module", "commonjs", "--target", "es2022", "--esModuleInterop", "--skipLibCheck"],
+    // And the connect-node baseline of (e), which needs the generated code as the generator does.
+    ["npx", "tsc", "bench/users-load.ts", "bench/connect-baseline.ts", "--outDir", ".bench/build-load", "--module", "commonjs", "--target", "es2022", "--esModuleInterop", "--skipLibCheck"],
   ];
   for (const [command, ...args] of steps) {
     const result = spawnSync(command, args, { cwd: root, stdio: "inherit" });
@@ -141,6 +142,12 @@ export function serviceArgs(root: string): string[] {
 export function baselineArgs(root: string): string[] {
   build(root);
   return [path.join(root, ".bench", "build", "baseline-server.js")];
+}
+
+/** The bare connect-node baseline of (e) (bench/connect-baseline.ts), compiled the same way. */
+export function connectBaselineArgs(root: string): string[] {
+  build(root);
+  return [path.join(root, ".bench", "build-load", "bench", "connect-baseline.js")];
 }
 
 /** The many-users load generator (bench/users-load.ts), compiled the same way. */
