@@ -10,7 +10,7 @@ import path from "node:path";
 import { sweepIdleUploads } from "../../src/model-files/chunked-upload";
 import { FsBlobStore } from "../../src/storage/fs-blob-store";
 import { expectRpcError } from "../helpers/expect-error";
-import { createModel, TRANSPORTS, useTestServer, type Actor, type RpcOutcome, type Transport } from "../helpers/harness";
+import { createModel, sleep, startTestServer, TRANSPORTS, useTestServer, type Actor, type RpcOutcome, type TestServer, type Transport } from "../helpers/harness";
 import { grpcStreamingClient } from "../helpers/streaming-client";
 
 const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "vm-chunked-"));
@@ -230,5 +230,40 @@ describe("sessions that end without a finish", () => {
     ok(await server().call("grpc", "revokeConsent", { consentId: message.consent!.id }, hank.token));
     expect(await sessionRows(uploadId)).toEqual({ sessions: 0, chunks: 0 });
     expect(stagedKeys(hank.userId)).toEqual([]);
+  });
+});
+
+describe("the orphan sweep and staged chunks", () => {
+  const ownDir = fs.mkdtempSync(path.join(os.tmpdir(), "vm-chunked-orphans-"));
+  const root = path.join(ownDir, "blobs");
+  let own: TestServer;
+  beforeAll(async () => {
+    own = await startTestServer({ env: { DATA_DIR: ownDir, FILE_PURGE_INTERVAL_MS: "200", ORPHAN_GRACE_SECONDS: "60" } });
+  });
+  afterAll(async () => {
+    await own?.close();
+    fs.rmSync(ownDir, { recursive: true, force: true });
+  });
+
+  test("keeps the chunks of an open session however old, and sweeps staged objects no chunk row names", async () => {
+    const ivy = await own.actor();
+    const model = await createModel(ivy);
+    const body = randomBytes(2000);
+    const started = await own.call("grpc", "startModelFileUpload", { modelId: model.id, sizeBytes: 2000n, sha256: sha(body) }, ivy.token);
+    const uploadId = ok(started).uploadId as string;
+    ok(await own.call("grpc", "appendModelFileUpload", { uploadId, offset: 0n, data: body.subarray(0, 1000) }, ivy.token));
+    const folder = path.join(root, ivy.userId, "uploads", uploadId);
+    const [chunk] = fs.readdirSync(folder).map((f) => path.join(folder, f));
+    // A crash between writing a chunk and committing its row leaves an object no row names.
+    const stray = path.join(folder, "left-by-a-crash");
+    fs.writeFileSync(stray, "x");
+    // Both older than the grace period.
+    const old = new Date(Date.now() - 120_000);
+    for (const file of [chunk, stray]) fs.utimesSync(file, old, old);
+    for (let i = 0; i < 200 && fs.existsSync(stray); i++) await sleep(50);
+    expect(fs.existsSync(stray)).toBe(false);
+    expect(fs.existsSync(chunk)).toBe(true);
+    ok(await own.call("connect", "appendModelFileUpload", { uploadId, offset: 1000n, data: body.subarray(1000) }, ivy.token));
+    expect(ok(await own.call("connect", "finishModelFileUpload", { uploadId }, ivy.token)).file.sha256).toBe(sha(body));
   });
 });
