@@ -174,6 +174,24 @@ describe.each(TRANSPORTS)("over %s", (t) => {
   });
 });
 
+test("two instances on one database and store take alternate calls of one session (no state in the instance)", async () => {
+  const other = await startTestServer({ database: server().db, env: { DATA_DIR: dataDir } });
+  try {
+    const jill = await server().actor();
+    const model = await createModel(jill);
+    const body = randomBytes(3 * 1000);
+    const started = ok(await other.call("connect", "startModelFileUpload", { modelId: model.id, sizeBytes: 3000n, sha256: sha(body) }, jill.token));
+    const instances = [server(), other, server()];
+    for (let i = 0; i < 3; i++) {
+      ok(await instances[i].call(i % 2 ? "grpc" : "connect", "appendModelFileUpload", { uploadId: started.uploadId, offset: BigInt(i * 1000), data: body.subarray(i * 1000, (i + 1) * 1000) }, jill.token));
+    }
+    expect(ok(await other.call("grpc", "finishModelFileUpload", { uploadId: started.uploadId }, jill.token)).file.sha256).toBe(sha(body));
+    expect((await readFile(jill, model.id)).equals(body)).toBe(true);
+  } finally {
+    await other.close();
+  }
+});
+
 describe("sessions that end without a finish", () => {
   const blobs = () => new FsBlobStore(blobRoot);
 
