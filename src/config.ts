@@ -349,6 +349,8 @@ export interface FilesConfig {
   purgeIntervalMs: number;
   /** Largest model file accepted (bytes). */
   maxFileBytes: number;
+  /** An upload session with no append for this long expires; its staged bytes are deleted. */
+  uploadExpiryMs: number;
   /** GCS: how long a call may wait for the first byte of a reply (connect, headers, first chunk). */
   storageConnectTimeoutMs: number;
   /** GCS: how long a transfer may make no progress; no cap on its total time. */
@@ -389,6 +391,7 @@ function parseFiles(env: Env): FilesConfig {
     retentionDays: integer(env, "DELETED_RETENTION_DAYS", 30, 0, 36_500),
     purgeIntervalMs: integer(env, "FILE_PURGE_INTERVAL_MS", 3_600_000, 100, 7 * 86_400_000),
     maxFileBytes: integer(env, "MAX_MODEL_FILE_BYTES", 8 * 1024 ** 3, 1, Number.MAX_SAFE_INTEGER),
+    uploadExpiryMs: integer(env, "UPLOAD_EXPIRY_HOURS", 24, 1, 30 * 24) * 3_600_000,
     storageConnectTimeoutMs: integer(env, "STORAGE_CONNECT_TIMEOUT_MS", 5_000, 50, 600_000),
     storageIdleTimeoutMs: integer(env, "STORAGE_IDLE_TIMEOUT_MS", 5_000, 50, 600_000),
     storageProbeIntervalMs: integer(env, "STORAGE_PROBE_INTERVAL_MS", 10_000, 100, 3_600_000),

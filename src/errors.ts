@@ -62,6 +62,12 @@ export const ErrorCodes = {
   CONSENT_RECORDING_MISSING: Code.FailedPrecondition,
   /** The backup may hold a model whose consent was withdrawn; it is being rewritten without it. */
   BACKUP_REWRITE_PENDING: Code.FailedPrecondition,
+  /** No upload session with that id for the caller (unknown, expired, finished, or another caller's). */
+  UPLOAD_NOT_FOUND: Code.NotFound,
+  /** An append's offset is not where the upload session stands; the error says where to resume. */
+  UPLOAD_OFFSET_MISMATCH: Code.FailedPrecondition,
+  /** FinishModelFileUpload before all the declared bytes were received. */
+  UPLOAD_INCOMPLETE: Code.FailedPrecondition,
   UNIMPLEMENTED: Code.Unimplemented,
   INTERNAL: Code.Internal,
 } as const satisfies Record<string, Code>;
@@ -86,6 +92,8 @@ export interface ErrorSubject {
   retryAfterSeconds?: number;
   /** The position of the batch item that failed the whole call (all_or_nothing batches, faults). */
   itemIndex?: number;
+  /** Bytes an upload session has received: where a client resumes. */
+  receivedBytes?: number;
 }
 
 export class AppError extends Error {

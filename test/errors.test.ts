@@ -193,6 +193,9 @@ const BY_CODE: Record<ErrorCode, ErrorCase[] | HttpCase | CoveredElsewhere | Bug
   CONSENT_EXISTS: { coveredBy: "consent.test.ts" },
   CONSENT_RECORDING_MISSING: { coveredBy: "consent.test.ts" },
   BACKUP_REWRITE_PENDING: { coveredBy: "consent.test.ts" },
+  UPLOAD_NOT_FOUND: { coveredBy: "model-files/chunked-upload.test.ts" },
+  UPLOAD_OFFSET_MISMATCH: { coveredBy: "model-files/chunked-upload.test.ts" },
+  UPLOAD_INCOMPLETE: { coveredBy: "model-files/chunked-upload.test.ts" },
   UNIMPLEMENTED: { coveredBy: "malformed-requests.test.ts" },
   INTERNAL: { bugOnly: true },
 };

@@ -18,7 +18,7 @@ function kindOf(field: DescField): "uuid" | "user" | "free" | undefined {
   if (name === "after_event_id") return "free";
   if (/(^|_)(user_id|user_ids|owner_id)$/.test(name)) return "user";
   // lineage_of: ListVoiceModels' filter by a model's lineage.
-  if (name === "id" || name === "lineage_of" || /(^|_)(model_id|model_ids|backup_id|entry_id|consent_id)$/.test(name)) return "uuid";
+  if (name === "id" || name === "lineage_of" || /(^|_)(model_id|model_ids|backup_id|entry_id|consent_id|upload_id)$/.test(name)) return "uuid";
   return /(_id|_ids)$/.test(name) ? undefined : "free";
 }
 
@@ -111,6 +111,10 @@ const BASES: Partial<Record<MethodName, Base>> = {
   listAuditEvents: { request: () => ({}) },
   uploadModelFile: { request: (ctx) => [{ part: { case: "header", value: byId(ctx) } }, { part: { case: "chunk", value: new Uint8Array([1, 2]) } }] },
   readModelFile: { request: byId },
+  startModelFileUpload: { request: (ctx) => ({ ...byId(ctx), sizeBytes: 1n, sha256: "0".repeat(64) }) },
+  appendModelFileUpload: { request: () => ({ uploadId: "0b9ad2c4-2c38-4c7e-9d55-5e0f6d0b8a11", offset: 0n, data: new Uint8Array([1]) }) },
+  finishModelFileUpload: { request: () => ({ uploadId: "0b9ad2c4-2c38-4c7e-9d55-5e0f6d0b8a11" }) },
+  readBackup: { request: () => ({ backupId: "0b9ad2c4-2c38-4c7e-9d55-5e0f6d0b8a11" }) },
   exportVoiceModel: { request: byId },
   importVoiceModel: { request: (ctx) => [{ part: { case: "header", value: importHeader(ctx) } }] },
   undeleteVoiceModel: { request: byId },

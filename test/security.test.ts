@@ -77,6 +77,24 @@ async function myModelWithFile(ctx: Ctx): Promise<string> {
 
 const byId = (modelId: string) => ({ modelId });
 
+/** One chunk of a chunked upload and what its Start declares. */
+const CHUNK = new Uint8Array([1, 2, 3, 4]);
+const chunkDeclaration = { sizeBytes: 4n, sha256: "9f64a747e1b97f131fabb6b447296c9b6f0201e79fb3c5356e6c77e89b6a806a" };
+
+/** A fresh upload session of the caller, on a fresh model. */
+async function myUploadSession(ctx: Ctx): Promise<string> {
+  const started = await server().call("grpc", "startModelFileUpload", { modelId: (await ctx.myModel()).id, ...chunkDeclaration }, ctx.me.token);
+  if (started.code !== 0) throw new Error(`start failed: ${started.errorMessage}`);
+  return started.message.uploadId;
+}
+
+/** A backup of the user's models, made by an admin. */
+async function backupOf(userId: string): Promise<string> {
+  const made = await server().call("grpc", "createBackup", { userId }, admin.token);
+  const messages = made.message as Array<{ backup?: { backupId: string } }>;
+  return messages[messages.length - 1].backup!.backupId;
+}
+
 /** A valid RecordConsent request for a model or a training job. */
 const consentRequest = (target: { modelId?: string; trainingJobId?: string; userId?: string }) => ({
   ...target,
@@ -200,6 +218,25 @@ const SPECS: Record<MethodName, SecuritySpec> = {
     own: async ({ myModel }) => uploadRequests((await myModel()).id),
     crossUser: async ({ otherModel }) => [{ request: uploadRequests(otherModel.id), modelId: otherModel.id }],
   },
+  // The chunked upload: another caller's upload id is NOT_FOUND (UPLOAD_NOT_FOUND), not
+  // PERMISSION_DENIED, so Append and Finish have no cross-user request here
+  // (model-files/chunked-upload.test.ts checks them); Start is refused on another user's model.
+  startModelFileUpload: {
+    own: async ({ myModel }) => ({ modelId: (await myModel()).id, ...chunkDeclaration }),
+    crossUser: async ({ otherModel }) => [{ request: { modelId: otherModel.id, ...chunkDeclaration }, modelId: otherModel.id }],
+  },
+  appendModelFileUpload: {
+    own: async (ctx) => ({ uploadId: await myUploadSession(ctx), offset: 0n, data: CHUNK }),
+    crossUser: async () => [],
+  },
+  finishModelFileUpload: {
+    own: async (ctx) => {
+      const uploadId = await myUploadSession(ctx);
+      await server().call("grpc", "appendModelFileUpload", { uploadId, offset: 0n, data: CHUNK }, ctx.me.token);
+      return { uploadId };
+    },
+    crossUser: async () => [],
+  },
   readModelFile: {
     own: async (ctx) => byId(await myModelWithFile(ctx)),
     crossUser: async ({ otherModel }) => [{ request: byId(otherModel.id), modelId: otherModel.id }],
@@ -233,6 +270,10 @@ const SPECS: Record<MethodName, SecuritySpec> = {
     own: async () => ({}),
     crossUser: async ({ other }) => [{ request: { userId: other.userId }, field: "userId" }],
     withoutUserId: {},
+  },
+  readBackup: {
+    own: async ({ me }) => ({ backupId: await backupOf(me.userId) }),
+    crossUser: async ({ other }) => [{ request: { backupId: await backupOf(other.userId) } }],
   },
   restoreBackup: {
     own: async ({ me }) => {

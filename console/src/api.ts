@@ -1,8 +1,6 @@
 // The console's one way to the service: connect-web over Connect JSON, same origin.
-import { Code, ConnectError, createClient, type Client, type Interceptor } from "@connectrpc/connect";
+import { ConnectError, createClient, type Client, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-web";
-import { errorFromJson } from "@connectrpc/connect/protocol-connect";
-import type { JsonValue } from "@bufbuild/protobuf";
 import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb";
 import { VoiceModelService } from "../../gen/voicemodel/v1/voice_model_service_pb";
 
@@ -55,13 +53,3 @@ const CODE_NAMES = [
   "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED",
 ];
 const codeName = (code: number) => CODE_NAMES[code] ?? String(code);
-
-/** A file route's error reply (Connect's error JSON) as a ConnectError, with its request id. */
-export function fileRouteError(status: number, body: string, requestId: string | null): ConnectError {
-  const metadata = new Headers(requestId ? { "x-request-id": requestId } : {});
-  try {
-    return errorFromJson(JSON.parse(body) as JsonValue, metadata, new ConnectError(`HTTP ${status}`, Code.Unknown, metadata));
-  } catch {
-    return new ConnectError(`HTTP ${status}`, Code.Unknown, metadata);
-  }
-}

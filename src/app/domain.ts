@@ -11,7 +11,9 @@ import { outsideCall } from "../db/call-deadline";
 import type { Database } from "../db/connection";
 import { ServiceMetrics } from "../metrics/service-metrics";
 import { FileMover } from "../model-files/file-mover";
+import { ChunkedUploads } from "../model-files/chunked-upload";
 import { ModelFileService } from "../model-files/model-file-service";
+import { isStagedKey } from "../model-files/upload-session-repository";
 import { Retention } from "../model-files/retention";
 import { PageTokens } from "../paging/page-token";
 import { Notifications } from "../db/notifications";
@@ -80,6 +82,7 @@ export function buildDomain({ config, db, log }: { config: Readonly<Config>; db:
   const kickMover = () => outsideCall(() => mover.kick());
   const keyProvider = openKeyProvider(masterKeys);
   const files = new ModelFileService({ knex: db.knex, models, sealed: new SealedStore(blobs, keyProvider), maxFileBytes: config.files.maxFileBytes, kickMover });
+  const uploads = new ChunkedUploads({ knex: db.knex, files, expiryMs: config.files.uploadExpiryMs });
   const retention = new Retention({
     knex: db.knex,
     models,
@@ -88,7 +91,8 @@ export function buildDomain({ config, db, log }: { config: Readonly<Config>; db:
     orphanGraceMs: config.files.orphanGraceMs,
     log,
     kickMover,
-    referencedElsewhere: (key) => isRecordingKey(db.knex, key),
+    // Consent recordings, and the staged chunks of open upload sessions.
+    referencedElsewhere: async (key) => (await isRecordingKey(db.knex, key)) || (await isStagedKey(db.knex, key)),
   });
   const { bucket, prefix } = config.files.gcs;
   const backups = new BackupService({
@@ -126,7 +130,7 @@ export function buildDomain({ config, db, log }: { config: Readonly<Config>; db:
     maxRecordingBytes: config.files.maxFileBytes,
     withdrawal,
   });
-  return { notifications, feed, events, metrics, caches, pageTokens, models, history, cleanup, usage, blobs, storageHealth, mover, keyProvider, files, retention, backups, erasure, erasedUsers, sharing, selection, consents };
+  return { notifications, feed, events, metrics, caches, pageTokens, models, history, cleanup, usage, blobs, storageHealth, mover, keyProvider, files, uploads, retention, backups, erasure, erasedUsers, sharing, selection, consents };
 }
 
 export type Domain = ReturnType<typeof buildDomain>;

@@ -8,13 +8,14 @@ import { eventHandlers } from "../rpc/event-handlers";
 import { fileRouteHandlers, type FileRouteHandlers } from "../rpc/file-route-handlers";
 import { governanceHandlers } from "../rpc/governance-handlers";
 import { modelFileHandlers, withFileInfo, type UsageLookup } from "../rpc/model-file-handlers";
+import { uploadSessionHandlers } from "../rpc/upload-session-handlers";
 import { usageHandlers } from "../rpc/usage-handlers";
 import { voiceModelHandlers, type VoiceModelHandlers } from "../rpc/voice-model-handlers";
 import type { Domain } from "./domain";
 
 /** Every RPC's handler, each room's part once, and the file routes' handlers over the served RPCs. */
 export function buildHandlers(domain: Domain, options: { knex: Knex; governance: GovernanceConfig; instanceId: string }) {
-  const { models, history, consents, files, retention, backups, erasure, usage, selection, sharing, cleanup, pageTokens, events } = domain;
+  const { models, history, consents, files, uploads, retention, backups, erasure, usage, selection, sharing, cleanup, pageTokens, events } = domain;
   // Usage stats as an export header carries them.
   const usageOf: UsageLookup = async (actor, modelId) => {
     const stats = await usage.stats(actor, { modelId } as Parameters<typeof usage.stats>[1]);
@@ -30,6 +31,7 @@ export function buildHandlers(domain: Domain, options: { knex: Knex; governance:
     ...activationHistoryHandlers(history),
     ...batchHandlers(models),
     ...modelFileHandlers(files, retention, usageOf),
+    ...uploadSessionHandlers(uploads),
     ...backupHandlers(backups, erasure),
     ...usageHandlers(usage, selection),
     ...eventHandlers(events),

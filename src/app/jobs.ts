@@ -11,7 +11,7 @@ import type { Domain } from "./domain";
  * that lasts two intervals and 10 s (a late tick or a slow database does not hand the job over).
  */
 export function periodicJobs(domain: Domain, { config, db, log, instanceId }: { config: Readonly<Config>; db: Database; log: Logger; instanceId: string }) {
-  const { caches, metrics, cleanup, mover, usage, retention, erasure, erasedUsers, events, backups } = domain;
+  const { caches, metrics, cleanup, mover, usage, retention, uploads, erasure, erasedUsers, events, backups } = domain;
   const fleetWide = (intervalMs: number): JobMode => ({ kind: "one-instance", leaseMs: 2 * intervalMs + 10_000 });
   const { cleanup: cleanupConfig } = config.governance;
   const jobs = new Scheduler(db.knex, instanceId, log);
@@ -24,6 +24,8 @@ export function periodicJobs(domain: Domain, { config, db, log, instanceId }: { 
     { name: "erased-users", intervalMs: 60_000, mode: { kind: "every-instance" }, run: () => erasedUsers.reload("recent") },
     { name: "event-retention", intervalMs: config.events.pruneIntervalMs, mode: fleetWide(config.events.pruneIntervalMs), run: () => events.prune() },
     { name: "usage-purge", intervalMs: config.usage.purgeIntervalMs, mode: fleetWide(config.usage.purgeIntervalMs), run: () => usage.purgeExpired() },
+    // Upload sessions idle past UPLOAD_EXPIRY_HOURS: rows and staged chunks.
+    { name: "upload-expiry", intervalMs: config.files.purgeIntervalMs, mode: fleetWide(config.files.purgeIntervalMs), run: () => uploads.sweepExpired() },
     {
       name: "file-retention",
       intervalMs: config.files.purgeIntervalMs,

@@ -8,6 +8,7 @@ import type { Tx } from "../db/transaction";
 import type { EventOutbox } from "../events/event-outbox";
 import * as files from "../model-files/model-file-repository";
 import { deleteModelRows } from "../model-files/retention";
+import * as uploads from "../model-files/upload-session-repository";
 import { endSharesOfModels } from "../sharing/sharing-service";
 import type { BlobStore } from "../storage/blob-store";
 import * as activation from "../voice-models/activation";
@@ -60,6 +61,8 @@ export class Withdrawal {
         const fileId = await modelRepo.fileIdOfModel(trx, model.id);
         if (fileId && !model.deletedAt) await files.addLiveRefs(trx, fileId, -1);
         await history.eraseModelFromHistory(trx, model.id);
+        // Staged bytes of its upload sessions (the rows go with the model).
+        doomedKeys.push(...(await uploads.stagedKeysOfModel(trx, model.id)));
         await deleteModelRows(trx, log, [model.id]);
         if (isLiveActive(model)) await activation.replaceActive(trx, log, model, "model_deleted");
         if (fileId) doomedKeys.push(...(await files.deleteFileIfUnreferenced(trx, fileId)));

@@ -149,12 +149,26 @@ export class ModelFileService {
     await this.deps.sealed.blobs.delete(key).catch(() => undefined);
   }
 
-  /** Uploads (replaces) the file of a model the caller may change. */
-  async upload(actor: Actor, modelId: string, bytes: AsyncIterable<Uint8Array>, expect: FileExpectations = {}): Promise<{ model: VoiceModelRecord; file: StoredFile }> {
+  /** The live model whose file the caller may upload (replace): the checks of every upload path. */
+  async uploadTarget(actor: Actor, modelId: string): Promise<VoiceModelRecord> {
     const id = valid.modelId(modelId);
     const found = await modelRepo.findModel(this.deps.knex, id);
     if (!found || found.deletedAt) throw modelNotFound(id);
     assertCanWrite(actor.caller, found);
+    return found;
+  }
+
+  /** Checks what an upload declares before any byte arrives (a chunked upload's start). */
+  checkDeclared(expect: Required<FileExpectations>): void {
+    if (!SHA256_HEX.test(expect.sha256)) throw invalidArgument("sha256", "must be 64 lowercase hex digits");
+    if (!Number.isSafeInteger(expect.sizeBytes) || expect.sizeBytes < 0) throw invalidArgument("sizeBytes", "must be 0 or more");
+    if (expect.sizeBytes > this.deps.maxFileBytes) throw invalidArgument("sizeBytes", `is larger than the limit of ${this.deps.maxFileBytes} bytes`);
+  }
+
+  /** Uploads (replaces) the file of a model the caller may change. */
+  async upload(actor: Actor, modelId: string, bytes: AsyncIterable<Uint8Array>, expect: FileExpectations = {}): Promise<{ model: VoiceModelRecord; file: StoredFile }> {
+    const found = await this.uploadTarget(actor, modelId);
+    const id = found.id;
     const { fileId, sealed } = await this.store(found.userId, id, bytes, expect);
     return this.commitSealed(fileId, sealed, (attachTo) =>
       this.deps.models.writeForUser(actor, found.userId, async (trx, log) => {

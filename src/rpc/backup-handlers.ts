@@ -2,9 +2,10 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { BackupRecord } from "../backups/backup-repository";
 import type { BackupService } from "../backups/backup-service";
 import type { UserErasure } from "../user-data/user-erasure";
+import { messageSized } from "./model-file-handlers";
 import type { VoiceModelHandlers } from "./voice-model-handlers";
 
-type BackupRpc = "createBackup" | "listBackups" | "restoreBackup" | "deleteUserData";
+type BackupRpc = "createBackup" | "listBackups" | "readBackup" | "restoreBackup" | "deleteUserData";
 
 export const backupInfo = (b: BackupRecord) => ({
   backupId: b.id,
@@ -42,6 +43,17 @@ export function backupHandlers(backups: BackupService, erasure: UserErasure): Pi
     async listBackups(req, ctx) {
       const page = await backups.list(ctx, req);
       return { backups: page.backups.map(backupInfo), nextPageToken: page.nextPageToken };
+    },
+    // The same access and checks as GET /v1/backups/{id}, as a stream (browsers read it by connect-web).
+    async *readBackup(req, ctx) {
+      const backup = await backups.get(ctx, req.backupId);
+      const head = { sizeBytes: BigInt(backup.sizeBytes), sha256: backup.sha256 };
+      let first = true;
+      for await (const chunk of messageSized(backups.bytes(backup))) {
+        yield first ? { chunk, ...head } : { chunk };
+        first = false;
+      }
+      if (first) yield head;
     },
     async restoreBackup(req, ctx) {
       return backups.restore(ctx, req);

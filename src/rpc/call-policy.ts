@@ -88,12 +88,18 @@ export const CALL_POLICY = {
   listAuditEvents: PLAIN,
   getAlerts: PLAIN,
   uploadModelFile: PLAIN,
+  // The chunked upload is one upload, limited as UploadModelFile is (not per chunk).
+  startModelFileUpload: PLAIN,
+  appendModelFileUpload: PLAIN,
+  finishModelFileUpload: PLAIN,
   readModelFile: { audit: "file.read" },
   exportVoiceModel: { audit: "model.exported" },
   importVoiceModel: { rateLimit: "create" },
   undeleteVoiceModel: PLAIN,
   createBackup: { rateLimit: "backup", audit: "backup.created" },
   listBackups: PLAIN,
+  // The stream form of the downloadBackup route, audited alike.
+  readBackup: { audit: "backup.read" },
   restoreBackup: { rateLimit: "backup", audit: "backup.restored" },
   deleteUserData: PLAIN,
   listActivationHistory: PLAIN,

@@ -98,7 +98,7 @@ const MESSAGE_BYTES = 64 * 1024;
  * copies stay in cache, and a 1 GiB export cost the server about half the CPU it did with 1 MiB
  * messages (bench/export-bench.ts).
  */
-async function* messageSized(bytes: AsyncIterable<Buffer>): AsyncIterable<Buffer> {
+export async function* messageSized(bytes: AsyncIterable<Buffer>): AsyncIterable<Buffer> {
   for await (const chunk of bytes) {
     for (let at = 0; at < chunk.length; at += MESSAGE_BYTES) yield chunk.subarray(at, at + MESSAGE_BYTES);
   }

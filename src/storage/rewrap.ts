@@ -2,7 +2,7 @@ import type { Knex } from "knex";
 import type { KeyProvider } from "./key-provider";
 
 /** Tables whose rows hold a wrapped data key (key_id, wrapped_key). */
-const WRAPPED_KEY_TABLES = ["model_files", "backups"] as const;
+const WRAPPED_KEY_TABLES = ["model_files", "backups", "model_file_upload_chunks"] as const;
 
 /**
  * Master key rotation: re-wraps every data key not wrapped by the current master key. Only the

@@ -9,6 +9,7 @@ import { applyTransactionSettings, type Tx } from "../db/transaction";
 import { accessDenied, invalidArgument } from "../errors";
 import * as backups from "../backups/backup-repository";
 import * as files from "../model-files/model-file-repository";
+import * as uploads from "../model-files/upload-session-repository";
 import type { EventOutbox } from "../events/event-outbox";
 import { deleteModelRows } from "../model-files/retention";
 import { endSharesOfModels } from "../sharing/sharing-service";
@@ -39,6 +40,8 @@ const USER_ROW_TABLES: Array<[table: string, column: string]> = [
   ["cache_voice_analytics", "user_id"],
   ["rate_limit_hits", "user_id"],
   ["voice_model_consents", "user_id"],
+  // Sessions they started on another user's model (service or admin callers); their own go with their models.
+  ["model_file_uploads", "started_by"],
 ];
 
 /** Columns where the id may stay as a hash (others' usage events, others' history; the audit log's own pass). */
@@ -135,6 +138,8 @@ export class UserErasure {
   private async recordKeys(trx: Tx, userId: string, hash: string) {
     const keys = new Set(await files.storageKeysOfUser(trx, userId));
     for (const key of await backups.storageKeysOfUser(trx, userId)) keys.add(key);
+    // Staged chunks of upload sessions (their rows go with the models).
+    for (const key of await uploads.stagedKeysOfUser(trx, userId)) keys.add(key);
     if (keys.size > 0) await trx("user_purge_keys").insert([...keys].map((k) => ({ user_hash: hash, storage_key: k }))).onConflict().ignore();
   }
 

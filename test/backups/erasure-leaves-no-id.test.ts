@@ -98,6 +98,7 @@ describe("after DeleteUserData", () => {
   let admin: Actor;
   let service: Actor;
   let theirs: string;
+  let uploadId: string;
 
   beforeAll(async () => {
     victim = await server().actor(uniqueUser("victim"));
@@ -109,6 +110,11 @@ describe("after DeleteUserData", () => {
     const keep = await createModel(bystander);
     theirs = keep.id;
     for (const [who, id] of [[victim, m1.id], [victim, m2.id], [bystander, keep.id]] as const) await upload(who, id);
+    // An unfinished chunked upload: its session row (user ids) and staged object (under the user's folder) must go too.
+    const staged = Buffer.concat([randomBytes(2_000), Buffer.from(victim.userId)]);
+    const started = await victim.grpc.startModelFileUpload({ modelId: m1.id, sizeBytes: BigInt(staged.length + 10), sha256: createHash("sha256").update(staged).digest("hex") });
+    uploadId = started.message.uploadId;
+    await victim.grpc.appendModelFileUpload({ uploadId, offset: 0n, data: staged });
     await service.grpc.updateVoiceModel({ modelId: m1.id, status: "completed" });
     await service.grpc.updateVoiceModel({ modelId: keep.id, status: "completed" });
     // Shares both ways (share.granted rows name the targets), and one revoked.
@@ -159,6 +165,8 @@ describe("after DeleteUserData", () => {
     expect(await server().db.knex("audit_events").whereRaw("user_ids @> ARRAY[?]::varchar[]", [hash]).first()).toBeDefined();
     expect(await server().db.knex("usage_events").where({ user_id: hash, model_id: theirs }).first()).toBeDefined();
     expect(await server().db.knex("user_tombstones").where({ user_hash: hash, keyed: true }).first()).toBeDefined();
+    expect(await server().db.knex("model_file_uploads").where({ id: uploadId }).first()).toBeUndefined();
+    expect(await server().db.knex("model_file_upload_chunks").where({ upload_id: uploadId }).first()).toBeUndefined();
     const legacy = await server().db.knex("audit_events").whereNull("user_ids").where({ target_user_id: hash }).first();
     expect(legacy.details).toEqual({ message: `caller may not act for user ${hash}`, targetUserIds: [hash, bystander.userId], note: `user ${hash}: done.` });
     // The scan finds what is there: the bystander's rows, their sealed file's plaintext, the log.

@@ -84,6 +84,26 @@ describeBrowser("the web console (headless chromium)", () => {
   /** Waits for the current view to finish its first load. */
   const ready = (page: Page) => page.waitForSelector("main[data-ready]:not([aria-busy])");
 
+  /** Every URL the page requests from the network (blob: downloads are not requests). */
+  function recordRequests(page: Page): string[] {
+    const urls: string[] = [];
+    page.on("request", (request) => {
+      if (/^https?:/.test(request.url())) urls.push(request.url());
+    });
+    return urls;
+  }
+
+  /** The console talks to the service only through the RPCs; besides them it loads its own files. */
+  function expectOnlyRpcRequests(urls: string[]): void {
+    expect(urls.length).toBeGreaterThan(0);
+    const outside = urls.filter((u) => {
+      const url = new URL(u);
+      return url.origin !== server.baseUrl || !(url.pathname.startsWith("/voicemodel.v1.VoiceModelService/") || url.pathname.startsWith("/console/"));
+    });
+    expect(outside).toEqual([]);
+    expect(urls.some((u) => new URL(u).pathname.startsWith("/voicemodel.v1.VoiceModelService/"))).toBe(true);
+  }
+
   const shot = (page: Page, name: string) => page.screenshot({ path: path.join(SCREENSHOTS, `${name}.png`), fullPage: true });
 
   test("served at /console with a strict CSP and nosniff, same origin", async () => {
@@ -236,6 +256,7 @@ describeBrowser("the web console (headless chromium)", () => {
     });
     await user.connect.activateVoiceModel({ modelId: child.id });
     const page = await openConsole(user.token);
+    const requests = recordRequests(page);
     await ready(page);
     // Create one from the form: it shows in the list (by the reload and the change stream).
     await page.click("#create summary");
@@ -257,17 +278,48 @@ describeBrowser("the web console (headless chromium)", () => {
     expect(await page.getAttribute("#error", "data-reason")).toMatch(/^[A-Z_]+$/);
     expect(await page.textContent("#error")).toMatch(/request id [0-9a-f-]{36}/);
     await page.click("#error button");
-    await page.setInputFiles("#upload-file", { name: "voice.pth", mimeType: "application/octet-stream", buffer: Buffer.alloc(300_000, 7) });
+    // Three 1 MiB appends; the second one's reply is lost once (the server got it): the console
+    // sends it again, which the server answers as received, and the upload completes.
+    const body = Buffer.alloc(2.5 * 1024 * 1024, 7);
+    body.write("voice model bytes", 1_500_000);
+    const appends: number[] = [];
+    await page.route("**/voicemodel.v1.VoiceModelService/AppendModelFileUpload", async (route) => {
+      const offset = Number(JSON.parse(route.request().postData() ?? "{}").offset ?? 0);
+      appends.push(offset);
+      const reply = await route.fetch();
+      if (appends.filter((o) => o === offset).length === 1 && offset === 1024 * 1024) {
+        await route.fulfill({ status: 503, contentType: "application/json", body: JSON.stringify({ code: "unavailable", message: "injected: reply lost" }) });
+      } else await route.fulfill({ response: reply });
+    });
+    const progress: string[] = [];
+    await page.exposeFunction("__progress", (value: string) => progress.push(value));
+    await page.evaluate(() => {
+      const bar = document.querySelector("#upload-progress");
+      new window.MutationObserver(() => window.__progress(bar.value)).observe(bar, { attributes: true });
+    });
+    await page.setInputFiles("#upload-file", { name: "voice.pth", mimeType: "application/octet-stream", buffer: body });
     await page.click("#upload-start");
-    await page.waitForFunction(() => document.querySelector("#upload-status")?.textContent?.startsWith("Uploaded"));
+    await page.waitForFunction(() => /^Uploaded|refused/.test(document.querySelector("#upload-status")?.textContent ?? ""));
+    expect(await page.textContent("#upload-status")).toMatch(/^Uploaded/);
     expect(await page.getAttribute("#upload-progress", "value")).toBe("100");
-    const sha256 = createHash("sha256").update(Buffer.alloc(300_000, 7)).digest("hex");
+    expect(appends).toEqual([0, 1024 * 1024, 1024 * 1024, 2 * 1024 * 1024]);
+    await page.unroute("**/voicemodel.v1.VoiceModelService/AppendModelFileUpload");
+    // The bar moved per acknowledged chunk (40% after the first MiB), not only at the end.
+    expect(progress.map(Number).filter((v) => v > 0 && v < 100).length).toBeGreaterThan(0);
+    const sha256 = createHash("sha256").update(body).digest("hex");
     await page.waitForFunction((sha) => document.querySelector('[data-field="File SHA-256"]')?.textContent === sha, sha256);
-    expect(await page.textContent('[data-field="File size"]')).toBe("293.0 KiB");
+    expect(await page.textContent('[data-field="File size"]')).toBe("2.5 MiB");
     expect(await page.locator("#usage .chart canvas").count()).toBe(3);
+    // The export: ExportVoiceModel's stream assembled as the export file, checksum at its end.
     const [download] = await Promise.all([page.waitForEvent("download"), page.click("#export")]);
-    expect(fs.statSync(await download.path()).size).toBeGreaterThan(0);
+    const exported = fs.readFileSync(await download.path());
+    expect(exported.subarray(0, 4).toString()).toBe("VMX1");
+    expect(exported.subarray(exported.length - 32).toString("hex")).toBe(sha256);
+    expect(exported.subarray(exported.length - 32 - body.length, exported.length - 32).equals(body)).toBe(true);
+    expect(download.suggestedFilename()).toBe(`voice-model-${child.id}.vmx`);
+    expect(await page.getAttribute("#export-progress", "value")).toBe("100");
     await shot(page, "model-desktop");
+    expectOnlyRpcRequests(requests);
     await page.close();
   });
 
@@ -308,6 +360,7 @@ describeBrowser("the web console (headless chromium)", () => {
     const user = await server.actor();
     const model = await createModel(service, { userId: user.userId, status: "completed" });
     const page = await openConsole(user.token);
+    const requests = recordRequests(page);
     await page.goto(`${server.baseUrl}/console/#/backups`);
     await ready(page);
     await page.click("#backup-create");
@@ -324,9 +377,15 @@ describeBrowser("the web console (headless chromium)", () => {
     await page.waitForSelector("#restore-result:has-text('restored'), #error:not([hidden])");
     expect(await page.locator("#error:not([hidden])").count() ? await page.textContent("#error") : "").toBe("");
     expect((await user.connect.getVoiceModel({ modelId: model.id })).model?.deletedAt).toBeUndefined();
+    // ReadBackup's stream, checked against the backup's SHA-256 and saved.
     const [download] = await Promise.all([page.waitForEvent("download"), page.click("#backup-list tr[data-backup-id] [data-action=download]")]);
-    expect(fs.statSync(await download.path()).size).toBeGreaterThan(0);
+    const saved = fs.readFileSync(await download.path());
+    const [listed] = (await user.connect.listBackups({})).backups;
+    expect(saved.subarray(0, 4).toString()).toBe("VMB1");
+    expect(createHash("sha256").update(saved).digest("hex")).toBe(listed.sha256);
+    expect(download.suggestedFilename()).toBe(`voice-models-backup-${listed.backupId}.vmb`);
     await shot(page, "backups-desktop");
+    expectOnlyRpcRequests(requests);
     await page.close();
   });
 

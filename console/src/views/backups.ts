@@ -2,7 +2,7 @@
 import { api } from "../api";
 import { append, clear, confirmAction, el, field, fmtBytes, fmtTime, table } from "../dom";
 import { notice, showError } from "../messages";
-import { download } from "./model";
+import { downloadBackup } from "../files";
 
 export async function backupsView(main: HTMLElement): Promise<void> {
   const includeDeleted = el("input", { id: "backup-include-deleted", type: "checkbox" });
@@ -45,7 +45,15 @@ export async function backupsView(main: HTMLElement): Promise<void> {
                 }
               });
               const get = el("button", { type: "button", "data-action": "download" }, "Download");
-              get.addEventListener("click", () => download(`/v1/backups/${encodeURIComponent(b.backupId)}`, `${b.backupId}.vmb`).then(() => notice("Backup downloaded."), showError));
+              get.addEventListener("click", () => {
+                get.disabled = true;
+                downloadBackup(b.backupId, (done, total) => (get.textContent = `Downloading ${total ? Math.floor((done / total) * 100) : 100}%`))
+                  .then(() => notice("Backup downloaded."), showError)
+                  .finally(() => {
+                    get.disabled = false;
+                    get.textContent = "Download";
+                  });
+              });
               return el(
                 "tr",
                 { "data-backup-id": b.backupId },

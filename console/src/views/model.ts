@@ -1,7 +1,8 @@
 // One model: metadata, quality, usage, file, upload and export, lineage, activation timeline, consent.
 import type { VoiceModel } from "../../../gen/voicemodel/v1/voice_model_pb";
-import { api, describe, fileRouteError, getToken } from "../api";
+import { api, describe } from "../api";
 import { append, clear, el, fmtBytes, fmtNum, fmtTime } from "../dom";
+import { downloadExport, uploadModelFile } from "../files";
 import { notice, showError } from "../messages";
 import { modelName, onChange, session } from "../state";
 import { usagePanel } from "./usage";
@@ -46,12 +47,7 @@ function details(model: VoiceModel): HTMLElement {
 const fileSize = (model: VoiceModel) => (model.file ? fmtBytes(model.file.sizeBytes) : "no file stored");
 const fileSha = (model: VoiceModel) => model.file?.sha256 || "—";
 
-async function sha256Hex(bytes: ArrayBuffer): Promise<string> {
-  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
-  return Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
-}
-
-/** PUT /v1/voice-models/{id}/file with its checksum; XHR for the upload's progress events. */
+/** Uploads in chunks through Start/Append/FinishModelFileUpload; the bar moves per acknowledged chunk. */
 function uploadPanel(model: VoiceModel, onDone: () => void): HTMLElement {
   const input = el("input", { type: "file", id: "upload-file" });
   const bar = el("progress", { id: "upload-progress", max: 100, value: 0, "aria-label": "Upload progress" });
@@ -60,46 +56,25 @@ function uploadPanel(model: VoiceModel, onDone: () => void): HTMLElement {
   button.addEventListener("click", async () => {
     const file = input.files?.[0];
     if (!file) return void (status.textContent = "Choose a file first.");
-    const bytes = await file.arrayBuffer();
-    const sha = await sha256Hex(bytes);
-    const xhr = new XMLHttpRequest();
-    xhr.open("PUT", `/v1/voice-models/${encodeURIComponent(model.id)}/file`);
-    xhr.setRequestHeader("authorization", `Bearer ${getToken()}`);
-    xhr.setRequestHeader("content-type", "application/octet-stream");
-    xhr.setRequestHeader("x-content-sha256", sha);
-    xhr.upload.addEventListener("progress", (e) => {
-      if (e.lengthComputable) bar.value = Math.round((e.loaded / e.total) * 100);
-    });
-    xhr.addEventListener("load", () => {
-      if (xhr.status === 200) {
-        bar.value = 100;
-        status.textContent = `Uploaded ${fmtBytes(bytes.byteLength)}, SHA-256 ${sha}.`;
-        onDone();
-      } else {
-        const error = fileRouteError(xhr.status, xhr.responseText, xhr.getResponseHeader("x-request-id"));
-        const shown = describe(error);
-        status.textContent = `Upload refused: ${shown.reason ?? shown.code}: ${shown.message} (request id ${shown.requestId ?? "?"})`;
-        showError(error);
-      }
-    });
-    xhr.addEventListener("error", () => (status.textContent = "Upload failed: the connection broke."));
+    button.disabled = true;
     status.textContent = "Uploading…";
-    xhr.send(bytes);
+    try {
+      const done = await uploadModelFile(model.id, file, (sent, total) => {
+        bar.value = total ? Math.floor((sent / total) * 100) : 100;
+        status.textContent = `Uploading… ${fmtBytes(sent)} of ${fmtBytes(total)}`;
+      });
+      bar.value = 100;
+      status.textContent = `Uploaded ${fmtBytes(done.sizeBytes)}, SHA-256 ${done.sha256}.`;
+      onDone();
+    } catch (error) {
+      const shown = describe(error);
+      status.textContent = `Upload refused: ${shown.reason ?? shown.code}: ${shown.message} (request id ${shown.requestId ?? "?"})`;
+      showError(error);
+    } finally {
+      button.disabled = false;
+    }
   });
   return el("section", { "aria-labelledby": "upload-h" }, el("h3", { id: "upload-h" }, "Upload the model file"), el("div", { class: "row" }, el("label", {}, "File", input), button, bar, status));
-}
-
-/** Fetches a file route with the token and hands the bytes to the browser as a download. */
-export async function download(url: string, fallbackName: string): Promise<void> {
-  const reply = await fetch(url, { headers: { authorization: `Bearer ${getToken()}` } });
-  if (!reply.ok) throw fileRouteError(reply.status, await reply.text(), reply.headers.get("x-request-id"));
-  const name = /filename="?([^";]+)"?/.exec(reply.headers.get("content-disposition") ?? "")?.[1] ?? fallbackName;
-  const href = URL.createObjectURL(await reply.blob());
-  const a = el("a", { href, download: name });
-  document.body.append(a);
-  a.click();
-  a.remove();
-  setTimeout(() => URL.revokeObjectURL(href), 10_000);
 }
 
 export async function modelView(main: HTMLElement, _params: URLSearchParams, id: string): Promise<() => void> {
@@ -122,7 +97,13 @@ export async function modelView(main: HTMLElement, _params: URLSearchParams, id:
   draw();
   const own = model.userId === session.userId;
   const exportButton = el("button", { type: "button", id: "export" }, "Download export");
-  exportButton.addEventListener("click", () => download(`/v1/voice-models/${encodeURIComponent(model.id)}/export`, `${model.id}.export`).then(() => notice("Export downloaded."), showError));
+  const exportBar = el("progress", { id: "export-progress", max: 100, value: 0, "aria-label": "Export progress" });
+  exportButton.addEventListener("click", () => {
+    exportButton.disabled = true;
+    downloadExport(model.id, (done, total) => (exportBar.value = total ? Math.floor((done / total) * 100) : 100))
+      .then(() => notice("Export downloaded."), showError)
+      .finally(() => (exportButton.disabled = false));
+  });
   const lineage = el("ol", { id: "lineage" });
   const timeline = el("ol", { id: "timeline", class: "timeline" });
   const consent = el("div", { id: "consent" });
@@ -131,7 +112,7 @@ export async function modelView(main: HTMLElement, _params: URLSearchParams, id:
     el("h3", {}, "Usage"),
     await usagePanel(model),
     own ? uploadPanel(model, () => void refresh()) : null,
-    el("div", { class: "row" }, exportButton),
+    el("div", { class: "row" }, exportButton, exportBar),
     el("h3", {}, "Lineage"),
     lineage,
     own ? el("h3", {}, "Activation history") : null,

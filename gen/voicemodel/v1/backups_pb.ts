@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file voicemodel/v1/backups.proto.
  */
 export const file_voicemodel_v1_backups: GenFile = /*@__PURE__*/
-  fileDesc("Cht2b2ljZW1vZGVsL3YxL2JhY2t1cHMucHJvdG8SDXZvaWNlbW9kZWwudjEiUAoTQ3JlYXRlQmFja3VwUmVxdWVzdBIUCgd1c2VyX2lkGAEgASgJSACIAQESFwoPaW5jbHVkZV9kZWxldGVkGAIgASgIQgoKCF91c2VyX2lkInIKFENyZWF0ZUJhY2t1cFJlc3BvbnNlEi8KCHByb2dyZXNzGAEgASgLMh0udm9pY2Vtb2RlbC52MS5CYWNrdXBQcm9ncmVzcxIpCgZiYWNrdXAYAiABKAsyGS52b2ljZW1vZGVsLnYxLkJhY2t1cEluZm8iUgoOQmFja3VwUHJvZ3Jlc3MSEwoLbW9kZWxzX2RvbmUYASABKAUSFAoMbW9kZWxzX3RvdGFsGAIgASgFEhUKDWJ5dGVzX3dyaXR0ZW4YAyABKAMixwEKCkJhY2t1cEluZm8SEQoJYmFja3VwX2lkGAEgASgJEhMKC2JhY2t1cF9wYXRoGAIgASgJEhIKCnNpemVfYnl0ZXMYAyABKAMSDgoGc2hhMjU2GAQgASgJEhMKC21vZGVsX2NvdW50GAUgASgFEhcKD2luY2x1ZGVfZGVsZXRlZBgGIAEoCBIuCgpjcmVhdGVkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgd1c2VyX2lkGAggASgJInwKEkxpc3RCYWNrdXBzUmVxdWVzdBIUCgd1c2VyX2lkGAEgASgJSACIAQESEgoFbGltaXQYAiABKAVIAYgBARIXCgpwYWdlX3Rva2VuGAMgASgJSAKIAQFCCgoIX3VzZXJfaWRCCAoGX2xpbWl0Qg0KC19wYWdlX3Rva2VuIloKE0xpc3RCYWNrdXBzUmVzcG9uc2USKgoHYmFja3VwcxgBIAMoCzIZLnZvaWNlbW9kZWwudjEuQmFja3VwSW5mbxIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkihAEKFFJlc3RvcmVCYWNrdXBSZXF1ZXN0EhMKC2JhY2t1cF9wYXRoGAEgASgJEhoKEm92ZXJ3cml0ZV9leGlzdGluZxgCIAEoCBIZChFhY3RpdmF0ZV9yZXN0b3JlZBgDIAEoCBIUCgd1c2VyX2lkGAQgASgJSACIAQFCCgoIX3VzZXJfaWQigQEKFVJlc3RvcmVCYWNrdXBSZXNwb25zZRIQCghyZXN0b3JlZBgBIAEoBRIPCgdza2lwcGVkGAIgASgFEhMKC292ZXJ3cml0dGVuGAMgASgFEhwKD2FjdGl2ZV9tb2RlbF9pZBgEIAEoCUgAiAEBQhIKEF9hY3RpdmVfbW9kZWxfaWQiKAoVRGVsZXRlVXNlckRhdGFSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkipQEKFkRlbGV0ZVVzZXJEYXRhUmVzcG9uc2USDgoGc3RhdHVzGAEgASgJEhcKD29iamVjdHNfZGVsZXRlZBgCIAEoAxIxCg10b21ic3RvbmVkX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hlZF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCnQEKEWNvbS52b2ljZW1vZGVsLnYxQgxCYWNrdXBzUHJvdG9QAVpBZXhhbXBsZS5jb20vdm9pY2UtbW9kZWwtc2VydmljZS9nZW4vZ28vdm9pY2Vtb2RlbC92MTt2b2ljZW1vZGVsdjGiAgNWWFiqAg1Wb2ljZW1vZGVsLlYxygINVm9pY2Vtb2RlbFxWMeoCDlZvaWNlbW9kZWw6OlYxYgZwcm90bzM", [file_google_protobuf_timestamp]);
+  fileDesc("Cht2b2ljZW1vZGVsL3YxL2JhY2t1cHMucHJvdG8SDXZvaWNlbW9kZWwudjEiUAoTQ3JlYXRlQmFja3VwUmVxdWVzdBIUCgd1c2VyX2lkGAEgASgJSACIAQESFwoPaW5jbHVkZV9kZWxldGVkGAIgASgIQgoKCF91c2VyX2lkInIKFENyZWF0ZUJhY2t1cFJlc3BvbnNlEi8KCHByb2dyZXNzGAEgASgLMh0udm9pY2Vtb2RlbC52MS5CYWNrdXBQcm9ncmVzcxIpCgZiYWNrdXAYAiABKAsyGS52b2ljZW1vZGVsLnYxLkJhY2t1cEluZm8iUgoOQmFja3VwUHJvZ3Jlc3MSEwoLbW9kZWxzX2RvbmUYASABKAUSFAoMbW9kZWxzX3RvdGFsGAIgASgFEhUKDWJ5dGVzX3dyaXR0ZW4YAyABKAMixwEKCkJhY2t1cEluZm8SEQoJYmFja3VwX2lkGAEgASgJEhMKC2JhY2t1cF9wYXRoGAIgASgJEhIKCnNpemVfYnl0ZXMYAyABKAMSDgoGc2hhMjU2GAQgASgJEhMKC21vZGVsX2NvdW50GAUgASgFEhcKD2luY2x1ZGVfZGVsZXRlZBgGIAEoCBIuCgpjcmVhdGVkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgd1c2VyX2lkGAggASgJInwKEkxpc3RCYWNrdXBzUmVxdWVzdBIUCgd1c2VyX2lkGAEgASgJSACIAQESEgoFbGltaXQYAiABKAVIAYgBARIXCgpwYWdlX3Rva2VuGAMgASgJSAKIAQFCCgoIX3VzZXJfaWRCCAoGX2xpbWl0Qg0KC19wYWdlX3Rva2VuIloKE0xpc3RCYWNrdXBzUmVzcG9uc2USKgoHYmFja3VwcxgBIAMoCzIZLnZvaWNlbW9kZWwudjEuQmFja3VwSW5mbxIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkihAEKFFJlc3RvcmVCYWNrdXBSZXF1ZXN0EhMKC2JhY2t1cF9wYXRoGAEgASgJEhoKEm92ZXJ3cml0ZV9leGlzdGluZxgCIAEoCBIZChFhY3RpdmF0ZV9yZXN0b3JlZBgDIAEoCBIUCgd1c2VyX2lkGAQgASgJSACIAQFCCgoIX3VzZXJfaWQigQEKFVJlc3RvcmVCYWNrdXBSZXNwb25zZRIQCghyZXN0b3JlZBgBIAEoBRIPCgdza2lwcGVkGAIgASgFEhMKC292ZXJ3cml0dGVuGAMgASgFEhwKD2FjdGl2ZV9tb2RlbF9pZBgEIAEoCUgAiAEBQhIKEF9hY3RpdmVfbW9kZWxfaWQiKAoVRGVsZXRlVXNlckRhdGFSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkipQEKFkRlbGV0ZVVzZXJEYXRhUmVzcG9uc2USDgoGc3RhdHVzGAEgASgJEhcKD29iamVjdHNfZGVsZXRlZBgCIAEoAxIxCg10b21ic3RvbmVkX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hlZF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiJgoRUmVhZEJhY2t1cFJlcXVlc3QSEQoJYmFja3VwX2lkGAEgASgJIkcKElJlYWRCYWNrdXBSZXNwb25zZRINCgVjaHVuaxgBIAEoDBISCgpzaXplX2J5dGVzGAIgASgDEg4KBnNoYTI1NhgDIAEoCUKdAQoRY29tLnZvaWNlbW9kZWwudjFCDEJhY2t1cHNQcm90b1ABWkFleGFtcGxlLmNvbS92b2ljZS1tb2RlbC1zZXJ2aWNlL2dlbi9nby92b2ljZW1vZGVsL3YxO3ZvaWNlbW9kZWx2MaICA1ZYWKoCDVZvaWNlbW9kZWwuVjHKAg1Wb2ljZW1vZGVsXFYx6gIOVm9pY2Vtb2RlbDo6VjFiBnByb3RvMw", [file_google_protobuf_timestamp]);
 
 /**
  * @generated from message voicemodel.v1.CreateBackupRequest
@@ -379,4 +379,56 @@ export type DeleteUserDataResponse = Message<"voicemodel.v1.DeleteUserDataRespon
  */
 export const DeleteUserDataResponseSchema: GenMessage<DeleteUserDataResponse> = /*@__PURE__*/
   messageDesc(file_voicemodel_v1_backups, 9);
+
+/**
+ * @generated from message voicemodel.v1.ReadBackupRequest
+ */
+export type ReadBackupRequest = Message<"voicemodel.v1.ReadBackupRequest"> & {
+  /**
+   * The backup to read (BackupInfo.backup_id): its owner, service and admin callers.
+   *
+   * @generated from field: string backup_id = 1;
+   */
+  backupId: string;
+};
+
+/**
+ * Describes the message voicemodel.v1.ReadBackupRequest.
+ * Use `create(ReadBackupRequestSchema)` to create a new message.
+ */
+export const ReadBackupRequestSchema: GenMessage<ReadBackupRequest> = /*@__PURE__*/
+  messageDesc(file_voicemodel_v1_backups, 10);
+
+/**
+ * @generated from message voicemodel.v1.ReadBackupResponse
+ */
+export type ReadBackupResponse = Message<"voicemodel.v1.ReadBackupResponse"> & {
+  /**
+   * The next bytes of the backup's plain content (the format above; up to 64 KiB per message).
+   *
+   * @generated from field: bytes chunk = 1;
+   */
+  chunk: Uint8Array;
+
+  /**
+   * Plain size of the whole backup (in the first message; 0 after).
+   *
+   * @generated from field: int64 size_bytes = 2;
+   */
+  sizeBytes: bigint;
+
+  /**
+   * SHA-256 of the whole plain content, lowercase hex (in the first message; empty after).
+   *
+   * @generated from field: string sha256 = 3;
+   */
+  sha256: string;
+};
+
+/**
+ * Describes the message voicemodel.v1.ReadBackupResponse.
+ * Use `create(ReadBackupResponseSchema)` to create a new message.
+ */
+export const ReadBackupResponseSchema: GenMessage<ReadBackupResponse> = /*@__PURE__*/
+  messageDesc(file_voicemodel_v1_backups, 11);
 

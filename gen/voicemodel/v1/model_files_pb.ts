@@ -13,7 +13,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file voicemodel/v1/model_files.proto.
  */
 export const file_voicemodel_v1_model_files: GenFile = /*@__PURE__*/
-  fileDesc("Ch92b2ljZW1vZGVsL3YxL21vZGVsX2ZpbGVzLnByb3RvEg12b2ljZW1vZGVsLnYxImkKFlVwbG9hZE1vZGVsRmlsZVJlcXVlc3QSNgoGaGVhZGVyGAEgASgLMiQudm9pY2Vtb2RlbC52MS5VcGxvYWRNb2RlbEZpbGVIZWFkZXJIABIPCgVjaHVuaxgCIAEoDEgAQgYKBHBhcnQicQoVVXBsb2FkTW9kZWxGaWxlSGVhZGVyEhAKCG1vZGVsX2lkGAEgASgJEhMKBnNoYTI1NhgCIAEoCUgAiAEBEhcKCnNpemVfYnl0ZXMYAyABKANIAYgBAUIJCgdfc2hhMjU2Qg0KC19zaXplX2J5dGVzIm8KF1VwbG9hZE1vZGVsRmlsZVJlc3BvbnNlEigKBW1vZGVsGAEgASgLMhkudm9pY2Vtb2RlbC52MS5Wb2ljZU1vZGVsEioKBGZpbGUYAiABKAsyHC52b2ljZW1vZGVsLnYxLk1vZGVsRmlsZUluZm8icwoNTW9kZWxGaWxlSW5mbxISCgpzaXplX2J5dGVzGAEgASgDEg4KBnNoYTI1NhgCIAEoCRIUCgxzdG9yZWRfYnl0ZXMYAyABKAMSEgoKY29tcHJlc3NlZBgEIAEoCBIUCgxkZWR1cGxpY2F0ZWQYBSABKAgiaAoUUmVhZE1vZGVsRmlsZVJlcXVlc3QSEAoIbW9kZWxfaWQYASABKAkSEwoGb2Zmc2V0GAIgASgDSACIAQESEwoGbGVuZ3RoGAMgASgDSAGIAQFCCQoHX29mZnNldEIJCgdfbGVuZ3RoIkoKFVJlYWRNb2RlbEZpbGVSZXNwb25zZRINCgVjaHVuaxgBIAEoDBISCgpzaXplX2J5dGVzGAIgASgDEg4KBnNoYTI1NhgDIAEoCSIrChdFeHBvcnRWb2ljZU1vZGVsUmVxdWVzdBIQCghtb2RlbF9pZBgBIAEoCSKTAQoYRXhwb3J0Vm9pY2VNb2RlbFJlc3BvbnNlEi0KBmhlYWRlchgBIAEoCzIbLnZvaWNlbW9kZWwudjEuRXhwb3J0SGVhZGVySAASDwoFY2h1bmsYAiABKAxIABIvCgd0cmFpbGVyGAMgASgLMhwudm9pY2Vtb2RlbC52MS5FeHBvcnRUcmFpbGVySABCBgoEcGFydCLHAQoMRXhwb3J0SGVhZGVyEhYKDmZvcm1hdF92ZXJzaW9uGAEgASgFEigKBW1vZGVsGAIgASgLMhkudm9pY2Vtb2RlbC52MS5Wb2ljZU1vZGVsEhIKCnNpemVfYnl0ZXMYAyABKAMSDgoGc2hhMjU2GAQgASgJEikKCHRyYWluaW5nGAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBImCgV1c2FnZRgGIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QiMwoNRXhwb3J0VHJhaWxlchIOCgZzaGEyNTYYASABKAkSEgoKc2l6ZV9ieXRlcxgCIAEoAyLcAQoXSW1wb3J0Vm9pY2VNb2RlbFJlcXVlc3QSLQoGaGVhZGVyGAEgASgLMhsudm9pY2Vtb2RlbC52MS5FeHBvcnRIZWFkZXJIABIPCgVjaHVuaxgCIAEoDEgAEi8KB3RyYWlsZXIYAyABKAsyHC52b2ljZW1vZGVsLnYxLkV4cG9ydFRyYWlsZXJIABIUCgd1c2VyX2lkGAQgASgJSAGIAQESFwoKY29uc2VudF9pZBgFIAEoCUgCiAEBQgYKBHBhcnRCCgoIX3VzZXJfaWRCDQoLX2NvbnNlbnRfaWQicAoYSW1wb3J0Vm9pY2VNb2RlbFJlc3BvbnNlEigKBW1vZGVsGAEgASgLMhkudm9pY2Vtb2RlbC52MS5Wb2ljZU1vZGVsEioKBGZpbGUYAiABKAsyHC52b2ljZW1vZGVsLnYxLk1vZGVsRmlsZUluZm8iLQoZVW5kZWxldGVWb2ljZU1vZGVsUmVxdWVzdBIQCghtb2RlbF9pZBgBIAEoCSJGChpVbmRlbGV0ZVZvaWNlTW9kZWxSZXNwb25zZRIoCgVtb2RlbBgBIAEoCzIZLnZvaWNlbW9kZWwudjEuVm9pY2VNb2RlbEKgAQoRY29tLnZvaWNlbW9kZWwudjFCD01vZGVsRmlsZXNQcm90b1ABWkFleGFtcGxlLmNvbS92b2ljZS1tb2RlbC1zZXJ2aWNlL2dlbi9nby92b2ljZW1vZGVsL3YxO3ZvaWNlbW9kZWx2MaICA1ZYWKoCDVZvaWNlbW9kZWwuVjHKAg1Wb2ljZW1vZGVsXFYx6gIOVm9pY2Vtb2RlbDo6VjFiBnByb3RvMw", [file_google_protobuf_struct, file_voicemodel_v1_voice_model]);
+  fileDesc("Ch92b2ljZW1vZGVsL3YxL21vZGVsX2ZpbGVzLnByb3RvEg12b2ljZW1vZGVsLnYxImkKFlVwbG9hZE1vZGVsRmlsZVJlcXVlc3QSNgoGaGVhZGVyGAEgASgLMiQudm9pY2Vtb2RlbC52MS5VcGxvYWRNb2RlbEZpbGVIZWFkZXJIABIPCgVjaHVuaxgCIAEoDEgAQgYKBHBhcnQicQoVVXBsb2FkTW9kZWxGaWxlSGVhZGVyEhAKCG1vZGVsX2lkGAEgASgJEhMKBnNoYTI1NhgCIAEoCUgAiAEBEhcKCnNpemVfYnl0ZXMYAyABKANIAYgBAUIJCgdfc2hhMjU2Qg0KC19zaXplX2J5dGVzIm8KF1VwbG9hZE1vZGVsRmlsZVJlc3BvbnNlEigKBW1vZGVsGAEgASgLMhkudm9pY2Vtb2RlbC52MS5Wb2ljZU1vZGVsEioKBGZpbGUYAiABKAsyHC52b2ljZW1vZGVsLnYxLk1vZGVsRmlsZUluZm8icwoNTW9kZWxGaWxlSW5mbxISCgpzaXplX2J5dGVzGAEgASgDEg4KBnNoYTI1NhgCIAEoCRIUCgxzdG9yZWRfYnl0ZXMYAyABKAMSEgoKY29tcHJlc3NlZBgEIAEoCBIUCgxkZWR1cGxpY2F0ZWQYBSABKAgiaAoUUmVhZE1vZGVsRmlsZVJlcXVlc3QSEAoIbW9kZWxfaWQYASABKAkSEwoGb2Zmc2V0GAIgASgDSACIAQESEwoGbGVuZ3RoGAMgASgDSAGIAQFCCQoHX29mZnNldEIJCgdfbGVuZ3RoIkoKFVJlYWRNb2RlbEZpbGVSZXNwb25zZRINCgVjaHVuaxgBIAEoDBISCgpzaXplX2J5dGVzGAIgASgDEg4KBnNoYTI1NhgDIAEoCSIrChdFeHBvcnRWb2ljZU1vZGVsUmVxdWVzdBIQCghtb2RlbF9pZBgBIAEoCSKTAQoYRXhwb3J0Vm9pY2VNb2RlbFJlc3BvbnNlEi0KBmhlYWRlchgBIAEoCzIbLnZvaWNlbW9kZWwudjEuRXhwb3J0SGVhZGVySAASDwoFY2h1bmsYAiABKAxIABIvCgd0cmFpbGVyGAMgASgLMhwudm9pY2Vtb2RlbC52MS5FeHBvcnRUcmFpbGVySABCBgoEcGFydCLHAQoMRXhwb3J0SGVhZGVyEhYKDmZvcm1hdF92ZXJzaW9uGAEgASgFEigKBW1vZGVsGAIgASgLMhkudm9pY2Vtb2RlbC52MS5Wb2ljZU1vZGVsEhIKCnNpemVfYnl0ZXMYAyABKAMSDgoGc2hhMjU2GAQgASgJEikKCHRyYWluaW5nGAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBImCgV1c2FnZRgGIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QiMwoNRXhwb3J0VHJhaWxlchIOCgZzaGEyNTYYASABKAkSEgoKc2l6ZV9ieXRlcxgCIAEoAyLcAQoXSW1wb3J0Vm9pY2VNb2RlbFJlcXVlc3QSLQoGaGVhZGVyGAEgASgLMhsudm9pY2Vtb2RlbC52MS5FeHBvcnRIZWFkZXJIABIPCgVjaHVuaxgCIAEoDEgAEi8KB3RyYWlsZXIYAyABKAsyHC52b2ljZW1vZGVsLnYxLkV4cG9ydFRyYWlsZXJIABIUCgd1c2VyX2lkGAQgASgJSAGIAQESFwoKY29uc2VudF9pZBgFIAEoCUgCiAEBQgYKBHBhcnRCCgoIX3VzZXJfaWRCDQoLX2NvbnNlbnRfaWQicAoYSW1wb3J0Vm9pY2VNb2RlbFJlc3BvbnNlEigKBW1vZGVsGAEgASgLMhkudm9pY2Vtb2RlbC52MS5Wb2ljZU1vZGVsEioKBGZpbGUYAiABKAsyHC52b2ljZW1vZGVsLnYxLk1vZGVsRmlsZUluZm8iLQoZVW5kZWxldGVWb2ljZU1vZGVsUmVxdWVzdBIQCghtb2RlbF9pZBgBIAEoCSJGChpVbmRlbGV0ZVZvaWNlTW9kZWxSZXNwb25zZRIoCgVtb2RlbBgBIAEoCzIZLnZvaWNlbW9kZWwudjEuVm9pY2VNb2RlbCJTChtTdGFydE1vZGVsRmlsZVVwbG9hZFJlcXVlc3QSEAoIbW9kZWxfaWQYASABKAkSEgoKc2l6ZV9ieXRlcxgCIAEoAxIOCgZzaGEyNTYYAyABKAkiXgocU3RhcnRNb2RlbEZpbGVVcGxvYWRSZXNwb25zZRIRCgl1cGxvYWRfaWQYASABKAkSEwoLY2h1bmtfYnl0ZXMYAiABKAUSFgoOcmVjZWl2ZWRfYnl0ZXMYAyABKAMiTwocQXBwZW5kTW9kZWxGaWxlVXBsb2FkUmVxdWVzdBIRCgl1cGxvYWRfaWQYASABKAkSDgoGb2Zmc2V0GAIgASgDEgwKBGRhdGEYAyABKAwiNwodQXBwZW5kTW9kZWxGaWxlVXBsb2FkUmVzcG9uc2USFgoOcmVjZWl2ZWRfYnl0ZXMYASABKAMiMQocRmluaXNoTW9kZWxGaWxlVXBsb2FkUmVxdWVzdBIRCgl1cGxvYWRfaWQYASABKAkidQodRmluaXNoTW9kZWxGaWxlVXBsb2FkUmVzcG9uc2USKAoFbW9kZWwYASABKAsyGS52b2ljZW1vZGVsLnYxLlZvaWNlTW9kZWwSKgoEZmlsZRgCIAEoCzIcLnZvaWNlbW9kZWwudjEuTW9kZWxGaWxlSW5mb0KgAQoRY29tLnZvaWNlbW9kZWwudjFCD01vZGVsRmlsZXNQcm90b1ABWkFleGFtcGxlLmNvbS92b2ljZS1tb2RlbC1zZXJ2aWNlL2dlbi9nby92b2ljZW1vZGVsL3YxO3ZvaWNlbW9kZWx2MaICA1ZYWKoCDVZvaWNlbW9kZWwuVjHKAg1Wb2ljZW1vZGVsXFYx6gIOVm9pY2Vtb2RlbDo6VjFiBnByb3RvMw", [file_google_protobuf_struct, file_voicemodel_v1_voice_model]);
 
 /**
  * @generated from message voicemodel.v1.UploadModelFileRequest
@@ -498,4 +498,187 @@ export type UndeleteVoiceModelResponse = Message<"voicemodel.v1.UndeleteVoiceMod
  */
 export const UndeleteVoiceModelResponseSchema: GenMessage<UndeleteVoiceModelResponse> = /*@__PURE__*/
   messageDesc(file_voicemodel_v1_model_files, 13);
+
+/**
+ * Resumable chunked upload as unary calls, for clients that cannot stream a request (browsers
+ * over HTTP/1.1: connect-web sends no client stream). StartModelFileUpload opens an upload
+ * session, AppendModelFileUpload adds the next bytes in order, FinishModelFileUpload stores the
+ * file exactly as UploadModelFile would (same access rules, encryption at rest, SHA-256 check,
+ * deduplication). The session lives in the database, so any instance of the service may take any
+ * call of it; its bytes are staged sealed (encrypted like model files). A session that gets no
+ * append for UPLOAD_EXPIRY_HOURS (default 24) expires and its staged bytes are deleted; deleting
+ * the user's data or withdrawing the model's consent ends it too. Only the caller who started a
+ * session may continue it (service and admin callers may continue any); for anyone else its
+ * upload_id is NOT_FOUND (reason UPLOAD_NOT_FOUND), as an unknown or expired one is.
+ *
+ * @generated from message voicemodel.v1.StartModelFileUploadRequest
+ */
+export type StartModelFileUploadRequest = Message<"voicemodel.v1.StartModelFileUploadRequest"> & {
+  /**
+   * The model the file is for (owner, service or admin; a live model, as UploadModelFile).
+   *
+   * @generated from field: string model_id = 1;
+   */
+  modelId: string;
+
+  /**
+   * Exact size of the file in bytes (0 up to the MAX_MODEL_FILE_BYTES limit).
+   *
+   * @generated from field: int64 size_bytes = 2;
+   */
+  sizeBytes: bigint;
+
+  /**
+   * SHA-256 of the whole file, 64 lowercase hex digits; FinishModelFileUpload refuses bytes that
+   * hash otherwise.
+   *
+   * @generated from field: string sha256 = 3;
+   */
+  sha256: string;
+};
+
+/**
+ * Describes the message voicemodel.v1.StartModelFileUploadRequest.
+ * Use `create(StartModelFileUploadRequestSchema)` to create a new message.
+ */
+export const StartModelFileUploadRequestSchema: GenMessage<StartModelFileUploadRequest> = /*@__PURE__*/
+  messageDesc(file_voicemodel_v1_model_files, 14);
+
+/**
+ * @generated from message voicemodel.v1.StartModelFileUploadResponse
+ */
+export type StartModelFileUploadResponse = Message<"voicemodel.v1.StartModelFileUploadResponse"> & {
+  /**
+   * The session's id (UUID), for AppendModelFileUpload and FinishModelFileUpload.
+   *
+   * @generated from field: string upload_id = 1;
+   */
+  uploadId: string;
+
+  /**
+   * The most bytes one AppendModelFileUpload may carry (1 MiB: base64 in Connect JSON stays well
+   * under the 4 MiB message limit).
+   *
+   * @generated from field: int32 chunk_bytes = 2;
+   */
+  chunkBytes: number;
+
+  /**
+   * Bytes already received. 0 for a new session; a Start by the same caller for the same model,
+   * size and SHA-256 while an earlier session of theirs is still open returns that session, so a
+   * client that lost its place (a reloaded page) resumes from here.
+   *
+   * @generated from field: int64 received_bytes = 3;
+   */
+  receivedBytes: bigint;
+};
+
+/**
+ * Describes the message voicemodel.v1.StartModelFileUploadResponse.
+ * Use `create(StartModelFileUploadResponseSchema)` to create a new message.
+ */
+export const StartModelFileUploadResponseSchema: GenMessage<StartModelFileUploadResponse> = /*@__PURE__*/
+  messageDesc(file_voicemodel_v1_model_files, 15);
+
+/**
+ * @generated from message voicemodel.v1.AppendModelFileUploadRequest
+ */
+export type AppendModelFileUploadRequest = Message<"voicemodel.v1.AppendModelFileUploadRequest"> & {
+  /**
+   * The session (StartModelFileUploadResponse.upload_id).
+   *
+   * @generated from field: string upload_id = 1;
+   */
+  uploadId: string;
+
+  /**
+   * Where `data` starts in the file: must equal the bytes received so far. Re-sending a chunk
+   * that was already received, at the same offset with the same bytes, is answered as a success
+   * (a retry after a lost reply); any other offset is FAILED_PRECONDITION (reason
+   * UPLOAD_OFFSET_MISMATCH, field "offset", metadata receivedBytes): resume from receivedBytes.
+   *
+   * @generated from field: int64 offset = 2;
+   */
+  offset: bigint;
+
+  /**
+   * The next bytes: 1 to chunk_bytes of them (more is INVALID_ARGUMENT naming "data"), not past
+   * size_bytes (INVALID_ARGUMENT naming "data").
+   *
+   * @generated from field: bytes data = 3;
+   */
+  data: Uint8Array;
+};
+
+/**
+ * Describes the message voicemodel.v1.AppendModelFileUploadRequest.
+ * Use `create(AppendModelFileUploadRequestSchema)` to create a new message.
+ */
+export const AppendModelFileUploadRequestSchema: GenMessage<AppendModelFileUploadRequest> = /*@__PURE__*/
+  messageDesc(file_voicemodel_v1_model_files, 16);
+
+/**
+ * @generated from message voicemodel.v1.AppendModelFileUploadResponse
+ */
+export type AppendModelFileUploadResponse = Message<"voicemodel.v1.AppendModelFileUploadResponse"> & {
+  /**
+   * Bytes received so far (offset + length of data after a new chunk).
+   *
+   * @generated from field: int64 received_bytes = 1;
+   */
+  receivedBytes: bigint;
+};
+
+/**
+ * Describes the message voicemodel.v1.AppendModelFileUploadResponse.
+ * Use `create(AppendModelFileUploadResponseSchema)` to create a new message.
+ */
+export const AppendModelFileUploadResponseSchema: GenMessage<AppendModelFileUploadResponse> = /*@__PURE__*/
+  messageDesc(file_voicemodel_v1_model_files, 17);
+
+/**
+ * @generated from message voicemodel.v1.FinishModelFileUploadRequest
+ */
+export type FinishModelFileUploadRequest = Message<"voicemodel.v1.FinishModelFileUploadRequest"> & {
+  /**
+   * The session, once all size_bytes bytes are received (else FAILED_PRECONDITION, reason
+   * UPLOAD_INCOMPLETE, metadata receivedBytes).
+   *
+   * @generated from field: string upload_id = 1;
+   */
+  uploadId: string;
+};
+
+/**
+ * Describes the message voicemodel.v1.FinishModelFileUploadRequest.
+ * Use `create(FinishModelFileUploadRequestSchema)` to create a new message.
+ */
+export const FinishModelFileUploadRequestSchema: GenMessage<FinishModelFileUploadRequest> = /*@__PURE__*/
+  messageDesc(file_voicemodel_v1_model_files, 18);
+
+/**
+ * @generated from message voicemodel.v1.FinishModelFileUploadResponse
+ */
+export type FinishModelFileUploadResponse = Message<"voicemodel.v1.FinishModelFileUploadResponse"> & {
+  /**
+   * The model, its model_path now the service's own key for the file (as UploadModelFile).
+   *
+   * @generated from field: voicemodel.v1.VoiceModel model = 1;
+   */
+  model?: VoiceModel | undefined;
+
+  /**
+   * The file as stored.
+   *
+   * @generated from field: voicemodel.v1.ModelFileInfo file = 2;
+   */
+  file?: ModelFileInfo | undefined;
+};
+
+/**
+ * Describes the message voicemodel.v1.FinishModelFileUploadResponse.
+ * Use `create(FinishModelFileUploadResponseSchema)` to create a new message.
+ */
+export const FinishModelFileUploadResponseSchema: GenMessage<FinishModelFileUploadResponse> = /*@__PURE__*/
+  messageDesc(file_voicemodel_v1_model_files, 19);
 

@@ -8,6 +8,7 @@ import * as lineage from "./006-lineage";
 import * as changeEvents from "./007-change-events";
 import * as erasureKeys from "./008-erasure-keys";
 import * as consents from "./009-consents";
+import * as modelFileUploads from "./010-model-file-uploads";
 
 interface Migration {
   up(knex: Knex): Promise<void>;
@@ -25,6 +26,7 @@ const MIGRATIONS: ReadonlyArray<[name: string, migration: Migration]> = [
   ["007-change-events", changeEvents],
   ["008-erasure-keys", erasureKeys],
   ["009-consents", consents],
+  ["010-model-file-uploads", modelFileUploads],
 ];
 
 export const migrationSource: Knex.MigrationSource<string> = {
