@@ -321,7 +321,13 @@ export function grpcService(
               // two seconds (a stalled reader) is reset.
               resetUnlessClosed(call, 2_000);
             })
-            .finally(() => end.done());
+            .finally(() => {
+              // grpc-js answers an expired grpc-timeout itself, its trailers queued behind the
+              // same unsent data: a slow reader would otherwise keep the stream for as long as the
+              // rest of the file takes to drain.
+              if (call.cancelled) resetUnlessClosed(call, 2_000);
+              end.done();
+            });
         };
         break;
       case "client_streaming":
