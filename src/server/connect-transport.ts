@@ -44,7 +44,8 @@ export function registerConnectService(
   for (const method of service.methods) {
     const name = `${service.typeName}/${method.name}`;
     const handler = handlers[method.localName] ?? unimplemented(name);
-    const admit = (hctx: HandlerContext): [RequestContext | Promise<RequestContext>, string, CallEnd] => {
+    /** The call's context, its request id, and `finish`, which ends the call (once). */
+    const admit = (hctx: HandlerContext): [RequestContext | Promise<RequestContext>, string, () => void, CallEnd] => {
       const timeoutMs = hctx.timeoutMs();
       const end = registry.begin(timeoutMs === undefined ? undefined : Date.now() + timeoutMs);
       // Connect aborts the signal when the client leaves and when connect-timeout-ms passes.
@@ -52,6 +53,12 @@ export function registerConnectService(
         ConnectError.from(hctx.signal.reason).code === Code.DeadlineExceeded ? end.end(deadlineExceeded()) : end.abandon();
       if (hctx.signal.aborted) onAbort();
       else hctx.signal.addEventListener("abort", onAbort, { once: true });
+      // Connect also aborts the signal after every call it has answered: the listener goes first,
+      // or each call would pay for a ConnectError (and its stack trace) it never needed.
+      const finish = () => {
+        hctx.signal.removeEventListener("abort", onAbort);
+        end.done();
+      };
       const requestId = requestIdFor(hctx.requestHeader.get("x-request-id") ?? undefined);
       hctx.responseHeader.set("x-request-id", requestId);
       const ctx = gate.admit(
@@ -65,24 +72,24 @@ export function registerConnectService(
         },
         requestId,
       );
-      return [ctx, requestId, end];
+      return [ctx, requestId, finish, end];
     };
     switch (method.methodKind) {
       case "unary":
         impl[method.localName] = async (request: unknown, hctx: HandlerContext) => {
-          const [ctx, requestId, end] = admit(hctx);
+          const [ctx, requestId, finish, end] = admit(hctx);
           try {
             return await end.race(runWithDeadline(end.deadlineMs, async () => (handler as AnyUnary)(request, await ctx)));
           } catch (error) {
             throw endError(error, hctx, end, requestId, log);
           } finally {
-            end.done();
+            finish();
           }
         };
         break;
       case "server_streaming":
         impl[method.localName] = async function* (request: unknown, hctx: HandlerContext) {
-          const [ctx, requestId, end] = admit(hctx);
+          const [ctx, requestId, finish, end] = admit(hctx);
           let replies: AsyncIterator<unknown> | undefined;
           try {
             const c = await end.race(Promise.resolve(ctx));
@@ -97,19 +104,19 @@ export function registerConnectService(
             throw endError(error, hctx, end, requestId, log);
           } finally {
             replies?.return?.(undefined)?.catch(() => undefined);
-            end.done();
+            finish();
           }
         };
         break;
       case "client_streaming":
         impl[method.localName] = async (requests: AsyncIterable<unknown>, hctx: HandlerContext) => {
-          const [ctx, requestId, end] = admit(hctx);
+          const [ctx, requestId, finish, end] = admit(hctx);
           try {
             return await end.race(runWithDeadline(end.deadlineMs, async () => (handler as AnyClientStream)(requests, await ctx)));
           } catch (error) {
             throw endError(error, hctx, end, requestId, log);
           } finally {
-            end.done();
+            finish();
           }
         };
         break;
