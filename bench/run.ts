@@ -673,7 +673,6 @@ async function main(procs: Processes, cleanups: Array<() => Promise<void>>) {
           concurrency: settings.concurrency,
           sessions: settings.h2Clients,
           workDir,
-          noop: summaries.get("a"),
           parts: { reads: part("users-reads"), mixed: part("users-mixed") },
         })
       : undefined;
