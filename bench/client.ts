@@ -11,11 +11,11 @@ export function hs256Token(secret: string, claims: Record<string, unknown>): str
 const rawBytes = (bytes: Buffer) => bytes;
 
 /** One unary call with a real grpc-js client; rejects on any grpc-status other than 0. */
-export function grpcCall(client: grpc.Client, method: string, request: Uint8Array, token?: string): Promise<Buffer> {
+export function grpcCall(client: grpc.Client, method: string, request: Uint8Array, token?: string, timeoutMs = 5_000): Promise<Buffer> {
   const metadata = new grpc.Metadata();
   if (token) metadata.set("authorization", `Bearer ${token}`);
   return new Promise((resolve, reject) =>
-    client.makeUnaryRequest(method, rawBytes, rawBytes, Buffer.from(request), metadata, { deadline: Date.now() + 5_000 }, (error, reply) =>
+    client.makeUnaryRequest(method, rawBytes, rawBytes, Buffer.from(request), metadata, { deadline: Date.now() + timeoutMs }, (error, reply) =>
       error ? reject(error) : resolve(reply!),
     ),
   );

@@ -22,7 +22,7 @@ import {
   WhoAmIRequestSchema,
 } from "../gen/voicemodel/v1/voice_model_service_pb";
 import { grpcCall, hs256Token } from "./client";
-import { freePort, type Child, type Processes } from "./processes";
+import { freePort, rssMb, type Child, type Processes } from "./processes";
 import { createBenchDatabase, dropBenchDatabase, migrateAndSeed, seedEmbedded, userName } from "./seed";
 
 export interface FootprintOptions {
@@ -51,16 +51,6 @@ const NODE_OPTIONS_OF_START = ["--v8-pool-size=2", "--max-semi-space-size=8"];
 
 const rpc = (name: string) => `/${VoiceModelService.typeName}/${name}`;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** VmRSS of one process in MB (undefined once it is gone). */
-export function rssMb(pid: number): number | undefined {
-  try {
-    const kb = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1];
-    return kb ? Number(kb) / 1024 : undefined;
-  } catch {
-    return undefined;
-  }
-}
 
 function childPids(pid: number): number[] {
   try {

@@ -10,7 +10,6 @@
  */
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
-import { readFileSync } from "node:fs";
 import path from "node:path";
 import {
   GetActiveVoiceModelRequestSchema,
@@ -21,8 +20,9 @@ import {
 } from "../gen/voicemodel/v1/voice_model_service_pb";
 import { BASELINE_PATH } from "./baseline-server";
 import { cpuSnapshot, cpuUse } from "./cpu";
+import { grpcCall } from "./client";
 import { median } from "./load";
-import { baselineArgs, freePort, serviceArgs, usersLoadArgs, waitUntilReady, type Child, type Processes } from "./processes";
+import { baselineArgs, freePort, rssMb, serviceArgs, usersLoadArgs, waitUntilReady, type Child, type Processes } from "./processes";
 import { createBenchDatabase, dropBenchDatabase, expectedFor, migrateAndSeed, userName } from "./seed";
 import { havePgbouncer, startPgbouncer, type Pgbouncer } from "../test/helpers/pgbouncer";
 import { runMixedWrites } from "./mixed-writes";
@@ -92,15 +92,6 @@ interface UsersCase {
 
 const rpcPath = (name: string) => `/${VoiceModelService.typeName}/${name}`;
 
-function rssMb(pid: number | undefined): number | undefined {
-  try {
-    const kb = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1];
-    return kb ? Number(kb) / 1024 : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
 /** The service's cache counters from /metrics: hits and misses by cache. */
 async function cacheCounters(httpPort: number): Promise<Map<string, { hits: number; misses: number }>> {
   const text = await (await fetch(`http://127.0.0.1:${httpPort}/metrics`)).text();
@@ -119,16 +110,6 @@ function hitRatio(before: Map<string, { hits: number; misses: number }>, after: 
   const hits = a.hits - b.hits;
   const total = hits + a.misses - b.misses;
   return total > 0 ? hits / total : undefined;
-}
-
-function unary(client: grpc.Client, method: string, request: Uint8Array, token?: string): Promise<Buffer> {
-  const metadata = new grpc.Metadata();
-  if (token) metadata.set("authorization", `Bearer ${token}`);
-  return new Promise((resolve, reject) =>
-    client.makeUnaryRequest(method, (b: Buffer) => b, (b: Buffer) => b, Buffer.from(request), metadata, { deadline: Date.now() + 5_000 }, (e, r) =>
-      e ? reject(e) : resolve(r!),
-    ),
-  );
 }
 
 /** Stops the processes this bench started (by pid), leaving the rest of the bench's running. */
@@ -203,23 +184,23 @@ export async function runManyUsersBench(o: ManyUsersOptions): Promise<Record<str
     const check = async (rpc: Rpc, target: Target) => {
       const client = clientFor(grpcPort(target, rpc));
       if (target === "noop") {
-        const reply = await unary(client, BASELINE_PATH, Buffer.from(CHECK_USER));
+        const reply = await grpcCall(client, BASELINE_PATH, Buffer.from(CHECK_USER));
         if (reply.length !== 0) throw new Error("the no-op baseline replied bytes");
         return;
       }
       if (target === "base") {
-        const reply = (await unary(client, BASELINE_PATH, Buffer.from(CHECK_USER))).toString();
+        const reply = (await grpcCall(client, BASELINE_PATH, Buffer.from(CHECK_USER))).toString();
         const ok = rpc === "active" ? reply === expected.activeId : reply.startsWith(`${expected.liveModels}:${expected.activeId},`) && reply.split(",").length === 20;
         if (!ok) throw new Error(`baseline ${rpc} answered ${reply.slice(0, 80)}`);
         return;
       }
       if (rpc === "active") {
         const request = toBinary(GetActiveVoiceModelRequestSchema, create(GetActiveVoiceModelRequestSchema, { userId: CHECK_USER }));
-        const m = fromBinary(GetActiveVoiceModelResponseSchema, await unary(client, rpcPath("GetActiveVoiceModel"), request, o.token)).model;
+        const m = fromBinary(GetActiveVoiceModelResponseSchema, await grpcCall(client, rpcPath("GetActiveVoiceModel"), request, o.token)).model;
         if (m?.id !== expected.activeId) throw new Error(`GetActiveVoiceModel (${target}) answered ${m?.id}`);
       } else {
         const request = toBinary(ListVoiceModelsRequestSchema, create(ListVoiceModelsRequestSchema, { userId: CHECK_USER, limit: 20 }));
-        const r = fromBinary(ListVoiceModelsResponseSchema, await unary(client, rpcPath("ListVoiceModels"), request, o.token));
+        const r = fromBinary(ListVoiceModelsResponseSchema, await grpcCall(client, rpcPath("ListVoiceModels"), request, o.token));
         if (r.models.length !== 20 || r.total !== expected.liveModels || r.models[0].id !== expected.activeId) {
           throw new Error(`ListVoiceModels (${target}) answered ${r.models.length} models, total ${r.total}`);
         }
@@ -322,7 +303,7 @@ export async function runManyUsersBench(o: ManyUsersOptions): Promise<Record<str
       const second = service("cache-on-b", ports.bGrpc, ports.bHttp, {});
       const probeClient = new grpc.Client(`127.0.0.1:${ports.bGrpc}`, grpc.credentials.createInsecure());
       const request = toBinary(GetActiveVoiceModelRequestSchema, create(GetActiveVoiceModelRequestSchema, { userId: CHECK_USER }));
-      await waitUntilReady(second, () => unary(probeClient, rpcPath("GetActiveVoiceModel"), request, o.token));
+      await waitUntilReady(second, () => grpcCall(probeClient, rpcPath("GetActiveVoiceModel"), request, o.token));
       probeClient.close();
       mixed = await runMixedWrites({
         procs: o.procs,

@@ -1,4 +1,5 @@
 import { spawn, spawnSync, type ChildProcess, type SpawnOptions } from "node:child_process";
+import { readFileSync } from "node:fs";
 import net from "node:net";
 import path from "node:path";
 
@@ -154,4 +155,14 @@ export function connectBaselineArgs(root: string): string[] {
 export function usersLoadArgs(root: string): string[] {
   build(root);
   return [path.join(root, ".bench", "build-load", "bench", "users-load.js")];
+}
+
+/** VmRSS of one process in MB (undefined once it is gone). */
+export function rssMb(pid: number | undefined): number | undefined {
+  try {
+    const kb = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1];
+    return kb ? Number(kb) / 1024 : undefined;
+  } catch {
+    return undefined;
+  }
 }

@@ -448,17 +448,21 @@ async function footprint(procs: Processes): Promise<FootprintResult> {
   return result;
 }
 
+/** A fresh JWT secret and a service-role token signed with it (a day long). */
+function serviceCredentials(): { secret: string; token: string } {
+  const secret = randomBytes(32).toString("hex");
+  return { secret, token: hs256Token(secret, { sub: SERVICE_SUBJECT, roles: ["service"], exp: Math.floor(Date.now() / 1000) + 24 * 3600 }) };
+}
+
 /** The change-event delivery case (bench/events-bench.ts): its own servers and database. */
 function events(procs: Processes, workDir: string): Promise<Record<string, unknown>> {
-  const secret = randomBytes(32).toString("hex");
   return runEventsBench({
     procs,
     root: ROOT,
     adminUrl: settings.adminUrl,
     dbName: `${settings.dbName}_events`,
     keepDb: settings.keepDb,
-    secret,
-    token: hs256Token(secret, { sub: SERVICE_SUBJECT, roles: ["service"], exp: Math.floor(Date.now() / 1000) + 24 * 3600 }),
+    ...serviceCredentials(),
     seconds: settings.seconds,
     runs: settings.runs,
     workDir,
@@ -468,15 +472,13 @@ function events(procs: Processes, workDir: string): Promise<Record<string, unkno
 
 /** The scale cases (bench/scale.ts): 1M and 10M models, each its own database; ~10 GB of disk. */
 function scale(procs: Processes, workDir: string): Promise<Record<string, unknown>> {
-  const secret = randomBytes(32).toString("hex");
   return runScaleBench({
     procs,
     root: ROOT,
     adminUrl: settings.adminUrl,
     dbName: `${settings.dbName}_scale`,
     keepDb: settings.keepDb,
-    secret,
-    token: hs256Token(secret, { sub: SERVICE_SUBJECT, roles: ["service"], exp: Math.floor(Date.now() / 1000) + 24 * 3600 }),
+    ...serviceCredentials(),
     seconds: settings.seconds,
     runs: settings.runs,
     warmupSeconds: settings.warmupSeconds,
@@ -533,8 +535,7 @@ async function main(procs: Processes, cleanups: Array<() => Promise<void>>) {
       `every request is for ${BENCH_USER} (${expected.liveModels} live models) with one service-role token`,
   );
 
-  const secret = randomBytes(32).toString("hex");
-  const token = hs256Token(secret, { sub: SERVICE_SUBJECT, roles: ["service"], exp: Math.floor(Date.now() / 1000) + 24 * 3600 });
+  const { secret, token } = serviceCredentials();
   const [grpcPort, httpPort, noopPort, selectPort, connectNoopPort] = [await freePort(), await freePort(), await freePort(), await freePort(), await freePort()];
 
   const profileArgs = settings.profile ? ["--cpu-prof", `--cpu-prof-dir=${path.join(OUT, "profile")}`] : [];
@@ -571,9 +572,12 @@ async function main(procs: Processes, cleanups: Array<() => Promise<void>>) {
   };
   const cases = buildCases(procs, { ...targets, token, activeId: expected.activeId, liveModels: expected.liveModels }, workDir);
   const byKey = (k: Key) => cases.find((c) => c.key === k);
+  // The usage cases need the service up even when none of its own cases runs.
+  const probe = new grpc.Client(`127.0.0.1:${grpcPort}`, grpc.credentials.createInsecure());
+  const whoAmI = () => grpcCall(probe, `/${VoiceModelService.typeName}/WhoAmI`, toBinary(WhoAmIRequestSchema, create(WhoAmIRequestSchema, {})), token);
   started = Date.now();
   await Promise.all([
-    waitUntilReady(service, () => (byKey("b") ?? byKey("c") ?? byKey("d") ?? byKey("e"))?.check() ?? Promise.resolve()),
+    waitUntilReady(service, () => (byKey("b") ?? byKey("c") ?? byKey("d") ?? byKey("e"))?.check() ?? whoAmI()).finally(() => probe.close()),
     waitUntilReady(noopServer, () => byKey("a")?.check() ?? Promise.resolve()),
     waitUntilReady(selectServer, () => byKey("f")?.check() ?? Promise.resolve()),
     waitUntilReady(connectNoopServer, () => byKey("j")?.check() ?? Promise.resolve()),

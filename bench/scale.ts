@@ -13,7 +13,7 @@
  */
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
-import { readFileSync, statfsSync } from "node:fs";
+import { statfsSync } from "node:fs";
 import path from "node:path";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -27,11 +27,10 @@ import {
   ListVoiceModelsResponseSchema,
   VoiceModelService,
 } from "../gen/voicemodel/v1/voice_model_service_pb";
-import { openDatabase } from "../src/db/connection";
-import { migrateToLatest } from "../src/db/migrate";
+import { grpcCall } from "./client";
 import { median, percentileOf } from "./load";
-import { freePort, serviceArgs, usersLoadArgs, waitUntilReady, type Child, type Processes } from "./processes";
-import { createBenchDatabase, dropBenchDatabase, userName } from "./seed";
+import { freePort, rssMb, serviceArgs, usersLoadArgs, waitUntilReady, type Child, type Processes } from "./processes";
+import { createBenchDatabase, dropBenchDatabase, migrate, userName } from "./seed";
 import type { UsersLoadOptions, UsersLoadResult } from "./users-load";
 
 export interface ScaleOptions {
@@ -146,12 +145,7 @@ const MODEL_COLUMNS =
 /** Seeds a tier: owners, their models, the deep user, and (in one tier) the analytics user. */
 async function seedTier(url: string, tier: Tier): Promise<{ models: number; seconds: number; analyticsIds: string[] }> {
   const started = Date.now();
-  const db = await openDatabase({ url });
-  try {
-    await migrateToLatest(db.knex);
-  } finally {
-    await db.close();
-  }
+  await migrate(url);
   const client = new pg.Client({ connectionString: url });
   await client.connect();
   const base = Date.now() - 400 * 86_400_000;
@@ -220,16 +214,6 @@ async function seedAnalytics(client: pg.Client, ids: string[], base: number): Pr
   await client.query("COMMIT");
 }
 
-function unary(client: grpc.Client, method: string, request: Uint8Array, token: string): Promise<Buffer> {
-  const metadata = new grpc.Metadata();
-  metadata.set("authorization", `Bearer ${token}`);
-  return new Promise((resolve, reject) =>
-    client.makeUnaryRequest(method, (b: Buffer) => b, (b: Buffer) => b, Buffer.from(request), metadata, { deadline: Date.now() + 30_000 }, (e, r) =>
-      e ? reject(e) : resolve(r!),
-    ),
-  );
-}
-
 interface Figure {
   p50Ms: number;
   p99Ms: number;
@@ -251,15 +235,6 @@ async function freeDiskGb(adminUrl: string): Promise<number | undefined> {
     return undefined;
   } finally {
     await client.end();
-  }
-}
-
-function rssMb(pid: number | undefined): number | undefined {
-  try {
-    const kb = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1];
-    return kb ? Number(kb) / 1024 : undefined;
-  } catch {
-    return undefined;
   }
 }
 
@@ -319,13 +294,13 @@ async function startTier(o: ScaleOptions, tier: Tier, onStarted: (r: Running) =>
   const running: Running = { tier, dbName, url, grpcPort, service, client, admin, deepRequest: new Uint8Array(), seed: { ...seed, database } };
   onStarted(running);
   const active = toBinary(GetActiveVoiceModelRequestSchema, create(GetActiveVoiceModelRequestSchema, { userId: userName(7) }));
-  await waitUntilReady(service, () => unary(client, rpc("GetActiveVoiceModel"), active, o.token));
-  const check = fromBinary(GetActiveVoiceModelResponseSchema, await unary(client, rpc("GetActiveVoiceModel"), active, o.token));
+  await waitUntilReady(service, () => grpcCall(client, rpc("GetActiveVoiceModel"), active, o.token, 30_000));
+  const check = fromBinary(GetActiveVoiceModelResponseSchema, await grpcCall(client, rpc("GetActiveVoiceModel"), active, o.token, 30_000));
   if (check.model?.userId !== userName(7) || !check.model.isActive) throw new Error(`scale check: GetActiveVoiceModel answered ${check.model?.id}`);
   let pageToken = "";
   for (let p = 1; p < DEEP_PAGE; p++) {
     const request = toBinary(ListVoiceModelsRequestSchema, create(ListVoiceModelsRequestSchema, { userId: DEEP_USER, limit: 20, pageToken }));
-    pageToken = fromBinary(ListVoiceModelsResponseSchema, await unary(client, rpc("ListVoiceModels"), request, o.token)).nextPageToken;
+    pageToken = fromBinary(ListVoiceModelsResponseSchema, await grpcCall(client, rpc("ListVoiceModels"), request, o.token, 30_000)).nextPageToken;
   }
   running.deepRequest = toBinary(ListVoiceModelsRequestSchema, create(ListVoiceModelsRequestSchema, { userId: DEEP_USER, limit: 20, pageToken }));
   return running;
@@ -364,12 +339,12 @@ async function runCase(o: ScaleOptions, r: Running, key: CaseKey, seconds: numbe
   const times =
     key === "deepKeysetPage"
       ? await coldCalls(r.admin, `DELETE FROM cache_voice_models WHERE user_id = $1`, DEEP_USER, async () => {
-          const reply = fromBinary(ListVoiceModelsResponseSchema, await unary(r.client, rpc("ListVoiceModels"), r.deepRequest, o.token));
+          const reply = fromBinary(ListVoiceModelsResponseSchema, await grpcCall(r.client, rpc("ListVoiceModels"), r.deepRequest, o.token, 30_000));
           if (reply.models.length !== 20 || reply.total !== DEEP_MODELS) throw new Error(`scale deep page: ${reply.models.length} models, total ${reply.total}`);
         })
       : await coldCalls(r.admin, `DELETE FROM cache_voice_analytics WHERE user_id = $1`, ANALYTICS.user, async () => {
           const request = toBinary(GetVoiceModelAnalyticsRequestSchema, create(GetVoiceModelAnalyticsRequestSchema, { userId: ANALYTICS.user }));
-          const a = fromBinary(GetVoiceModelAnalyticsResponseSchema, await unary(r.client, rpc("GetVoiceModelAnalytics"), request, o.token));
+          const a = fromBinary(GetVoiceModelAnalyticsResponseSchema, await grpcCall(r.client, rpc("GetVoiceModelAnalytics"), request, o.token, 30_000));
           if (a.totalModels !== ANALYTICS.models || Number(a.totalUsageCount) !== ANALYTICS.events) throw new Error(`scale analytics: ${a.totalModels} models, ${a.totalUsageCount} events`);
         });
   return { ...times, generator: GENERATORS[key](r.tier), rssMb: rssMb(r.service.proc.pid) };

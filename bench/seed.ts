@@ -76,17 +76,22 @@ export async function dropBenchDatabase(adminUrl: string, name: string): Promise
   await admin(adminUrl, (c) => c.query(`DROP DATABASE IF EXISTS ${quoteIdent(name)} WITH (FORCE)`));
 }
 
-/**
- * Applies our migrations, bulk-inserts the data set, analyzes; returns row counts. More users than
- * SEED.users (the many-users cases) adds users of SEED.smallUserModels models each.
- */
-export async function migrateAndSeed(url: string, users: number = SEED.users): Promise<{ owners: number; models: number; active: number }> {
+/** Applies our migrations to a bench database. */
+export async function migrate(url: string): Promise<void> {
   const db = await openDatabase({ url });
   try {
     await migrateToLatest(db.knex);
   } finally {
     await db.close();
   }
+}
+
+/**
+ * Applies our migrations, bulk-inserts the data set, analyzes; returns row counts. More users than
+ * SEED.users (the many-users cases) adds users of SEED.smallUserModels models each.
+ */
+export async function migrateAndSeed(url: string, users: number = SEED.users): Promise<{ owners: number; models: number; active: number }> {
+  await migrate(url);
   const client = new pg.Client({ connectionString: url });
   await client.connect();
   try {

@@ -16,6 +16,7 @@ import { GetVoiceModelAnalyticsRequestSchema, GetVoiceModelAnalyticsResponseSche
 import { VoiceModelService } from "../gen/voicemodel/v1/voice_model_service_pb";
 import { openDatabase } from "../src/db/connection";
 import { analyticsQuery } from "../src/usage/usage-repository";
+import { grpcCall } from "./client";
 import { grpcFrame, h2load, median, type LoadResult } from "./load";
 import type { Processes } from "./processes";
 import type { UsageSeed } from "./usage-seed";
@@ -37,16 +38,6 @@ export interface UsageBenchOptions {
 
 const rpc = (name: string) => `/${VoiceModelService.typeName}/${name}`;
 
-function call(client: grpc.Client, method: string, request: Uint8Array, token: string): Promise<Buffer> {
-  const metadata = new grpc.Metadata();
-  metadata.set("authorization", `Bearer ${token}`);
-  return new Promise((resolve, reject) =>
-    client.makeUnaryRequest(method, (b: Buffer) => b, (b: Buffer) => b, Buffer.from(request), metadata, { deadline: Date.now() + 30_000 }, (e, r) =>
-      e ? reject(e) : resolve(r!),
-    ),
-  );
-}
-
 export async function runUsageBench(o: UsageBenchOptions): Promise<Record<string, unknown>> {
   const client = new grpc.Client(`127.0.0.1:${o.grpcPort}`, grpc.credentials.createInsecure());
   const admin = new pg.Client({ connectionString: o.dbUrl });
@@ -54,7 +45,7 @@ export async function runUsageBench(o: UsageBenchOptions): Promise<Record<string
   try {
     const request = toBinary(GetVoiceModelAnalyticsRequestSchema, create(GetVoiceModelAnalyticsRequestSchema, { userId: o.seed.userId }));
     const check = async () => {
-      const reply = await call(client, rpc("GetVoiceModelAnalytics"), request, o.token);
+      const reply = await grpcCall(client, rpc("GetVoiceModelAnalytics"), request, o.token, 30_000);
       const a = fromBinary(GetVoiceModelAnalyticsResponseSchema, reply);
       if (a.totalModels !== o.seed.expected.totalModels || a.totalUsageCount < o.seed.expected.totalUsageCount) {
         throw new Error(`check failed: analytics answered ${a.totalModels} models, ${a.totalUsageCount} events`);
