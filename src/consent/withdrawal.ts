@@ -62,7 +62,7 @@ export class Withdrawal {
         if (fileId && !model.deletedAt) await files.addLiveRefs(trx, fileId, -1);
         await history.eraseModelFromHistory(trx, model.id);
         // Staged bytes of its upload sessions (the rows go with the model).
-        doomedKeys.push(...(await uploads.stagedKeysOfModel(trx, model.id)));
+        doomedKeys.push(...(await uploads.stagedKeysOf(trx, { modelId: model.id })));
         await deleteModelRows(trx, log, [model.id]);
         if (isLiveActive(model)) await activation.replaceActive(trx, log, model, "model_deleted");
         if (fileId) doomedKeys.push(...(await files.deleteFileIfUnreferenced(trx, fileId)));

@@ -43,6 +43,11 @@ export interface ModelFileDeps {
 export const INCOMING_PREFIX = "incoming/";
 const SHA256_HEX = /^[0-9a-f]{64}$/;
 
+/** A declared SHA-256 is 64 lowercase hex digits, else INVALID_ARGUMENT naming sha256. */
+function checkSha256(sha256: string): void {
+  if (!SHA256_HEX.test(sha256)) throw invalidArgument("sha256", "must be 64 lowercase hex digits");
+}
+
 /** Stops a stream that goes past the size limit. */
 async function* limited(source: AsyncIterable<Uint8Array>, max: number): AsyncIterable<Uint8Array> {
   let seen = 0;
@@ -89,7 +94,7 @@ export class ModelFileService {
 
   /** Seals a plaintext stream as a new object for (userId, modelId); checks expectations. */
   async store(userId: string, modelId: string, bytes: AsyncIterable<Uint8Array>, expect: FileExpectations = {}): Promise<{ fileId: string; sealed: SealedObject }> {
-    if (expect.sha256 !== undefined && !SHA256_HEX.test(expect.sha256)) throw invalidArgument("sha256", "must be 64 lowercase hex digits");
+    if (expect.sha256 !== undefined) checkSha256(expect.sha256);
     const fileId = randomUUID();
     const key = `${userId}/${modelId}/${fileId}`;
     let sealed: SealedObject;
@@ -160,7 +165,7 @@ export class ModelFileService {
 
   /** Checks what an upload declares before any byte arrives (a chunked upload's start). */
   checkDeclared(expect: Required<FileExpectations>): void {
-    if (!SHA256_HEX.test(expect.sha256)) throw invalidArgument("sha256", "must be 64 lowercase hex digits");
+    checkSha256(expect.sha256);
     if (!Number.isSafeInteger(expect.sizeBytes) || expect.sizeBytes < 0) throw invalidArgument("sizeBytes", "must be 0 or more");
     if (expect.sizeBytes > this.deps.maxFileBytes) throw invalidArgument("sizeBytes", `is larger than the limit of ${this.deps.maxFileBytes} bytes`);
   }

@@ -163,19 +163,15 @@ export async function idleSessions(db: Db, before: Date, limit: number): Promise
   return (await db(SESSIONS).where("updated_at", "<", before).orderBy("updated_at").limit(limit).pluck("id")) as string[];
 }
 
-/** Staged objects of a model's sessions (a withdrawal deletes them after its commit). */
-export async function stagedKeysOfModel(db: Db, modelId: string): Promise<string[]> {
+/**
+ * Staged objects of the sessions of one model (a withdrawal deletes them after its commit) or of
+ * one user's models (erasure's purge list).
+ */
+export async function stagedKeysOf(db: Db, owner: { modelId: string } | { userId: string }): Promise<string[]> {
+  const [column, value] = "modelId" in owner ? ["model_id", owner.modelId] : ["user_id", owner.userId];
   return (await db(CHUNKS)
     .join(SESSIONS, `${SESSIONS}.id`, `${CHUNKS}.upload_id`)
-    .where(`${SESSIONS}.model_id`, modelId)
-    .pluck(`${CHUNKS}.storage_key`)) as string[];
-}
-
-/** Staged objects of a user's sessions (erasure's purge list). */
-export async function stagedKeysOfUser(db: Db, userId: string): Promise<string[]> {
-  return (await db(CHUNKS)
-    .join(SESSIONS, `${SESSIONS}.id`, `${CHUNKS}.upload_id`)
-    .where(`${SESSIONS}.user_id`, userId)
+    .where(`${SESSIONS}.${column}`, value)
     .pluck(`${CHUNKS}.storage_key`)) as string[];
 }
 

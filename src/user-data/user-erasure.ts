@@ -139,7 +139,7 @@ export class UserErasure {
     const keys = new Set(await files.storageKeysOfUser(trx, userId));
     for (const key of await backups.storageKeysOfUser(trx, userId)) keys.add(key);
     // Staged chunks of upload sessions (their rows go with the models).
-    for (const key of await uploads.stagedKeysOfUser(trx, userId)) keys.add(key);
+    for (const key of await uploads.stagedKeysOf(trx, { userId })) keys.add(key);
     if (keys.size > 0) await trx("user_purge_keys").insert([...keys].map((k) => ({ user_hash: hash, storage_key: k }))).onConflict().ignore();
   }
 
