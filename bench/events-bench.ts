@@ -21,21 +21,10 @@ import {
 } from "../gen/voicemodel/v1/voice_model_service_pb";
 import { grpcCall } from "./client";
 import { median, percentileOf } from "./load";
-import { freePort, serviceArgs, waitUntilReady, type Child, type Processes } from "./processes";
+import { freePort, serviceArgs, waitUntilReady, type Child, type OwnDatabaseCase } from "./processes";
 import { createBenchDatabase, dropBenchDatabase, migrateAndSeed } from "./seed";
 
-export interface EventsBenchOptions {
-  procs: Processes;
-  root: string;
-  adminUrl: string;
-  dbName: string;
-  keepDb: boolean;
-  secret: string;
-  /** A service-role token signed with `secret`. */
-  token: string;
-  seconds: number;
-  runs: number;
-  workDir: string;
+export interface EventsBenchOptions extends OwnDatabaseCase {
   /** Writes per second (BENCH_EVENTS_RATE, 50: a rate two busy cores sustain, so the figures are of delivery, not of a queue). */
   rate: number;
 }

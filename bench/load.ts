@@ -155,6 +155,18 @@ export async function autocannon(procs: Processes, o: AutocannonOptions): Promis
 }
 
 /** The p-th percentile (nearest rank) of unsorted values; NaN for none. */
+/** Durations (ms) of `count` calls one after another, each after `before()` (e.g. a cache row deleted). */
+export async function sequentialTimes(count: number, before: () => Promise<unknown>, call: () => Promise<unknown>): Promise<number[]> {
+  const times: number[] = [];
+  for (let i = 0; i < count; i++) {
+    await before();
+    const t0 = performance.now();
+    await call();
+    times.push(performance.now() - t0);
+  }
+  return times;
+}
+
 export function percentileOf(values: number[], p: number): number {
   const s = [...values].sort((a, b) => a - b);
   return s.length ? s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)] : NaN;

@@ -22,29 +22,17 @@ import { BASELINE_PATH } from "./baseline-server";
 import { cpuSnapshot, cpuUse } from "./cpu";
 import { grpcCall } from "./client";
 import { median } from "./load";
-import { baselineArgs, freePort, rssMb, serviceArgs, usersLoadArgs, waitUntilReady, type Child, type Processes } from "./processes";
+import { baselineArgs, freePort, rssMb, serviceArgs, usersLoadArgs, waitUntilReady, type Child, type OwnDatabaseCase } from "./processes";
 import { createBenchDatabase, dropBenchDatabase, expectedFor, migrateAndSeed, userName } from "./seed";
 import { havePgbouncer, startPgbouncer, type Pgbouncer } from "../test/helpers/pgbouncer";
 import { runMixedWrites } from "./mixed-writes";
 import type { Distribution, UsersLoadOptions, UsersLoadResult } from "./users-load";
 
-export interface ManyUsersOptions {
-  procs: Processes;
-  root: string;
-  adminUrl: string;
-  /** This bench's own database. */
-  dbName: string;
-  keepDb: boolean;
-  /** The JWT secret the services check and a service-role token signed with it. */
-  secret: string;
-  token: string;
-  seconds: number;
-  runs: number;
+export interface ManyUsersOptions extends OwnDatabaseCase {
   warmupSeconds: number;
   /** Streams in flight in total, over `sessions` HTTP/2 connections. */
   concurrency: number;
   sessions: number;
-  workDir: string;
   /** Which parts run: the read cases, and writes mixed in on two instances (bench/mixed-writes.ts). */
   parts: { reads: boolean; mixed: boolean };
 }

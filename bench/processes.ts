@@ -166,3 +166,19 @@ export function rssMb(pid: number | undefined): number | undefined {
     return undefined;
   }
 }
+
+/** What a case that runs its own services on its own database gets from the run. */
+export interface OwnDatabaseCase {
+  procs: Processes;
+  root: string;
+  adminUrl: string;
+  /** This case's own database. */
+  dbName: string;
+  keepDb: boolean;
+  /** The JWT secret the services check and a service-role token signed with it. */
+  secret: string;
+  token: string;
+  seconds: number;
+  runs: number;
+  workDir: string;
+}

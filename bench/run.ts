@@ -42,7 +42,7 @@ import { BASELINE_PATH } from "./baseline-server";
 import { grpcCall, hs256Token } from "./client";
 import { autocannon, grpcFrame, h2load, median, type LoadResult } from "./load";
 import { cpuSnapshot, cpuUse, type CpuUse } from "./cpu";
-import { baselineArgs, connectBaselineArgs, freePort, Processes, serviceArgs, waitUntilReady, type Child } from "./processes";
+import { baselineArgs, connectBaselineArgs, freePort, Processes, serviceArgs, waitUntilReady, type Child, type OwnDatabaseCase } from "./processes";
 import { createBenchDatabase, dropBenchDatabase, expectedFor, migrateAndSeed, SEED, userName } from "./seed";
 import { runUsageBench } from "./usage-cases";
 import { printExportBench, runExportBench } from "./export-bench";
@@ -235,6 +235,11 @@ function buildCases(procs: Processes, t: Targets, workDir: string): Case[] {
   const jsonHeaders = { "content-type": "application/json", ...auth };
   const connectBodyFile = path.join(workDir, "body-e.json");
   writeFileSync(connectBodyFile, connectBody);
+  /** Connect JSON load on one URL: the same request, headers and generator for (e) and (j). */
+  const connectLoad = (url: string) => (seconds: number) =>
+    settings.httpTool === "h2load"
+      ? h2load(procs, { url, bodyFile: connectBodyFile, headers: jsonHeaders, seconds, clients: settings.concurrency, streamsPerClient: 1, http1: true, workDir })
+      : autocannon(procs, { url, body: connectBody, headers: jsonHeaders, seconds, connections: settings.concurrency });
   const connectJson: Case = {
     key: "e",
     title: `GetActiveVoiceModel, Connect JSON (${settings.httpTool})`,
@@ -245,19 +250,7 @@ function buildCases(procs: Processes, t: Targets, workDir: string): Case[] {
       return undefined;
     },
     server: t.http.child,
-    load: (seconds) =>
-      settings.httpTool === "h2load"
-        ? h2load(procs, {
-            url: connectUrl,
-            bodyFile: connectBodyFile,
-            headers: jsonHeaders,
-            seconds,
-            clients: settings.concurrency,
-            streamsPerClient: 1,
-            http1: true,
-            workDir,
-          })
-        : autocannon(procs, { url: connectUrl, body: connectBody, headers: jsonHeaders, seconds, connections: settings.concurrency }),
+    load: connectLoad(connectUrl),
   };
 
   // The same request and generator against connect-node's own adapter answering {} at once.
@@ -272,10 +265,7 @@ function buildCases(procs: Processes, t: Targets, workDir: string): Case[] {
       return undefined;
     },
     server: t.connectNoop.child,
-    load: (seconds) =>
-      settings.httpTool === "h2load"
-        ? h2load(procs, { url: connectNoopUrl, bodyFile: connectBodyFile, headers: jsonHeaders, seconds, clients: settings.concurrency, streamsPerClient: 1, http1: true, workDir })
-        : autocannon(procs, { url: connectNoopUrl, body: connectBody, headers: jsonHeaders, seconds, connections: settings.concurrency }),
+    load: connectLoad(connectNoopUrl),
   };
 
   // Interleaved within each round, so drift over the minutes hits baselines and ours alike; each
@@ -454,36 +444,20 @@ function serviceCredentials(): { secret: string; token: string } {
   return { secret, token: hs256Token(secret, { sub: SERVICE_SUBJECT, roles: ["service"], exp: Math.floor(Date.now() / 1000) + 24 * 3600 }) };
 }
 
+/** The run's settings for a case with its own services and database (`<BENCH_DB>_<suffix>`). */
+function ownDatabase(procs: Processes, workDir: string, suffix: string, credentials = serviceCredentials()): OwnDatabaseCase {
+  const { seconds, runs, adminUrl, keepDb } = settings;
+  return { procs, root: ROOT, adminUrl, dbName: `${settings.dbName}_${suffix}`, keepDb, ...credentials, seconds, runs, workDir };
+}
+
 /** The change-event delivery case (bench/events-bench.ts): its own servers and database. */
 function events(procs: Processes, workDir: string): Promise<Record<string, unknown>> {
-  return runEventsBench({
-    procs,
-    root: ROOT,
-    adminUrl: settings.adminUrl,
-    dbName: `${settings.dbName}_events`,
-    keepDb: settings.keepDb,
-    ...serviceCredentials(),
-    seconds: settings.seconds,
-    runs: settings.runs,
-    workDir,
-    rate: envInt("BENCH_EVENTS_RATE", 50),
-  });
+  return runEventsBench({ ...ownDatabase(procs, workDir, "events"), rate: envInt("BENCH_EVENTS_RATE", 50) });
 }
 
 /** The scale cases (bench/scale.ts): 1M and 10M models, each its own database; ~10 GB of disk. */
 function scale(procs: Processes, workDir: string): Promise<Record<string, unknown>> {
-  return runScaleBench({
-    procs,
-    root: ROOT,
-    adminUrl: settings.adminUrl,
-    dbName: `${settings.dbName}_scale`,
-    keepDb: settings.keepDb,
-    ...serviceCredentials(),
-    seconds: settings.seconds,
-    runs: settings.runs,
-    warmupSeconds: settings.warmupSeconds,
-    workDir,
-  });
+  return runScaleBench({ ...ownDatabase(procs, workDir, "scale"), warmupSeconds: settings.warmupSeconds });
 }
 
 /** Cases that need neither the main data set nor h2load. */
@@ -664,19 +638,10 @@ async function main(procs: Processes, cleanups: Array<() => Promise<void>>) {
   const manyUsers =
     part("users-reads") || part("users-mixed")
       ? await runManyUsersBench({
-          procs,
-          root: ROOT,
-          adminUrl: settings.adminUrl,
-          dbName: `${settings.dbName}_users`,
-          keepDb: settings.keepDb,
-          secret,
-          token,
-          seconds: settings.seconds,
-          runs: settings.runs,
+          ...ownDatabase(procs, workDir, "users", { secret, token }),
           warmupSeconds: settings.warmupSeconds,
           concurrency: settings.concurrency,
           sessions: settings.h2Clients,
-          workDir,
           parts: { reads: part("users-reads"), mixed: part("users-mixed") },
         })
       : undefined;

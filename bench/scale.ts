@@ -28,24 +28,13 @@ import {
   VoiceModelService,
 } from "../gen/voicemodel/v1/voice_model_service_pb";
 import { grpcCall } from "./client";
-import { median, percentileOf } from "./load";
-import { freePort, rssMb, serviceArgs, usersLoadArgs, waitUntilReady, type Child, type Processes } from "./processes";
+import { median, percentileOf, sequentialTimes } from "./load";
+import { freePort, rssMb, serviceArgs, usersLoadArgs, waitUntilReady, type Child, type OwnDatabaseCase } from "./processes";
 import { createBenchDatabase, dropBenchDatabase, migrate, userName } from "./seed";
 import type { UsersLoadOptions, UsersLoadResult } from "./users-load";
 
-export interface ScaleOptions {
-  procs: Processes;
-  root: string;
-  adminUrl: string;
-  dbName: string;
-  keepDb: boolean;
-  secret: string;
-  /** A service-role token signed with `secret`. */
-  token: string;
-  seconds: number;
-  runs: number;
+export interface ScaleOptions extends OwnDatabaseCase {
   warmupSeconds: number;
-  workDir: string;
 }
 
 interface Tier {
@@ -353,13 +342,7 @@ async function runCase(o: ScaleOptions, r: Running, key: CaseKey, seconds: numbe
 /** Sequential calls, each after `invalidate` (so each one misses its cache table): p50/p99 in ms. */
 async function coldCalls(admin: pg.Client, invalidate: string, userId: string, call: () => Promise<void>): Promise<{ p50Ms: number; p99Ms: number }> {
   await call(); // the plan and the connection warm
-  const times: number[] = [];
-  for (let i = 0; i < COLD_CALLS; i++) {
-    await admin.query(invalidate, [userId]);
-    const t0 = performance.now();
-    await call();
-    times.push(performance.now() - t0);
-  }
+  const times = await sequentialTimes(COLD_CALLS, () => admin.query(invalidate, [userId]), call);
   return { p50Ms: percentileOf(times, 50), p99Ms: percentileOf(times, 99) };
 }
 

@@ -17,7 +17,7 @@ import { VoiceModelService } from "../gen/voicemodel/v1/voice_model_service_pb";
 import { openDatabase } from "../src/db/connection";
 import { analyticsQuery } from "../src/usage/usage-repository";
 import { grpcCall } from "./client";
-import { grpcFrame, h2load, median, type LoadResult } from "./load";
+import { grpcFrame, h2load, median, sequentialTimes, type LoadResult } from "./load";
 import type { Processes } from "./processes";
 import type { UsageSeed } from "./usage-seed";
 
@@ -62,13 +62,7 @@ export async function runUsageBench(o: UsageBenchOptions): Promise<Record<string
     const planTouchesEvents = /usage_events/.test(plan);
 
     // (h) cold: every call misses the cache table.
-    const cold: number[] = [];
-    for (let i = 0; i < 30; i++) {
-      await admin.query(`DELETE FROM cache_voice_analytics WHERE user_id = $1`, [o.seed.userId]);
-      const t0 = performance.now();
-      await check();
-      cold.push(performance.now() - t0);
-    }
+    const cold = await sequentialTimes(30, () => admin.query(`DELETE FROM cache_voice_analytics WHERE user_id = $1`, [o.seed.userId]), check);
     cold.sort((a, b) => a - b);
     const coldP50 = cold[Math.floor(cold.length / 2)];
     const coldP99 = cold[cold.length - 1];
