@@ -29,8 +29,53 @@ function endError(error: unknown, hctx: HandlerContext, end: CallEnd, requestId:
 }
 
 /**
+ * A unary call the HTTP adapter serves without connect's handler (Connect JSON over POST, see
+ * connect-adapter.ts): what it read of the request. The signal is asked for only by handlers
+ * that need it (most never do).
+ */
+export interface DirectCall {
+  authorization: string | undefined;
+  requestId: string;
+  clientAddress: string;
+  /** connect-timeout-ms, parsed. */
+  timeoutMs: number | undefined;
+  readonly signal: AbortSignal;
+  /** Registers what to do when the client leaves before the reply is written. */
+  onGone(listener: () => void): void;
+}
+
+/** Runs one unary call through the gate and handler; rejects with the rendered ConnectError. */
+export type DirectUnary = (request: unknown, call: DirectCall) => Promise<unknown>;
+
+function directUnary(name: string, handler: AnyUnary, gate: CallGate, log: Logger, registry: CallRegistry): DirectUnary {
+  return async (request, call) => {
+    const end = registry.begin(call.timeoutMs === undefined ? undefined : Date.now() + call.timeoutMs);
+    call.onGone(() => end.abandon());
+    try {
+      const incoming = {
+        method: name,
+        authorization: call.authorization,
+        requestIdHeader: call.requestId,
+        clientAddress: call.clientAddress,
+        end,
+        get signal() {
+          return call.signal;
+        },
+      };
+      const ctx = gate.admit(incoming, call.requestId);
+      return await end.race(runWithDeadline(end.deadlineMs, async () => handler(request, ctx instanceof Promise ? await ctx : ctx)));
+    } catch (error) {
+      throw connectError(end.reason ?? error, call.requestId, log);
+    } finally {
+      end.done();
+    }
+  };
+}
+
+/**
  * Registers our transport-free handlers on a Connect router (Connect JSON/binary and gRPC-Web),
- * going through the same CallGate as the gRPC transport.
+ * going through the same CallGate as the gRPC transport. Returns the same unary calls by request
+ * path, for the adapter's direct path.
  */
 export function registerConnectService(
   router: ConnectRouter,
@@ -39,7 +84,8 @@ export function registerConnectService(
   gate: CallGate,
   log: Logger,
   registry: CallRegistry,
-): void {
+): Map<string, DirectUnary> {
+  const direct = new Map<string, DirectUnary>();
   const impl: Record<string, unknown> = {};
   for (const method of service.methods) {
     const name = `${service.typeName}/${method.name}`;
@@ -76,6 +122,7 @@ export function registerConnectService(
     };
     switch (method.methodKind) {
       case "unary":
+        direct.set(`/${name}`, directUnary(name, handler as AnyUnary, gate, log, registry));
         impl[method.localName] = async (request: unknown, hctx: HandlerContext) => {
           const [ctx, requestId, finish, end] = admit(hctx);
           try {
@@ -125,4 +172,5 @@ export function registerConnectService(
     }
   }
   router.service(service, impl as never);
+  return direct;
 }

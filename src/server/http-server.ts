@@ -8,7 +8,7 @@ import { invalidArgument } from "../errors";
 import type { Logger } from "pino";
 import { createConnectAdapter } from "./connect-adapter";
 import { requestIdFor } from "./call-gate";
-import { clientAddressKey, connectError } from "./connect-transport";
+import { clientAddressKey, connectError, type DirectUnary } from "./connect-transport";
 import { sendHttpError } from "./http-error";
 import { serveConsole } from "./console-route";
 import { serveIndex } from "./index-page";
@@ -18,7 +18,8 @@ import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb";
 const JSON_TYPES = createRegistry(ErrorInfoSchema);
 
 export interface HttpServerOptions {
-  routes: (router: ConnectRouter) => void;
+  /** Registers the services on connect's router; returns their unary calls by path (the direct path). */
+  routes: (router: ConnectRouter) => ReadonlyMap<string, DirectUnary>;
   corsOrigins: string[];
   /** Resolves true when the service can serve (the database answers). */
   isReady: () => Promise<boolean>;

@@ -55,7 +55,7 @@ export async function bindListeners(options: ListenerOptions): Promise<Listeners
 
   const httpHandler = createHttpHandler({
     ...options.http,
-    routes: (router) => services.forEach((s) => registerConnectService(router, s, served, gate, log, registry)),
+    routes: (router) => new Map(services.flatMap((s) => [...registerConnectService(router, s, served, gate, log, registry)])),
     corsOrigins: config.corsOrigins,
     draining: () => registry.draining,
     streamStallTimeoutMs: t.streamStallTimeoutMs,
