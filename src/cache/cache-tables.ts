@@ -11,6 +11,10 @@ import type { CacheStats } from "./cache-stats";
  * INSERT ... WHERE generation = noted (reading the generation FOR SHARE, so a fill racing an
  * uncommitted write waits for it and then sees the new generation). So once a write commits, no
  * row holding a value read before it can be served by any instance.
+ *
+ * A fill is off the reply's path: it is queued, and the queue is written by one writer, one
+ * INSERT per table for everything queued meanwhile (so under load many fills share a round trip
+ * and a commit). Each row keeps its own generation check, so a late fill is as safe as a prompt one.
  */
 
 export type CacheTable = "cache_voice_models" | "cache_voice_stats" | "cache_voice_analytics";
@@ -45,10 +49,23 @@ interface PendingHits {
   lastAccess: Date;
 }
 
+interface PendingFill {
+  entry: CacheEntry;
+  /** The value as its codec encodes it (JSON). */
+  value: unknown;
+  generation: number;
+}
+
+/** Fills written by one statement at most. */
+const FILL_BATCH = 200;
+
 const rowsOf = <T>(result: unknown): T[] => (result as { rows: T[] }).rows;
 
 export class CacheTables {
   private pendingHits = new Map<string, PendingHits>();
+  /** Fills not written yet, by table and key (a later fill of a key replaces an earlier one). */
+  private pendingFills = new Map<string, PendingFill>();
+  private filling: Promise<void> | undefined;
 
   constructor(
     private readonly knex: Knex,
@@ -81,10 +98,14 @@ export class CacheTables {
     const value = await load();
     if (value !== undefined && generation !== undefined) {
       const userId = userIdOf ? userIdOf(value) : entry.userId;
-      // A failed fill only leaves the cache cold; the caller still gets the value it loaded.
-      await this.fill({ ...entry, userId }, codec.encode(value), generation).catch(() => undefined);
+      this.queueFill({ ...entry, userId }, codec.encode(value), generation);
     }
     return value;
+  }
+
+  /** Resolves once every fill queued so far has been written (or failed). */
+  async fillsWritten(): Promise<void> {
+    while (this.filling) await this.filling;
   }
 
   /**
@@ -98,14 +119,49 @@ export class CacheTables {
     return inserted.length === 1 ? 0 : undefined;
   }
 
-  private async fill(entry: CacheEntry, value: unknown, generation: number): Promise<void> {
+  private queueFill(entry: CacheEntry, value: unknown, generation: number): void {
+    this.pendingFills.set(`${entry.table}\u0000${entry.key}`, { entry, value, generation });
+    // Started on the next turn, so the misses answered in this one share its first statement.
+    this.filling ??= new Promise<void>((resolve) => setImmediate(resolve))
+      .then(() => this.writeFills())
+      .finally(() => (this.filling = undefined));
+  }
+
+  /** Writes queued fills until none is left; a failed fill only leaves the cache cold. */
+  private async writeFills(): Promise<void> {
+    while (this.pendingFills.size > 0) {
+      const batch = [...this.pendingFills.values()].slice(0, FILL_BATCH);
+      for (const fill of batch) this.pendingFills.delete(`${fill.entry.table}\u0000${fill.entry.key}`);
+      for (const table of CACHE_TABLES) {
+        const rows = batch.filter((f) => f.entry.table === table);
+        if (rows.length > 0) await this.fill(table, rows).catch(() => undefined);
+      }
+    }
+  }
+
+  /**
+   * One INSERT of many fills, each written only while its scope's generation is the one its
+   * reader noted (read FOR SHARE: a fill racing an uncommitted write waits for it, then skips).
+   */
+  private async fill(table: CacheTable, fills: PendingFill[]): Promise<void> {
+    const rows = fills.map(({ entry, value, generation }) => ({
+      key: entry.key,
+      user_id: entry.userId,
+      model_id: entry.modelId ?? null,
+      value,
+      ttl: entry.ttlSeconds,
+      scope: entry.scope,
+      generation,
+    }));
     await this.knex.raw(
-      `INSERT INTO ${entry.table} (cache_key, user_id, model_id, value, expires_at)
-       SELECT ?, ?, ?::uuid, ?::jsonb, now() + make_interval(secs => ?)
-       WHERE (SELECT generation FROM cache_generations WHERE scope = ? FOR SHARE) = ?
+      `INSERT INTO ${table} (cache_key, user_id, model_id, value, expires_at)
+       SELECT v.key, v.user_id, v.model_id::uuid, v.value, now() + make_interval(secs => v.ttl)
+       FROM jsonb_to_recordset(?::jsonb) AS v(key text, user_id text, model_id text, value jsonb, ttl int, scope text, generation bigint)
+       JOIN cache_generations g ON g.scope = v.scope AND g.generation = v.generation
+       FOR SHARE OF g
        ON CONFLICT (cache_key) DO UPDATE
          SET value = excluded.value, expires_at = excluded.expires_at, created_at = now()`,
-      [entry.key, entry.userId, entry.modelId ?? null, JSON.stringify(value), entry.ttlSeconds, entry.scope, generation],
+      [JSON.stringify(rows)],
     );
   }
 

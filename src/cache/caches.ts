@@ -129,7 +129,7 @@ export class Caches {
   jobs(): Job[] {
     const { config } = this.options;
     return [
-      { name: "cache hit flush", intervalMs: config.hitFlushIntervalMs, mode: { kind: "every-instance" }, runAtStop: true, run: () => this.tables.flushHits() },
+      { name: "cache hit flush", intervalMs: config.hitFlushIntervalMs, mode: { kind: "every-instance" }, runAtStop: true, run: () => this.tables.fillsWritten().then(() => this.tables.flushHits()) },
       { name: "cache sweep", intervalMs: config.sweepIntervalMs, mode: { kind: "every-instance" }, run: () => this.tables.sweepExpired(config.sweepBatchSize) },
     ];
   }

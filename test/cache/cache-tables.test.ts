@@ -21,8 +21,10 @@ async function warm(alice: Actor, modelId: string) {
   await alice.grpc.listVoiceModels({});
   await alice.grpc.getVoiceModelAnalytics({});
   await alice.grpc.getVoiceModelUsageStats({ modelId });
+  // Fills are written after the replies, by the cache's one writer.
+  await until(async () => (await rowsOf("cache_voice_stats", alice.userId)).length > 0 && (await rowsOf("cache_voice_analytics", alice.userId)).length > 0);
+  await until(async () => (await rowsOf("cache_voice_models", alice.userId)).length === 2);
   expect(await row("cache_voice_models", `voice_model:${modelId}`)).toBeDefined();
-  expect((await rowsOf("cache_voice_models", alice.userId)).length).toBe(2);
   expect(await row("cache_voice_analytics", `voice_analytics:${alice.userId}`)).toBeDefined();
   expect(await row("cache_voice_stats", `voice_stats:${modelId}`)).toBeDefined();
 }
@@ -86,6 +88,7 @@ describe("cache tables", () => {
     const alice = await server().actor();
     const model = await createModel(alice);
     await alice.grpc.getVoiceModel({ modelId: model.id }); // miss: fills
+    await until(async () => (await row("cache_voice_models", `voice_model:${model.id}`)) !== undefined);
     const filled = await row("cache_voice_models", `voice_model:${model.id}`);
     expect(Number(filled.hit_count)).toBe(0);
     for (let i = 0; i < 5; i++) await alice.grpc.getVoiceModel({ modelId: model.id });
@@ -98,6 +101,7 @@ describe("cache tables", () => {
     const models = [await createModel(alice), await createModel(alice), await createModel(alice)];
     for (const m of models) await alice.grpc.getVoiceModel({ modelId: m.id });
     const keys = models.map((m) => `voice_model:${m.id}`);
+    await until(async () => (await knex()("cache_voice_models").whereIn("cache_key", keys)).length === 3);
     await knex()("cache_voice_models").whereIn("cache_key", keys).update({ expires_at: knex().raw("now() - interval '1 second'") });
     await until(async () => (await knex()("cache_voice_models").whereIn("cache_key", keys)).length === 0);
   });
