@@ -38,6 +38,10 @@ export interface ManyUsersOptions extends OwnDatabaseCase {
 }
 
 type Rpc = "active" | "list";
+
+/** BENCH_PROFILE=1: each instance writes .bench/profile/users-<name>.cpuprofile (bench/profile-summary.ts). */
+const profileArgs = (root: string, name: string) =>
+  process.env.BENCH_PROFILE === "1" ? ["--cpu-prof", `--cpu-prof-dir=${path.join(root, ".bench", "profile")}`, `--cpu-prof-name=users-${name}.cpuprofile`] : [];
 /**
  * pgb: cache off, its pool through a transaction-pooling PgBouncer (LISTEN direct); noop: the bare
  * grpc-js no-op, driven by the same generator, for Zipf with the cache on against it.
@@ -123,7 +127,7 @@ export async function runManyUsersBench(o: ManyUsersOptions): Promise<Record<str
     const track = (child: Child) => (children.push(child), child);
     const ports = { onGrpc: await freePort(), onHttp: await freePort(), bGrpc: await freePort(), bHttp: await freePort(), pgbGrpc: await freePort(), pgbHttp: await freePort(), offGrpc: await freePort(), offHttp: await freePort(), active: await freePort(), list: await freePort(), noop: await freePort() };
     const service = (name: string, grpcPort: number, httpPort: number, extra: Record<string, string>) =>
-      track(o.procs.start(`service ${name}`, process.execPath, serviceArgs(o.root), {
+      track(o.procs.start(`service ${name}`, process.execPath, [...profileArgs(o.root, name), ...serviceArgs(o.root)], {
         cwd: o.root,
         env: {
           ...process.env,
