@@ -7,7 +7,6 @@ import { consentForNewModel, isRecordingKey } from "../consent/consent-repositor
 import { ConsentService } from "../consent/consent-service";
 import { scrubWithdrawnModels, Withdrawal } from "../consent/withdrawal";
 import type { Config } from "../config";
-import { outsideCall } from "../db/call-deadline";
 import type { Database } from "../db/connection";
 import { ServiceMetrics } from "../metrics/service-metrics";
 import { FileMover } from "../model-files/file-mover";
@@ -78,8 +77,7 @@ export function buildDomain({ config, db, log }: { config: Readonly<Config>; db:
   const storageHealth = new BlobStoreHealth(blobs, config.files.storageProbeIntervalMs, log);
   const mover = new FileMover(db.knex, blobs, log);
   mover.listenTo(models);
-  // The mover's work outlives the call that kicks it: it runs outside the call's deadline.
-  const kickMover = () => outsideCall(() => mover.kick());
+  const kickMover = () => mover.kick();
   const keyProvider = openKeyProvider(masterKeys);
   const files = new ModelFileService({ knex: db.knex, models, sealed: new SealedStore(blobs, keyProvider), maxFileBytes: config.files.maxFileBytes, kickMover });
   const uploads = new ChunkedUploads({ knex: db.knex, files, expiryMs: config.files.uploadExpiryMs });

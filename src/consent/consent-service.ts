@@ -183,7 +183,7 @@ export class ConsentService {
         if (!current) throw consentNotFound(consentId);
         previous = current.recording?.key;
         return repo.setRecording(trx, consentId, sealed);
-      });
+      }, { deadlineMs: actor.deadlineMs });
     } catch (error) {
       await discard(key);
       throw error;

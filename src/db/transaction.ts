@@ -1,5 +1,6 @@
 import type { Knex } from "knex";
 import { setTimeout as sleep } from "node:timers/promises";
+import { bindDeadline, deadlineExceeded } from "./call-deadline";
 
 /** The transaction type every multi-row write takes as a parameter. */
 export type Tx = Knex.Transaction;
@@ -39,16 +40,22 @@ export interface TransactionOptions {
    * writes no table whose triggers read them (rate-limit hits, usage events). Default true.
    */
   settings?: boolean;
+  /**
+   * The deadline (epoch ms) of the call the transaction is for: it is not begun after it, none of
+   * its statements starts after it, and it commits only before it (bindDeadline).
+   */
+  deadlineMs?: number;
 }
 
 /** Runs fn in one transaction, retrying contention failures so callers never see them. */
 export async function inTransaction<T>(knex: Knex, fn: (trx: Tx) => Promise<T>, options: TransactionOptions = {}): Promise<T> {
-  const { attempts = 8, settings = true } = options;
+  const { attempts = 8, settings = true, deadlineMs } = options;
   for (let attempt = 1; ; attempt++) {
+    if (deadlineMs !== undefined && Date.now() >= deadlineMs) throw deadlineExceeded();
     try {
-      if (!settings) return await knex.transaction(fn);
       return await knex.transaction(async (trx) => {
-        await applyTransactionSettings(knex, trx);
+        bindDeadline(trx, deadlineMs);
+        if (settings) await applyTransactionSettings(knex, trx);
         return fn(trx);
       });
     } catch (error) {

@@ -108,7 +108,7 @@ export class ChunkedUploads {
         const again = await this.replayed(trx, current, offset, data.length, sha256);
         if (again !== undefined) return { received: again, added: false };
         return { received: await repo.addChunk(trx, id, chunkId, offset, sealed), added: true };
-      }, { settings: false });
+      }, { settings: false, deadlineMs: actor.deadlineMs });
       added = outcome.added;
       return outcome.received;
     } finally {

@@ -17,6 +17,8 @@ export interface RequestContext {
   readonly log: Logger;
   /** Set once the call was ended before its handler finished: its deadline passed, or the shutdown ended it. */
   readonly endedBy?: AppError;
+  /** The call's deadline (epoch ms), if it has one: its writing transactions commit only before it. */
+  readonly deadlineMs?: number;
 }
 
 /** The transport-free shape of one RPC implementation, by method kind. */

@@ -117,6 +117,10 @@ class CallContext implements RequestContext {
     return this.call.end?.reason;
   }
 
+  get deadlineMs() {
+    return this.call.end?.deadlineMs;
+  }
+
   /** Every log line of the call carries its request id; made on first use (most calls never log). */
   get log() {
     return (this.childLog ??= this.baseLog.child({ requestId: this.requestId }));

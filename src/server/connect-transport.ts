@@ -2,7 +2,7 @@ import type { DescService } from "@bufbuild/protobuf";
 import { Code, ConnectError, createContextKey, type ConnectRouter, type HandlerContext } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb";
-import { deadlineExceeded, runWithDeadline } from "../db/call-deadline";
+import { deadlineExceeded } from "../db/call-deadline";
 import type { CallEnd, CallRegistry } from "./call-end";
 import { requestIdFor, type CallGate } from "./call-gate";
 import { errorReply } from "../rpc/error-reply";
@@ -63,7 +63,7 @@ function directUnary(name: string, handler: AnyUnary, gate: CallGate, log: Logge
         },
       };
       const ctx = gate.admit(incoming, call.requestId);
-      return await end.race(runWithDeadline(end.deadlineMs, async () => handler(request, ctx instanceof Promise ? await ctx : ctx)));
+      return await end.race(ctx instanceof Promise ? ctx.then((c) => handler(request, c)) : handler(request, ctx));
     } catch (error) {
       throw connectError(end.reason ?? error, call.requestId, log);
     } finally {
@@ -126,7 +126,7 @@ export function registerConnectService(
         impl[method.localName] = async (request: unknown, hctx: HandlerContext) => {
           const [ctx, requestId, finish, end] = admit(hctx);
           try {
-            return await end.race(runWithDeadline(end.deadlineMs, async () => (handler as AnyUnary)(request, await ctx)));
+            return await end.race(Promise.resolve(ctx).then((c) => (handler as AnyUnary)(request, c)));
           } catch (error) {
             throw endError(error, hctx, end, requestId, log);
           } finally {
@@ -140,10 +140,10 @@ export function registerConnectService(
           let replies: AsyncIterator<unknown> | undefined;
           try {
             const c = await end.race(Promise.resolve(ctx));
-            const it = (replies = runWithDeadline(end.deadlineMs, () => (handler as AnyServerStream)(request, c)[Symbol.asyncIterator]()));
+            const it = (replies = (handler as AnyServerStream)(request, c)[Symbol.asyncIterator]());
             for (;;) {
-              // Each step runs under the call's deadline, and gives up when the call is ended.
-              const next = await end.race(runWithDeadline(end.deadlineMs, () => it.next()));
+              // Each step gives up when the call is ended.
+              const next = await end.race(it.next());
               if (next.done) return;
               yield next.value;
             }
@@ -159,7 +159,7 @@ export function registerConnectService(
         impl[method.localName] = async (requests: AsyncIterable<unknown>, hctx: HandlerContext) => {
           const [ctx, requestId, finish, end] = admit(hctx);
           try {
-            return await end.race(runWithDeadline(end.deadlineMs, async () => (handler as AnyClientStream)(requests, await ctx)));
+            return await end.race(Promise.resolve(ctx).then((c) => (handler as AnyClientStream)(requests, c)));
           } catch (error) {
             throw endError(error, hctx, end, requestId, log);
           } finally {

@@ -4,7 +4,6 @@ import * as grpc from "@grpc/grpc-js";
 import type http2 from "node:http2";
 import type { Logger } from "pino";
 import { StatusSchema } from "../../gen/google/rpc/status_pb";
-import { runWithDeadline } from "../db/call-deadline";
 import { AppError, invalidArgument } from "../errors";
 import type { CallEnd, CallRegistry } from "./call-end";
 import { requestIdFor, type CallGate, type IncomingCall } from "./call-gate";
@@ -275,9 +274,7 @@ export function grpcService(
           const [ctx, requestId, end] = admit(call);
           let replied: Promise<unknown>;
           try {
-            replied = runWithDeadline(end.deadlineMs, () =>
-              ctx instanceof Promise ? ctx.then((c) => (handler as AnyUnary)(decoded(call.request), c)) : (handler as AnyUnary)(decoded(call.request), ctx),
-            );
+            replied = ctx instanceof Promise ? ctx.then((c) => (handler as AnyUnary)(decoded(call.request), c)) : (handler as AnyUnary)(decoded(call.request), ctx);
           } catch (error) {
             replied = Promise.reject(error);
           }
@@ -297,7 +294,7 @@ export function grpcService(
           // A stream holds its flow-control window plus those messages (grpc-js alone would queue
           // 16 before reporting back-pressure), and a reader that takes nothing stalls it.
           const out = new GrpcReplyWriter(call, end, MESSAGES_IN_FLIGHT, options.streamStallTimeoutMs);
-          runWithDeadline(end.deadlineMs, async () => {
+          (async () => {
             const replies = (handler as AnyServerStream)(decoded(call.request), await end.race(Promise.resolve(ctx)))[Symbol.asyncIterator]();
             try {
               for (;;) {
@@ -313,7 +310,7 @@ export function grpcService(
               // Stops the handler's reads (its finally blocks run) when the stream ends early.
               replies.return?.(undefined).catch(() => undefined);
             }
-          })
+          })()
             .catch((error) => {
               if (call.cancelled) return;
               call.emit("error", grpcError(error, requestId, log));
@@ -336,7 +333,7 @@ export function grpcService(
           // An ended call stops reading the upload: the handler's loop sees the reason.
           end.onEnd((reason) => call.destroy(reason));
           end
-            .race(runWithDeadline(end.deadlineMs, () => Promise.resolve(ctx).then((c) => (handler as AnyClientStream)(readStream(call), c))))
+            .race(Promise.resolve(ctx).then((c) => (handler as AnyClientStream)(readStream(call), c)))
             .then(
               (reply) => callback(null, reply, requestIdTrailer(requestId)),
               (error) => call.cancelled || callback(grpcError(error, requestId, log)),

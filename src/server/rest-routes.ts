@@ -15,7 +15,6 @@ import {
 import type http from "node:http";
 import type { Logger } from "pino";
 import { http as httpRule } from "../../gen/google/api/annotations_pb";
-import { runWithDeadline } from "../db/call-deadline";
 import { AppError, invalidArgument } from "../errors";
 import type { CallRegistry } from "./call-end";
 import type { CallGate } from "./call-gate";
@@ -119,12 +118,12 @@ export function restRoutes(deps: RestRoutesDeps): (req: http.IncomingMessage, re
       const handler = deps.served[method.localName];
       let reply: unknown;
       if (method.methodKind === "unary") {
-        reply = await end.race(runWithDeadline(end.deadlineMs, async () => (handler as AnyUnary)(request, ctx)));
+        reply = await end.race((handler as AnyUnary)(request, ctx));
       } else {
         // A server stream (CreateBackup): its last message is the reply.
-        const it = (stream = runWithDeadline(end.deadlineMs, () => (handler as AnyServerStream)(request, ctx)[Symbol.asyncIterator]()));
+        const it = (stream = (handler as AnyServerStream)(request, ctx)[Symbol.asyncIterator]());
         for (;;) {
-          const next = await end.race(runWithDeadline(end.deadlineMs, () => it.next()));
+          const next = await end.race(it.next());
           if (next.done) break;
           reply = next.value;
         }

@@ -84,7 +84,7 @@ export class SharingService {
       });
       await this.events.append(trx, [{ type: "shared", userId: ownerId, model, audience: targets }]);
       return granted;
-    });
+    }, { deadlineMs: actor.deadlineMs });
   }
 
   async revoke(actor: Actor, req: RevokeShareRequest): Promise<number> {
@@ -105,7 +105,7 @@ export class SharingService {
       });
       if (revoked.length > 0) await this.events.append(trx, [{ type: "share_revoked", userId: model.userId, modelId, audience: revoked }]);
       return revoked.length;
-    });
+    }, { deadlineMs: actor.deadlineMs });
   }
 
   /** What an owner has shared (owner; service and admin name the owner), newest first. */

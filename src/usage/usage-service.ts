@@ -176,7 +176,7 @@ export class UsageService {
       });
       return { recorded: fresh.length, duplicates: batchDuplicates };
       // The TTS write path writes no model, file or backup row: it skips the erasure key's round trip.
-    }, { settings: false });
+    }, { settings: false, deadlineMs: actor.deadlineMs });
   }
 
   /** Stats of a model the caller can read, lifetime (usage_totals) or by UTC days (usage_daily). */

@@ -7,6 +7,8 @@ export interface Actor {
   readonly caller: Caller;
   readonly requestId: string;
   readonly clientAddress: string;
+  /** The deadline (epoch ms) of the call, if it has one: its writing transactions commit only before it. */
+  readonly deadlineMs?: number;
 }
 
 /** "deleted" is the soft delete; "purged" is the row removed for good (retention, erasure). */

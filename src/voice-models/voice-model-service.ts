@@ -311,15 +311,19 @@ export class VoiceModelService {
    * that may, go through writeForUser.
    */
   write<T>(actor: Actor, fn: (trx: Tx, log: ChangeLog) => Promise<T>): Promise<T> {
-    return inTransaction(this.knex, async (trx) => {
-      const log = new ChangeLog(this.consentRequired);
-      const result = await fn(trx, log);
-      const [consentless] = log.consentlessPromotions();
-      if (consentless) throw consentMissing(consentless.model);
-      await history.writeHistory(trx, log, actor);
-      if (log.changes.length > 0 || log.erasure) for (const listener of this.listeners) await listener(trx, log.changes, actor, log);
-      return result;
-    });
+    return inTransaction(
+      this.knex,
+      async (trx) => {
+        const log = new ChangeLog(this.consentRequired);
+        const result = await fn(trx, log);
+        const [consentless] = log.consentlessPromotions();
+        if (consentless) throw consentMissing(consentless.model);
+        await history.writeHistory(trx, log, actor);
+        if (log.changes.length > 0 || log.erasure) for (const listener of this.listeners) await listener(trx, log.changes, actor, log);
+        return result;
+      },
+      { deadlineMs: actor.deadlineMs },
+    );
   }
 
   /**
