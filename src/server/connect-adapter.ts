@@ -61,12 +61,12 @@ export function createConnectAdapter(options: ConnectAdapterOptions): http.Reque
   const router = createConnectRouter({ acceptCompression: ACCEPT_COMPRESSION, ...options, readMaxBytes });
   const direct = options.routes(router);
   const handlers = new Map(router.handlers.map((h) => [h.requestPath, h]));
-  const serializations = new Map(
-    [...direct.keys()].flatMap((p) => {
-      const method = handlers.get(p)?.method;
-      return method ? [[p, createMethodSerializationLookup(method, options.binaryOptions, options.jsonOptions, { readMaxBytes, writeMaxBytes: 0xffffffff })] as const] : [];
-    }),
-  );
+  const directRoutes = new Map<string, DirectRoute>();
+  for (const [path, run] of direct) {
+    const method = handlers.get(path)?.method;
+    const limits = { readMaxBytes, writeMaxBytes: 0xffffffff };
+    if (method) directRoutes.set(path, { method, run, serialization: createMethodSerializationLookup(method, options.binaryOptions, options.jsonOptions, limits) });
+  }
   return (req, res) => {
     const url = req.url ?? "";
     const query = url.indexOf("?");
@@ -112,9 +112,9 @@ export function createConnectAdapter(options: ConnectAdapterOptions): http.Reque
         } catch (error) {
           return sendHttpError(res, error, requestId, options.log);
         }
-        const run = direct.get(path);
-        if (run && req.method === "POST" && UNARY_JSON.test(type) && isIdentity(req.headers["content-encoding"])) {
-          return serveDirect(req, res, handler.method, run, bytes, requestId, serializations.get(path)!, options);
+        const route = directRoutes.get(path);
+        if (route && req.method === "POST" && UNARY_JSON.test(type) && isIdentity(req.headers["content-encoding"])) {
+          return serveDirect(req, res, route, bytes, requestId, options);
         }
         return serve(oneChunk(bytes));
       },
@@ -133,29 +133,24 @@ const COMPRESS_MIN_BYTES = 1024;
 const UNARY_JSON = /^application\/json(?:; ?charset=utf-?8)?$/i;
 const isIdentity = (encoding: string | undefined) => encoding === undefined || encoding === "" || encoding === "identity";
 
-type Serializations = ReturnType<typeof createMethodSerializationLookup>;
+interface DirectRoute {
+  method: DescMethod;
+  run: DirectUnary;
+  serialization: ReturnType<typeof createMethodSerializationLookup>;
+}
 
 /**
  * A unary Connect JSON call served without connect's handler, with connect's rules: the timeout
  * header, the JSON (de)serialization and its errors, the reply's compression, and errors as
  * Connect error JSON with their HTTP status.
  */
-async function serveDirect(
-  req: http.IncomingMessage,
-  res: http.ServerResponse,
-  method: DescMethod,
-  run: DirectUnary,
-  bytes: Uint8Array,
-  requestId: string,
-  serialization: Serializations,
-  options: ConnectAdapterOptions,
-): Promise<void> {
+async function serveDirect(req: http.IncomingMessage, res: http.ServerResponse, route: DirectRoute, bytes: Uint8Array, requestId: string, options: ConnectAdapterOptions): Promise<void> {
   const header: http.OutgoingHttpHeaders = { "content-type": contentTypeUnaryJson };
   let status = 200;
   let body: Uint8Array;
   const compression = compressionNegotiate(ACCEPT_COMPRESSION, null, firstHeader(req.headers[headerUnaryAcceptEncoding.toLowerCase()]) ?? null, headerUnaryAcceptEncoding);
   try {
-    body = serialization.getO(false).serialize(await runDirect(req, res, method, run, bytes, requestId, serialization));
+    body = route.serialization.getO(false).serialize(await runDirect(req, res, route, bytes, requestId));
   } catch (error) {
     if (res.destroyed) return;
     // The call's own errors come rendered; the protocol's (timeout header, undecodable JSON) are rendered here.
@@ -174,15 +169,7 @@ async function serveDirect(
 }
 
 /** The reply message of a direct call (see serveDirect). */
-async function runDirect(
-  req: http.IncomingMessage,
-  res: http.ServerResponse,
-  method: DescMethod,
-  run: DirectUnary,
-  bytes: Uint8Array,
-  requestId: string,
-  serialization: Serializations,
-) {
+async function runDirect(req: http.IncomingMessage, res: http.ServerResponse, { method, run, serialization }: DirectRoute, bytes: Uint8Array, requestId: string) {
   const timeout = parseTimeout(firstHeader(req.headers["connect-timeout-ms"]) ?? null, Number.MAX_SAFE_INTEGER);
   if (timeout.error) throw timeout.error;
   const input = serialization.getI(false).parse(bytes);
