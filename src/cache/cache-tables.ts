@@ -1,4 +1,5 @@
 import type { Knex } from "knex";
+import { readRows } from "../db/read-rows";
 import type { Db, Tx } from "../db/transaction";
 import type { CacheStats } from "./cache-stats";
 
@@ -80,12 +81,11 @@ export class CacheTables {
     /** The owner, when only the loaded value names it (a model looked up by id). */
     userIdOf?: (value: T) => string,
   ): Promise<T | undefined> {
-    const [row] = rowsOf<{ generation: number | null; value: unknown }>(
-      await this.knex.raw(
-        `SELECT (SELECT generation FROM cache_generations WHERE scope = ?) AS generation,
-                (SELECT value FROM ${entry.table} WHERE cache_key = ? AND expires_at > now()) AS value`,
-        [entry.scope, entry.key],
-      ),
+    const [row] = await readRows<{ generation: number | null; value: unknown }>(
+      this.knex,
+      `SELECT (SELECT generation FROM cache_generations WHERE scope = ?) AS generation,
+              (SELECT value FROM ${entry.table} WHERE cache_key = ? AND expires_at > now()) AS value`,
+      [entry.scope, entry.key],
     );
     const counters = this.stats.tables[entry.table];
     if (row.value !== null && row.value !== undefined) {

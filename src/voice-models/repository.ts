@@ -1,5 +1,6 @@
 import { VoiceModelRow } from "../db/models/voice-model-row";
 import type { Db, Tx } from "../db/transaction";
+import { readRows } from "../db/read-rows";
 import { LIMITS, type Provider, type Status } from "./constants";
 import type { ChangeLog, ModelChangeKind } from "./model-events";
 import type { ListCursor, ListOrder } from "./paging";
@@ -132,8 +133,8 @@ export async function findModelForUpdate(trx: Tx, id: string): Promise<VoiceMode
 const ACTIVE_SQL = `SELECT * FROM voice_models WHERE user_id = ? AND is_active = ? AND deleted_at IS NULL`;
 
 export async function findActiveModel(db: Db, userId: string): Promise<VoiceModelRecord | undefined> {
-  const { rows } = await db.raw(ACTIVE_SQL, [userId, true]);
-  return rows.length > 0 ? toRecord(rows[0] as VoiceModelRow) : undefined;
+  const rows = await readRows<VoiceModelRow>(db, ACTIVE_SQL, [userId, true]);
+  return rows.length > 0 ? toRecord(rows[0]) : undefined;
 }
 
 /** A user's live (not deleted) models, optionally of one status and without some ids. */
@@ -463,10 +464,10 @@ export async function listModels(
     rowsBindings.push(page.offset);
   }
   const [rows, count] = await Promise.all([
-    db.raw(rowsSql, rowsBindings),
-    db.raw(`SELECT count(*) AS total FROM voice_models WHERE ${where.sql}`, where.bindings),
+    readRows<VoiceModelRow>(db, rowsSql, rowsBindings),
+    readRows<{ total: unknown }>(db, `SELECT count(*) AS total FROM voice_models WHERE ${where.sql}`, where.bindings),
   ]);
-  return { models: (rows.rows as VoiceModelRow[]).map(toRecord), total: Number(count.rows[0].total) };
+  return { models: rows.map(toRecord), total: Number(count[0].total) };
 }
 
 /** Figures over all models, for metrics and alerts. */
