@@ -62,6 +62,9 @@ const FILL_BATCH = 200;
 
 const rowsOf = <T>(result: unknown): T[] => (result as { rows: T[] }).rows;
 
+/** A row's identity across the cache tables: the key of the pending hit counts and fills. */
+const rowId = (entry: Pick<CacheEntry, "table" | "key">) => `${entry.table}\u0000${entry.key}`;
+
 export class CacheTables {
   private pendingHits = new Map<string, PendingHits>();
   /** Fills not written yet, by table and key (a later fill of a key replaces an earlier one). */
@@ -120,7 +123,7 @@ export class CacheTables {
   }
 
   private queueFill(entry: CacheEntry, value: unknown, generation: number): void {
-    this.pendingFills.set(`${entry.table}\u0000${entry.key}`, { entry, value, generation });
+    this.pendingFills.set(rowId(entry), { entry, value, generation });
     // Started on the next turn, so the misses answered in this one share its first statement.
     this.filling ??= new Promise<void>((resolve) => setImmediate(resolve))
       .then(() => this.writeFills())
@@ -131,7 +134,7 @@ export class CacheTables {
   private async writeFills(): Promise<void> {
     while (this.pendingFills.size > 0) {
       const batch = [...this.pendingFills.values()].slice(0, FILL_BATCH);
-      for (const fill of batch) this.pendingFills.delete(`${fill.entry.table}\u0000${fill.entry.key}`);
+      for (const fill of batch) this.pendingFills.delete(rowId(fill.entry));
       for (const table of CACHE_TABLES) {
         const rows = batch.filter((f) => f.entry.table === table);
         if (rows.length > 0) await this.fill(table, rows).catch(() => undefined);
@@ -166,7 +169,7 @@ export class CacheTables {
   }
 
   private countHit(entry: CacheEntry) {
-    const id = `${entry.table}\u0000${entry.key}`;
+    const id = rowId(entry);
     const pending = this.pendingHits.get(id);
     if (pending) {
       pending.hits++;

@@ -62,9 +62,9 @@ export function createConnectAdapter(options: ConnectAdapterOptions): http.Reque
   const direct = options.routes(router);
   const handlers = new Map(router.handlers.map((h) => [h.requestPath, h]));
   const directRoutes = new Map<string, DirectRoute>();
+  const limits = { readMaxBytes, writeMaxBytes: 0xffffffff };
   for (const [path, run] of direct) {
     const method = handlers.get(path)?.method;
-    const limits = { readMaxBytes, writeMaxBytes: 0xffffffff };
     if (method) directRoutes.set(path, { method, run, serialization: createMethodSerializationLookup(method, options.binaryOptions, options.jsonOptions, limits) });
   }
   return (req, res) => {
@@ -114,7 +114,7 @@ export function createConnectAdapter(options: ConnectAdapterOptions): http.Reque
         }
         const route = directRoutes.get(path);
         if (route && req.method === "POST" && UNARY_JSON.test(type) && isIdentity(req.headers["content-encoding"])) {
-          return serveDirect(req, res, route, bytes, requestId, options);
+          return serveDirect(req, res, route, bytes, requestId, controller.signal, options);
         }
         return serve(oneChunk(bytes));
       },
@@ -144,13 +144,21 @@ interface DirectRoute {
  * header, the JSON (de)serialization and its errors, the reply's compression, and errors as
  * Connect error JSON with their HTTP status.
  */
-async function serveDirect(req: http.IncomingMessage, res: http.ServerResponse, route: DirectRoute, bytes: Uint8Array, requestId: string, options: ConnectAdapterOptions): Promise<void> {
+async function serveDirect(
+  req: http.IncomingMessage,
+  res: http.ServerResponse,
+  route: DirectRoute,
+  bytes: Uint8Array,
+  requestId: string,
+  signal: AbortSignal,
+  options: ConnectAdapterOptions,
+): Promise<void> {
   const header: http.OutgoingHttpHeaders = { "content-type": contentTypeUnaryJson };
   let status = 200;
   let body: Uint8Array;
   const compression = compressionNegotiate(ACCEPT_COMPRESSION, null, firstHeader(req.headers[headerUnaryAcceptEncoding.toLowerCase()]) ?? null, headerUnaryAcceptEncoding);
   try {
-    body = route.serialization.getO(false).serialize(await runDirect(req, res, route, bytes, requestId));
+    body = route.serialization.getO(false).serialize(await runDirect(req, route, bytes, requestId, signal));
   } catch (error) {
     if (res.destroyed) return;
     // The call's own errors come rendered; the protocol's (timeout header, undecodable JSON) are rendered here.
@@ -169,26 +177,16 @@ async function serveDirect(req: http.IncomingMessage, res: http.ServerResponse, 
 }
 
 /** The reply message of a direct call (see serveDirect). */
-async function runDirect(req: http.IncomingMessage, res: http.ServerResponse, { method, run, serialization }: DirectRoute, bytes: Uint8Array, requestId: string) {
+async function runDirect(req: http.IncomingMessage, { method, run, serialization }: DirectRoute, bytes: Uint8Array, requestId: string, signal: AbortSignal) {
   const timeout = parseTimeout(firstHeader(req.headers["connect-timeout-ms"]) ?? null, Number.MAX_SAFE_INTEGER);
   if (timeout.error) throw timeout.error;
   const input = serialization.getI(false).parse(bytes);
-  let controller: AbortController | undefined;
-  let gone: (() => void) | undefined;
-  res.once("close", () => {
-    if (res.writableFinished) return;
-    controller?.abort(new ConnectError("the client closed the connection", Code.Canceled));
-    gone?.();
-  });
   const output = await run(input, {
     authorization: firstHeader(req.headers.authorization),
     requestId,
     clientAddress: req.socket.remoteAddress ?? "unknown",
     timeoutMs: timeout.timeoutMs,
-    get signal() {
-      return (controller ??= new AbortController()).signal;
-    },
-    onGone: (listener) => (gone = listener),
+    signal,
   });
   return isMessage(output, method.output) ? output : create(method.output, output as never);
 }

@@ -30,8 +30,7 @@ function endError(error: unknown, hctx: HandlerContext, end: CallEnd, requestId:
 
 /**
  * A unary call the HTTP adapter serves without connect's handler (Connect JSON over POST, see
- * connect-adapter.ts): what it read of the request. The signal is asked for only by handlers
- * that need it (most never do).
+ * connect-adapter.ts): what it read of the request.
  */
 export interface DirectCall {
   authorization: string | undefined;
@@ -39,9 +38,8 @@ export interface DirectCall {
   clientAddress: string;
   /** connect-timeout-ms, parsed. */
   timeoutMs: number | undefined;
-  readonly signal: AbortSignal;
-  /** Registers what to do when the client leaves before the reply is written. */
-  onGone(listener: () => void): void;
+  /** The adapter's: aborted when the client leaves before the reply is written. */
+  signal: AbortSignal;
 }
 
 /** Runs one unary call through the gate and handler; rejects with the rendered ConnectError. */
@@ -50,23 +48,16 @@ export type DirectUnary = (request: unknown, call: DirectCall) => Promise<unknow
 function directUnary(name: string, handler: AnyUnary, gate: CallGate, log: Logger, registry: CallRegistry): DirectUnary {
   return async (request, call) => {
     const end = registry.begin(call.timeoutMs === undefined ? undefined : Date.now() + call.timeoutMs);
-    call.onGone(() => end.abandon());
+    const gone = () => end.abandon();
+    call.signal.addEventListener("abort", gone, { once: true });
     try {
-      const incoming = {
-        method: name,
-        authorization: call.authorization,
-        requestIdHeader: call.requestId,
-        clientAddress: call.clientAddress,
-        end,
-        get signal() {
-          return call.signal;
-        },
-      };
-      const ctx = gate.admit(incoming, call.requestId);
+      const { authorization, requestId, clientAddress, signal } = call;
+      const ctx = gate.admit({ method: name, authorization, requestIdHeader: requestId, clientAddress, signal, end }, requestId);
       return await end.race(ctx instanceof Promise ? ctx.then((c) => handler(request, c)) : handler(request, ctx));
     } catch (error) {
       throw connectError(end.reason ?? error, call.requestId, log);
     } finally {
+      call.signal.removeEventListener("abort", gone);
       end.done();
     }
   };
